@@ -1,0 +1,164 @@
+//! The RoomControl gRPC service: one file per group of RPCs.
+//!
+//! Each handler unwraps the request, validates it into what LiveKit needs,
+//! calls the LiveKit adapter and maps the reply. Transport, CORS and logging
+//! are layers (`server.rs`, `middleware.rs`), not handler code.
+
+mod convert;
+mod participants;
+mod rooms;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::{Request, Response, Status};
+
+use crate::config::TokenConfig;
+use crate::livekit::LiveKit;
+use crate::proto::v1::room_control_server::RoomControl;
+use crate::proto::v1::*;
+
+pub use tokens::create_token;
+
+/// The RoomControl service: shared by every connection.
+#[derive(Debug, Clone)]
+pub struct RoomControlService {
+    livekit: Arc<LiveKit>,
+    tokens: TokenConfig,
+}
+
+impl RoomControlService {
+    pub fn new(livekit: Arc<LiveKit>, tokens: TokenConfig) -> Self {
+        Self { livekit, tokens }
+    }
+}
+
+/// When the caller stops waiting: the `grpc-timeout` it sent, if any.
+fn deadline<T>(request: &Request<T>) -> Option<Instant> {
+    let header = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(header).map(|timeout| Instant::now() + timeout)
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Records the room a call is about on the call's span (see `middleware`).
+fn record_room(room: &str) {
+    tracing::Span::current().record("room", room);
+}
+
+#[tonic::async_trait]
+impl RoomControl for RoomControlService {
+    async fn create_room(&self, request: Request<CreateRoomRequest>) -> Result<Response<Room>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(rooms::create_room(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn list_rooms(&self, request: Request<ListRoomsRequest>) -> Result<Response<ListRoomsResponse>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(rooms::list_rooms(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn get_room(&self, request: Request<GetRoomRequest>) -> Result<Response<Room>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(rooms::get_room(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn delete_room(&self, request: Request<DeleteRoomRequest>) -> Result<Response<DeleteRoomResponse>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(rooms::delete_room(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn update_room_metadata(&self, request: Request<UpdateRoomMetadataRequest>) -> Result<Response<Room>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(rooms::update_room_metadata(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn list_participants(
+        &self,
+        request: Request<ListParticipantsRequest>,
+    ) -> Result<Response<ListParticipantsResponse>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(participants::list_participants(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(participants::get_participant(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn remove_participant(
+        &self,
+        request: Request<RemoveParticipantRequest>,
+    ) -> Result<Response<RemoveParticipantResponse>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(participants::remove_participant(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn update_participant(
+        &self,
+        request: Request<UpdateParticipantRequest>,
+    ) -> Result<Response<Participant>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(participants::update_participant(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn mute_published_track(&self, request: Request<MutePublishedTrackRequest>) -> Result<Response<Track>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(participants::mute_published_track(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn update_subscriptions(
+        &self,
+        request: Request<UpdateSubscriptionsRequest>,
+    ) -> Result<Response<UpdateSubscriptionsResponse>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(participants::update_subscriptions(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn send_data(&self, request: Request<SendDataRequest>) -> Result<Response<SendDataResponse>, Status> {
+        let deadline = deadline(&request);
+        Ok(Response::new(participants::send_data(&self.livekit, request.into_inner(), deadline).await?))
+    }
+
+    async fn create_token(&self, request: Request<CreateTokenRequest>) -> Result<Response<CreateTokenResponse>, Status> {
+        Ok(Response::new(tokens::create_token(self.livekit.signer(), &self.tokens, request.into_inner())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
+        for bad in ["", "S", "1", "1x", "-1S", "123456789S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! ListParticipants, GetParticipant, RemoveParticipant, UpdateParticipant,
+//! MutePublishedTrack, UpdateSubscriptions, SendData.
+
+use std::time::Instant;
+
+use super::{convert, record_room};
+use crate::error::ApiError;
+use crate::livekit::{DataPacket, LiveKit, ParticipantUpdate};
+use crate::proto::v1::*;
+use crate::validate::{DESTINATIONS_MAX, TOPIC_MAX_BYTES, TRACK_SIDS_MAX, Violations};
+
+/// Checks the room and identity every participant call names.
+fn room_and_identity(room: &str, identity: &str) -> Violations {
+    let mut violations = Violations::new();
+    violations.room_name("room", room);
+    violations.identity("identity", identity);
+    violations
+}
+
+pub async fn list_participants(
+    livekit: &LiveKit,
+    request: ListParticipantsRequest,
+    deadline: Option<Instant>,
+) -> Result<ListParticipantsResponse, ApiError> {
+    let mut violations = Violations::new();
+    violations.room_name("room", &request.room);
+    violations.into_result()?;
+    record_room(&request.room);
+    let participants = livekit.list_participants(&request.room, deadline).await?;
+    Ok(ListParticipantsResponse { participants: participants.into_iter().map(convert::participant).collect() })
+}
+
+pub async fn get_participant(
+    livekit: &LiveKit,
+    request: GetParticipantRequest,
+    deadline: Option<Instant>,
+) -> Result<Participant, ApiError> {
+    room_and_identity(&request.room, &request.identity).into_result()?;
+    record_room(&request.room);
+    Ok(convert::participant(livekit.get_participant(&request.room, &request.identity, deadline).await?))
+}
+
+pub async fn remove_participant(
+    livekit: &LiveKit,
+    request: RemoveParticipantRequest,
+    deadline: Option<Instant>,
+) -> Result<RemoveParticipantResponse, ApiError> {
+    room_and_identity(&request.room, &request.identity).into_result()?;
+    record_room(&request.room);
+    livekit.remove_participant(&request.room, &request.identity, deadline).await?;
+    Ok(RemoveParticipantResponse {})
+}
+
+pub async fn update_participant(
+    livekit: &LiveKit,
+    request: UpdateParticipantRequest,
+    deadline: Option<Instant>,
+) -> Result<Participant, ApiError> {
+    let mut violations = room_and_identity(&request.room, &request.identity);
+    if let Some(metadata) = &request.metadata {
+        if metadata.is_empty() {
+            violations.add(
+                "metadata",
+                "must not be empty: LiveKit reads empty as \"unchanged\"; leave it unset to keep the metadata, or set a placeholder such as \"{}\"",
+            );
+        }
+        violations.metadata("metadata", metadata);
+    }
+    if let Some(name) = &request.name {
+        if name.is_empty() {
+            violations.add(
+                "name",
+                "must not be empty: LiveKit reads empty as \"unchanged\"; leave it unset to keep the name",
+            );
+        }
+        violations.display_name("name", name);
+    }
+    violations.attributes("attributes", &request.attributes);
+    if let Some(permission) = &request.permission {
+        check_sources(&mut violations, "permission.can_publish_sources", &permission.can_publish_sources);
+    }
+    if request.metadata.is_none() && request.name.is_none() && request.attributes.is_empty() && request.permission.is_none() {
+        violations.add("metadata, name, attributes, permission", "set at least one: there is nothing to update");
+    }
+    violations.into_result()?;
+    record_room(&request.room);
+    let update = ParticipantUpdate {
+        metadata: request.metadata,
+        name: request.name,
+        attributes: request.attributes,
+        permission: request.permission.as_ref().map(convert::permission_to_livekit),
+    };
+    Ok(convert::participant(livekit.update_participant(&request.room, &request.identity, update, deadline).await?))
+}
+
+pub async fn mute_published_track(
+    livekit: &LiveKit,
+    request: MutePublishedTrackRequest,
+    deadline: Option<Instant>,
+) -> Result<Track, ApiError> {
+    let mut violations = room_and_identity(&request.room, &request.identity);
+    violations.track_sid("track_sid", &request.track_sid);
+    violations.into_result()?;
+    record_room(&request.room);
+    let track = livekit
+        .mute_published_track(&request.room, &request.identity, &request.track_sid, request.muted, deadline)
+        .await?;
+    Ok(convert::track(track))
+}
+
+pub async fn update_subscriptions(
+    livekit: &LiveKit,
+    request: UpdateSubscriptionsRequest,
+    deadline: Option<Instant>,
+) -> Result<UpdateSubscriptionsResponse, ApiError> {
+    let mut violations = room_and_identity(&request.room, &request.identity);
+    violations.count("track_sids", request.track_sids.len(), 1, TRACK_SIDS_MAX);
+    for (index, sid) in request.track_sids.iter().enumerate() {
+        violations.track_sid(&format!("track_sids[{index}]"), sid);
+    }
+    violations.into_result()?;
+    record_room(&request.room);
+    livekit
+        .update_subscriptions(&request.room, &request.identity, request.track_sids, request.subscribe, deadline)
+        .await?;
+    Ok(UpdateSubscriptionsResponse {})
+}
+
+pub async fn send_data(
+    livekit: &LiveKit,
+    request: SendDataRequest,
+    deadline: Option<Instant>,
+) -> Result<SendDataResponse, ApiError> {
+    let mut violations = Violations::new();
+    violations.room_name("room", &request.room);
+    violations.nonce("nonce", &request.nonce);
+    violations.count("destination_identities", request.destination_identities.len(), 0, DESTINATIONS_MAX);
+    for (index, identity) in request.destination_identities.iter().enumerate() {
+        violations.identity(&format!("destination_identities[{index}]"), identity);
+    }
+    if let Some(topic) = &request.topic {
+        violations.max_bytes("topic", topic, TOPIC_MAX_BYTES);
+    }
+    violations.into_result()?;
+    record_room(&request.room);
+    let packet = DataPacket {
+        room: request.room,
+        data: request.data,
+        reliable: request.reliable,
+        destination_identities: request.destination_identities,
+        topic: request.topic,
+        nonce: request.nonce,
+    };
+    livekit.send_data(packet, deadline).await?;
+    Ok(SendDataResponse {})
+}
+
+/// Track sources must be named ones: not UNSPECIFIED, not unknown numbers.
+pub(super) fn check_sources(violations: &mut Violations, field: &str, sources: &[i32]) {
+    for (index, source) in sources.iter().enumerate() {
+        if convert::source_to_livekit(*source).is_none() {
+            violations.add(
+                format!("{field}[{index}]"),
+                format!("must be CAMERA, MICROPHONE, SCREEN_SHARE or SCREEN_SHARE_AUDIO, got {source}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The command line: `roomcontrol` serves; `roomcontrol token` mints a join
+//! token; `roomcontrol config` prints the effective configuration.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::livekit::TokenSigner;
+use crate::proto::v1::{CreateTokenRequest, TokenPermissions, TrackSource};
+
+/// RoomControl: a control plane for LiveKit.
+///
+/// Serves the roomcontrol.v1.RoomControl gRPC service (rooms, participants,
+/// join tokens), the same service over grpc-web for browsers, the standard
+/// grpc.health.v1 service and server reflection, all on one port.
+///
+/// Configuration: built-in defaults (a local `livekit-server --dev`), then
+/// roomcontrol.toml, then the environment (LIVEKIT_URL, LIVEKIT_API_KEY,
+/// LIVEKIT_API_SECRET, PORT, then ROOMCONTROL_SECTION__KEY variables); a
+/// .env file in the working directory is read too.
+#[derive(Debug, Parser)]
+#[command(name = "roomcontrol", version)]
+pub struct Cli {
+    /// Configuration file [default: roomcontrol.toml, when it exists]
+    #[arg(short, long, env = "ROOMCONTROL_CONFIG", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC, grpc-web and health on one port (what `roomcontrol` alone does)
+    Serve,
+    /// Mint a LiveKit join token, like `lk token create --join`, and print it
+    Token(TokenArgs),
+    /// Print the effective configuration as JSON, secrets redacted
+    Config,
+}
+
+/// What the token grants. The same rules as the CreateToken RPC apply.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The room to join
+    #[arg(short, long)]
+    pub room: String,
+    /// The participant's identity, unique in the room
+    #[arg(short, long)]
+    pub identity: String,
+    /// Display name [default: the identity]
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Participant metadata
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// A participant attribute; repeat for more
+    #[arg(long = "attribute", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub attributes: Vec<(String, String)>,
+    /// Lifetime, e.g. 30m or 2h [default: tokens.default_ttl]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// May publish tracks [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub can_publish: Option<bool>,
+    /// May subscribe to tracks [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub can_subscribe: Option<bool>,
+    /// May send data [default: the value of --can-publish]
+    #[arg(long, value_name = "BOOL")]
+    pub can_publish_data: Option<bool>,
+    /// Allowed source; repeat for more [default: every source]
+    #[arg(long = "can-publish-source", value_enum, value_name = "SOURCE")]
+    pub can_publish_sources: Vec<Source>,
+    /// May update its own metadata, name and attributes
+    #[arg(long)]
+    pub can_update_own_metadata: bool,
+    /// Hidden from other participants
+    #[arg(long)]
+    pub hidden: bool,
+    /// Print JSON with the token, server URL, identity, room and expiry
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A track source.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Source {
+    Camera,
+    Microphone,
+    ScreenShare,
+    ScreenShareAudio,
+}
+
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    let (key, value) = raw.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {raw:?}"))?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Runs `roomcontrol token`: prints the token (or JSON) on standard output.
+pub fn token(config: &Config, args: TokenArgs) -> Result<String, String> {
+    let signer = TokenSigner::new(&config.livekit)?;
+    let ttl = match args.ttl {
+        Some(ttl) => Some(
+            prost_types::Duration::try_from(ttl).map_err(|_| format!("--ttl {ttl:?} is too long"))?,
+        ),
+        None => None,
+    };
+    let sources = args
+        .can_publish_sources
+        .iter()
+        .map(|source| match source {
+            Source::Camera => TrackSource::Camera,
+            Source::Microphone => TrackSource::Microphone,
+            Source::ScreenShare => TrackSource::ScreenShare,
+            Source::ScreenShareAudio => TrackSource::ScreenShareAudio,
+        } as i32)
+        .collect();
+    let request = CreateTokenRequest {
+        room: args.room,
+        identity: args.identity,
+        name: args.name.unwrap_or_default(),
+        metadata: args.metadata.unwrap_or_default(),
+        attributes: args.attributes.into_iter().collect::<HashMap<_, _>>(),
+        ttl,
+        permissions: Some(TokenPermissions {
+            can_publish: args.can_publish,
+            can_subscribe: args.can_subscribe,
+            can_publish_data: args.can_publish_data,
+            can_publish_sources: sources,
+            can_update_own_metadata: args.can_update_own_metadata.then_some(true),
+            hidden: args.hidden.then_some(true),
+        }),
+    };
+    let response = crate::api::create_token(&signer, &config.tokens, request).map_err(|error| error.to_string())?;
+    if !args.json {
+        return Ok(response.token);
+    }
+    let expires_at = response.expires_at.map(|t| t.seconds).unwrap_or_default();
+    let json = serde_json::json!({
+        "token": response.token,
+        "server_url": response.server_url,
+        "identity": response.identity,
+        "room": response.room,
+        "expires_at": expires_at,
+    });
+    Ok(serde_json::to_string_pretty(&json).expect("JSON values always serialize"))
+}

@@ -1,0 +1,435 @@
+//! Configuration: built-in defaults < `roomcontrol.toml` < environment.
+//!
+//! The environment has two layers: the seed app's names (`LIVEKIT_URL`,
+//! `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`, `PORT`), then `ROOMCONTROL_*`
+//! keys with `__` between sections (`ROOMCONTROL_LIVEKIT__TIMEOUT=3s`), which
+//! win. `main` loads a `.env` file from the working directory into the
+//! environment first, without overriding variables already set.
+//!
+//! Every key is documented in the README's configuration reference; keep the
+//! two in step.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+use url::Url;
+
+/// The file read when `--config` / `ROOMCONTROL_CONFIG` is not given. It is
+/// optional: a missing default file is not an error.
+pub const DEFAULT_CONFIG_FILE: &str = "roomcontrol.toml";
+
+/// The seed app's environment names and the keys they set.
+const SEED_ENV_NAMES: [(&str, &str); 4] = [
+    ("LIVEKIT_URL", "livekit.url"),
+    ("LIVEKIT_API_KEY", "livekit.api_key"),
+    ("LIVEKIT_API_SECRET", "livekit.api_secret"),
+    ("PORT", "server.port"),
+];
+
+/// The prefix of RoomControl's own environment variables.
+const ENV_PREFIX: &str = "ROOMCONTROL_";
+
+/// Keys whose environment values are taken verbatim: a secret such as
+/// `0123` must not turn into the number 123.
+const STRING_KEYS: [&str; 7] =
+    ["livekit.url", "livekit.api_key", "livekit.api_secret", "livekit.public_url", "server.host", "log.level", "log.format"];
+
+/// One environment variable as a figment provider, named after the variable
+/// so errors say where a bad value came from.
+struct EnvVar {
+    name: String,
+    key: String,
+    value: String,
+}
+
+impl EnvVar {
+    fn new(name: String, key: String, value: String) -> Self {
+        Self { name, key, value }
+    }
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("{} environment variable", self.name))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let value = if STRING_KEYS.contains(&self.key.as_str()) {
+            Value::from(self.value.clone())
+        } else {
+            // Numbers, booleans and arrays such as ["a", "b"], as figment
+            // reads them; anything else stays a string.
+            self.value.parse::<Value>().unwrap_or_else(|never| match never {})
+        };
+        let dict = match figment::util::nest(&self.key, value) {
+            Value::Dict(_, dict) => dict,
+            _ => unreachable!("nest always returns a dictionary"),
+        };
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// `livekit-server --dev`'s secret for the key `devkey`.
+const DEFAULT_API_SECRET: &str = "secret";
+
+/// RoomControl's whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub livekit: LiveKitConfig,
+    pub tokens: TokenConfig,
+    pub log: LogConfig,
+}
+
+/// The listening socket and how calls are served.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. The loopback default keeps a newcomer's service
+    /// private; use `0.0.0.0` or `::` in a container.
+    pub host: IpAddr,
+    /// Port for gRPC, grpc-web and health. 0 picks a free port.
+    pub port: u16,
+    /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Calls served at once; more wait for a slot.
+    pub max_concurrent_calls: usize,
+    pub cors: CorsConfig,
+}
+
+/// Which browser origins may call RoomControl through grpc-web.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins such as `https://app.example.com`; `"*"` allows any origin.
+    /// Empty: no cross-origin browser calls.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The LiveKit server RoomControl manages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveKitConfig {
+    /// LiveKit's URL: http(s):// or ws(s)://, as LiveKit's own tools accept.
+    pub url: String,
+    /// API key RoomControl signs its LiveKit calls and join tokens with.
+    pub api_key: String,
+    /// The key's secret. Never logged, never printed.
+    #[serde(serialize_with = "redact")]
+    pub api_secret: SecretString,
+    /// The URL clients connect to, returned by CreateToken. Unset: `url` in
+    /// ws:// or wss:// form.
+    pub public_url: Option<String>,
+    /// Longest wait for one LiveKit call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often readiness asks LiveKit whether it accepts RoomControl's key.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+}
+
+/// Join token lifetimes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Lifetime of a token whose request sets no ttl.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Longest lifetime a request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `auto` (pretty on a terminal, JSON otherwise), `pretty` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `roomcontrol=debug,info`.
+    /// `RUST_LOG`, when set, wins.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Pretty,
+    Json,
+}
+
+impl Default for Config {
+    /// Defaults that work next to a local `livekit-server --dev`.
+    fn default() -> Self {
+        Self {
+            server: ServerConfig {
+                host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port: 50051,
+                grace_period: Duration::from_secs(10),
+                max_concurrent_calls: 1024,
+                cors: CorsConfig::default(),
+            },
+            livekit: LiveKitConfig {
+                url: "http://localhost:7880".to_owned(),
+                api_key: "devkey".to_owned(),
+                api_secret: SecretString::from(DEFAULT_API_SECRET),
+                public_url: None,
+                timeout: Duration::from_secs(5),
+                health_check_interval: Duration::from_secs(5),
+            },
+            tokens: TokenConfig {
+                default_ttl: Duration::from_secs(6 * 3600),
+                max_ttl: Duration::from_secs(24 * 3600),
+            },
+            log: LogConfig { format: LogFormat::Auto, level: "info".to_owned() },
+        }
+    }
+}
+
+fn redact<S: Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("[redacted]")
+}
+
+/// Configuration that cannot be used. The message is one line naming the
+/// key, where its value came from and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Where the configuration file is, and whether it must exist.
+#[derive(Debug, Clone)]
+pub enum ConfigFile {
+    /// The default `roomcontrol.toml`, read only if present.
+    Default,
+    /// A path the user named; it must exist.
+    Explicit(PathBuf),
+}
+
+impl Config {
+    /// Reads the configuration from the layers described in the module
+    /// docs, then checks it.
+    pub fn load(file: &ConfigFile) -> Result<Config, ConfigError> {
+        let figment = Self::figment(file)?;
+        let config: Config = figment.extract().map_err(|error| describe_figment_error(error))?;
+        config.validate(&figment)?;
+        Ok(config)
+    }
+
+    fn figment(file: &ConfigFile) -> Result<Figment, ConfigError> {
+        let path: &Path = match file {
+            ConfigFile::Default => Path::new(DEFAULT_CONFIG_FILE),
+            ConfigFile::Explicit(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist (named by --config or ROOMCONTROL_CONFIG)",
+                        path.display()
+                    )));
+                }
+                path
+            }
+        };
+        // Serializing redacts the secret, so its default is layered back in.
+        let mut figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::default("livekit.api_secret", DEFAULT_API_SECRET))
+            .merge(Toml::file(path));
+        for (name, key) in SEED_ENV_NAMES {
+            if let Ok(value) = std::env::var(name) {
+                figment = figment.merge(EnvVar::new(name.to_string(), key.to_string(), value));
+            }
+        }
+        let mut roomcontrol_vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != "ROOMCONTROL_CONFIG")
+            .collect();
+        roomcontrol_vars.sort();
+        for (name, value) in roomcontrol_vars {
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");
+            figment = figment.merge(EnvVar::new(name, key, value));
+        }
+        Ok(figment)
+    }
+
+    /// The checks serde cannot express, each naming the key and its source.
+    fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let fail = |key: &str, shown: &str, expected: &str| {
+            Err(ConfigError(format!("{key} = {shown}{}: {expected}", source_of(figment, key))))
+        };
+        if let Err(why) = api_url(&self.livekit.url) {
+            return fail("livekit.url", &format!("{:?}", self.livekit.url), &why);
+        }
+        if let Some(public_url) = &self.livekit.public_url
+            && let Err(why) = client_url(public_url)
+        {
+            return fail("livekit.public_url", &format!("{public_url:?}"), &why);
+        }
+        if self.livekit.api_key.trim().is_empty() {
+            return fail("livekit.api_key", "\"\"", "expected the LiveKit API key, not an empty string");
+        }
+        if self.livekit.api_secret.expose_secret().is_empty() {
+            return fail("livekit.api_secret", "(empty)", "expected the LiveKit API secret, not an empty string");
+        }
+        let positive = [
+            ("livekit.timeout", self.livekit.timeout),
+            ("livekit.health_check_interval", self.livekit.health_check_interval),
+            ("tokens.default_ttl", self.tokens.default_ttl),
+            ("tokens.max_ttl", self.tokens.max_ttl),
+        ];
+        for (key, value) in positive {
+            if value.is_zero() {
+                return fail(key, "0s", "expected a positive duration such as \"5s\"");
+            }
+        }
+        if self.tokens.default_ttl > self.tokens.max_ttl {
+            return fail(
+                "tokens.default_ttl",
+                &format!("{:?}", humantime::format_duration(self.tokens.default_ttl).to_string()),
+                &format!(
+                    "expected at most tokens.max_ttl ({})",
+                    humantime::format_duration(self.tokens.max_ttl)
+                ),
+            );
+        }
+        if self.server.max_concurrent_calls == 0 {
+            return fail("server.max_concurrent_calls", "0", "expected at least 1");
+        }
+        for origin in &self.server.cors.allowed_origins {
+            if let Err(why) = cors_origin(origin) {
+                return fail("server.cors.allowed_origins", &format!("{origin:?}"), &why);
+            }
+        }
+        if let Err(error) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return fail("log.level", &format!("{:?}", self.log.level), &format!("expected a tracing filter such as \"info\" ({error})"));
+        }
+        Ok(())
+    }
+
+    /// The address to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.server.host, self.server.port)
+    }
+
+    /// The configuration as JSON, secrets redacted (`roomcontrol config`).
+    pub fn to_redacted_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the configuration always serializes")
+    }
+}
+
+/// " (from X environment variable)" or " (from /path/roomcontrol.toml)".
+fn source_of(figment: &Figment, key: &str) -> String {
+    figment.find_metadata(key).map(describe_source).unwrap_or_default()
+}
+
+fn describe_source(metadata: &Metadata) -> String {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => format!(" (from {})", path.display()),
+        _ if metadata.name.contains("environment variable") => format!(" (from {})", metadata.name),
+        _ => " (built-in default)".to_owned(),
+    }
+}
+
+/// One line per figment error: key, problem, source. Values of secret keys
+/// are never shown.
+fn describe_figment_error(error: figment::Error) -> ConfigError {
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".");
+            let secret = key.ends_with("api_secret");
+            let problem = if secret {
+                "invalid value (not shown: it is a secret); expected a string".to_owned()
+            } else {
+                error.kind.to_string()
+            };
+            let source = error.metadata.as_ref().map(describe_source).unwrap_or_default();
+            if key.is_empty() { format!("{problem}{source}") } else { format!("{key}: {problem}{source}") }
+        })
+        .collect();
+    ConfigError(lines.join("; "))
+}
+
+/// LiveKit's API URL: ws(s):// is accepted and means http(s)://.
+pub fn api_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|error| format!("expected a URL such as http://localhost:7880 ({error})"))?;
+    let scheme = match url.scheme() {
+        "http" | "ws" => "http",
+        "https" | "wss" => "https",
+        _ => return Err("expected an http://, https://, ws:// or wss:// URL".to_owned()),
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("expected a URL with a host".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("expected a URL without a query or fragment".to_owned());
+    }
+    let mut api = url;
+    api.set_scheme(scheme).map_err(|()| "expected a URL whose scheme can be changed".to_owned())?;
+    Ok(api)
+}
+
+/// The URL clients connect to: http(s):// is accepted and means ws(s)://.
+pub fn client_url(raw: &str) -> Result<String, String> {
+    let api = api_url(raw)?;
+    let rest = &api.as_str()[api.scheme().len()..];
+    let scheme = if api.scheme() == "https" { "wss" } else { "ws" };
+    Ok(format!("{scheme}{}", rest.trim_end_matches('/')))
+}
+
+fn cors_origin(raw: &str) -> Result<(), String> {
+    if raw == "*" {
+        return Ok(());
+    }
+    let expected = "expected \"*\" or an origin such as \"https://app.example.com\" (scheme, host and optional port; no path)";
+    let url = Url::parse(raw).map_err(|_| expected.to_owned())?;
+    let origin = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "http" | "https") || origin != raw {
+        return Err(expected.to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_url_turns_websocket_schemes_into_http() {
+        assert_eq!(api_url("ws://localhost:7880").unwrap().as_str(), "http://localhost:7880/");
+        assert_eq!(api_url("wss://lk.example.com").unwrap().as_str(), "https://lk.example.com/");
+        assert!(api_url("ftp://lk.example.com").is_err());
+        assert!(api_url("localhost:7880").is_err());
+        assert!(api_url("not a url").is_err());
+    }
+
+    #[test]
+    fn client_url_turns_http_schemes_into_websocket() {
+        assert_eq!(client_url("http://localhost:7880").unwrap(), "ws://localhost:7880");
+        assert_eq!(client_url("https://lk.example.com/").unwrap(), "wss://lk.example.com");
+        assert_eq!(client_url("wss://lk.example.com").unwrap(), "wss://lk.example.com");
+    }
+
+    #[test]
+    fn cors_origins_must_be_bare_origins() {
+        assert!(cors_origin("*").is_ok());
+        assert!(cors_origin("https://app.example.com").is_ok());
+        assert!(cors_origin("http://localhost:3000").is_ok());
+        assert!(cors_origin("https://app.example.com/").is_err());
+        assert!(cors_origin("https://app.example.com/path").is_err());
+        assert!(cors_origin("app.example.com").is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let mut config = Config::default();
+        config.livekit.api_secret = SecretString::from("super-secret-value");
+        assert!(!format!("{config:?}").contains("super-secret-value"));
+        assert!(!config.to_redacted_json().contains("super-secret-value"));
+    }
+}

@@ -1,0 +1,25 @@
+//! Process-wide cryptography providers, chosen once, explicitly, at start-up.
+//!
+//! Two crates pick a provider lazily and globally:
+//! - `jsonwebtoken` 10: whichever provider is installed first wins for the
+//!   whole process. `livekit-api` installs an HMAC-only one on first use,
+//!   which would leave RSA, EC and EdDSA verification broken, so RoomControl
+//!   installs the full RustCrypto provider before anything signs.
+//! - `rustls`: RoomControl links only `ring`; installing it as the default
+//!   keeps any TLS user that asks for the process default from panicking.
+
+use std::sync::Once;
+
+static INSTALL: Once = Once::new();
+
+/// Installs RoomControl's crypto providers. Idempotent; call it before any
+/// token is signed or verified and before any TLS connection.
+pub fn install_providers() {
+    INSTALL.call_once(|| {
+        // Err means some code signed or verified a JWT (or opened a TLS
+        // connection) before start-up called this; the entry points call it
+        // first, so that would be a bug in RoomControl, not a user error.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

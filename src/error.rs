@@ -1,0 +1,133 @@
+//! RoomControl's one error type, turned into a gRPC status at the edge.
+//!
+//! The table from LiveKit's Twirp codes to gRPC codes is here and nowhere
+//! else. Messages say what to fix; they never carry a secret or a token.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::livekit::{LiveKitError, TimeoutCause};
+use crate::validate::Violations;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request broke input rules; LiveKit was not called.
+    #[error("invalid request: {0}")]
+    InvalidArgument(Violations),
+    /// What the caller asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// LiveKit failed or refused the call.
+    #[error(transparent)]
+    LiveKit(#[from] LiveKitError),
+}
+
+impl From<Violations> for ApiError {
+    fn from(violations: Violations) -> Self {
+        Self::InvalidArgument(violations)
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Status {
+        let message = error.to_string();
+        match error {
+            ApiError::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for violation in violations.iter() {
+                    details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::LiveKit(error) => Status::new(livekit_code(&error), message),
+        }
+    }
+}
+
+/// The gRPC code for a LiveKit failure.
+fn livekit_code(error: &LiveKitError) -> Code {
+    match error {
+        LiveKitError::Twirp { code, .. } => twirp_code(code),
+        LiveKitError::Unreachable { .. } => Code::Unavailable,
+        LiveKitError::Timeout { cause: TimeoutCause::Configured | TimeoutCause::CallerDeadline, .. } => {
+            Code::DeadlineExceeded
+        }
+        // RoomControl's own credentials are wrong: this replica cannot serve
+        // (readiness says so too); another replica may.
+        LiveKitError::CredentialsRejected { .. } => Code::Unavailable,
+        LiveKitError::GrantRefused { .. } | LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => {
+            Code::Internal
+        }
+    }
+}
+
+/// Twirp's error codes and their gRPC twins, by name.
+pub fn twirp_code(code: &str) -> Code {
+    match code {
+        "canceled" => Code::Cancelled,
+        "invalid_argument" => Code::InvalidArgument,
+        "out_of_range" => Code::OutOfRange,
+        "deadline_exceeded" => Code::DeadlineExceeded,
+        "not_found" => Code::NotFound,
+        "already_exists" => Code::AlreadyExists,
+        "permission_denied" => Code::PermissionDenied,
+        "unauthenticated" => Code::Unauthenticated,
+        "resource_exhausted" => Code::ResourceExhausted,
+        "failed_precondition" => Code::FailedPrecondition,
+        "aborted" => Code::Aborted,
+        "unimplemented" | "bad_route" => Code::Unimplemented,
+        "internal" => Code::Internal,
+        "unavailable" => Code::Unavailable,
+        "dataloss" => Code::DataLoss,
+        // `malformed`: LiveKit could not read what RoomControl sent.
+        "malformed" => Code::Internal,
+        _ => Code::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_twirp_code_has_its_grpc_twin() {
+        let table = [
+            ("canceled", Code::Cancelled),
+            ("unknown", Code::Unknown),
+            ("invalid_argument", Code::InvalidArgument),
+            ("malformed", Code::Internal),
+            ("deadline_exceeded", Code::DeadlineExceeded),
+            ("not_found", Code::NotFound),
+            ("bad_route", Code::Unimplemented),
+            ("already_exists", Code::AlreadyExists),
+            ("permission_denied", Code::PermissionDenied),
+            ("unauthenticated", Code::Unauthenticated),
+            ("resource_exhausted", Code::ResourceExhausted),
+            ("failed_precondition", Code::FailedPrecondition),
+            ("aborted", Code::Aborted),
+            ("out_of_range", Code::OutOfRange),
+            ("unimplemented", Code::Unimplemented),
+            ("internal", Code::Internal),
+            ("unavailable", Code::Unavailable),
+            ("dataloss", Code::DataLoss),
+            ("something_new", Code::Unknown),
+        ];
+        for (twirp, grpc) in table {
+            assert_eq!(twirp_code(twirp), grpc, "{twirp}");
+        }
+    }
+
+    #[test]
+    fn invalid_arguments_carry_bad_request_details() {
+        let mut violations = Violations::new();
+        violations.room_name("name", "");
+        let status = Status::from(ApiError::from(violations));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "invalid request: name: must not be empty: give the room name");
+        let details = status.get_error_details();
+        let bad_request = details.bad_request().expect("a BadRequest detail");
+        assert_eq!(bad_request.field_violations[0].field, "name");
+    }
+}

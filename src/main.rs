@@ -1,0 +1,78 @@
+//! `roomcontrol`: read the configuration, start telemetry, run until stopped.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use roomcontrol::cli::{self, Cli, Command};
+use roomcontrol::config::{Config, ConfigFile};
+use roomcontrol::{Application, shutdown, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Before any thread starts: `.env` fills in variables not already set.
+    if let Err(error) = load_dot_env() {
+        eprintln!("roomcontrol: {error}");
+        return ExitCode::from(2);
+    }
+    let file = cli.config.map_or(ConfigFile::Default, ConfigFile::Explicit);
+    let config = match Config::load(&file) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("roomcontrol: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Config => print(&config.to_redacted_json()),
+        Command::Token(args) => match cli::token(&config, args) {
+            Ok(output) => print(&output),
+            Err(error) => {
+                eprintln!("roomcontrol: {error}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Prints command output; a closed pipe (`| head`) is not an error.
+fn print(output: &str) -> ExitCode {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{output}");
+    ExitCode::SUCCESS
+}
+
+fn serve(config: Config) -> ExitCode {
+    telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match Application::build(config).await {
+            Ok(application) => {
+                application.run_until_stopped(shutdown::signal()).await;
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!("cannot start: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Reads `.env` from the working directory, if there is one. Parse errors
+/// name the line, never its text, which may hold a secret.
+fn load_dot_env() -> Result<(), String> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(error) if error.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(_, index)) => Err(format!(".env: cannot parse it at byte {index} (expected KEY=VALUE lines)")),
+        Err(dotenvy::Error::Io(error)) => Err(format!(".env: cannot read it: {error}")),
+        Err(_) => Err(".env: cannot read it".to_owned()),
+    }
+}

@@ -1,0 +1,270 @@
+//! The input rules, in one place. Limits are LiveKit's defaults
+//! (`../shared/docs/livekit-facts.md`), so a request RoomControl accepts is
+//! one a default LiveKit server accepts too.
+//!
+//! Handlers collect every broken rule of a request in [`Violations`] and
+//! answer them all at once as INVALID_ARGUMENT.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Longest room name, in bytes.
+pub const ROOM_NAME_MAX_BYTES: usize = 256;
+/// Longest participant identity, in bytes.
+pub const IDENTITY_MAX_BYTES: usize = 256;
+/// Longest participant display name, in bytes.
+pub const NAME_MAX_BYTES: usize = 256;
+/// Largest room or participant metadata, in bytes.
+pub const METADATA_MAX_BYTES: usize = 512 * 1024;
+/// Largest set of participant attributes, keys and values together, in bytes.
+pub const ATTRIBUTES_MAX_BYTES: usize = 64 * 1024;
+/// Most names in one ListRooms filter.
+pub const LIST_ROOMS_MAX_NAMES: usize = 1000;
+/// Longest SendData topic, in bytes.
+pub const TOPIC_MAX_BYTES: usize = 256;
+/// Most destination identities in one SendData.
+pub const DESTINATIONS_MAX: usize = 1000;
+/// Most track sids in one UpdateSubscriptions.
+pub const TRACK_SIDS_MAX: usize = 1000;
+/// A SendData nonce is empty or exactly this long.
+pub const NONCE_BYTES: usize = 16;
+/// Longest track sid, in bytes ("TR_" and LiveKit's id).
+pub const TRACK_SID_MAX_BYTES: usize = 64;
+
+/// One broken rule: the field and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+/// Every rule a request breaks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a broken rule.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation { field: field.into(), description: description.into() });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &FieldViolation> {
+        self.0.iter()
+    }
+
+    /// `Ok(())` when no rule was broken.
+    pub fn into_result(self) -> Result<(), Violations> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+
+    /// A room name: 1 to 256 bytes.
+    pub fn room_name(&mut self, field: &str, value: &str) {
+        self.required_text(field, value, ROOM_NAME_MAX_BYTES, "room name");
+    }
+
+    /// A participant identity: 1 to 256 bytes.
+    pub fn identity(&mut self, field: &str, value: &str) {
+        self.required_text(field, value, IDENTITY_MAX_BYTES, "identity");
+    }
+
+    /// A display name: at most 256 bytes (empty allowed).
+    pub fn display_name(&mut self, field: &str, value: &str) {
+        if value.len() > NAME_MAX_BYTES {
+            self.add(field, format!("must be at most {NAME_MAX_BYTES} bytes, got {}", value.len()));
+        }
+    }
+
+    /// Room or participant metadata: at most 512 KiB.
+    pub fn metadata(&mut self, field: &str, value: &str) {
+        if value.len() > METADATA_MAX_BYTES {
+            self.add(
+                field,
+                format!("must be at most {METADATA_MAX_BYTES} bytes (512 KiB), got {}", value.len()),
+            );
+        }
+    }
+
+    /// Participant attributes: non-empty keys, 64 KiB keys and values together.
+    pub fn attributes(&mut self, field: &str, attributes: &HashMap<String, String>) {
+        if attributes.keys().any(String::is_empty) {
+            self.add(field, "keys must not be empty");
+        }
+        let total: usize = attributes.iter().map(|(key, value)| key.len() + value.len()).sum();
+        if total > ATTRIBUTES_MAX_BYTES {
+            self.add(
+                field,
+                format!(
+                    "keys and values together must be at most {ATTRIBUTES_MAX_BYTES} bytes (64 KiB), got {total}"
+                ),
+            );
+        }
+    }
+
+    /// A track sid: "TR_" followed by 1 or more ASCII letters and digits.
+    pub fn track_sid(&mut self, field: &str, value: &str) {
+        if value.is_empty() {
+            self.add(field, "must not be empty");
+            return;
+        }
+        let well_formed = value.len() <= TRACK_SID_MAX_BYTES
+            && value.strip_prefix("TR_").is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if !well_formed {
+            self.add(
+                field,
+                format!("must be a track sid: \"TR_\" followed by letters and digits, at most {TRACK_SID_MAX_BYTES} bytes"),
+            );
+        }
+    }
+
+    /// A SendData nonce: empty or exactly 16 bytes.
+    pub fn nonce(&mut self, field: &str, value: &[u8]) {
+        if !value.is_empty() && value.len() != NONCE_BYTES {
+            self.add(field, format!("must be empty or exactly {NONCE_BYTES} bytes, got {}", value.len()));
+        }
+    }
+
+    /// A list with at least one entry and at most `max`.
+    pub fn count(&mut self, field: &str, len: usize, min: usize, max: usize) {
+        if len < min {
+            self.add(field, format!("must have at least {min} entr{}", if min == 1 { "y" } else { "ies" }));
+        } else if len > max {
+            self.add(field, format!("must have at most {max} entries, got {len}"));
+        }
+    }
+
+    /// Text of at most `max` bytes (empty allowed).
+    pub fn max_bytes(&mut self, field: &str, value: &str, max: usize) {
+        if value.len() > max {
+            self.add(field, format!("must be at most {max} bytes, got {}", value.len()));
+        }
+    }
+
+    /// A token lifetime: unset means `default`; otherwise positive, well
+    /// formed and at most `max`. Returns the lifetime to use.
+    pub fn ttl(
+        &mut self,
+        field: &str,
+        value: Option<&prost_types::Duration>,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
+        let Some(value) = value else {
+            return default;
+        };
+        let max_text = humantime::format_duration(max);
+        if !(0..1_000_000_000).contains(&value.nanos.abs()) || (value.seconds > 0 && value.nanos < 0) || (value.seconds < 0 && value.nanos > 0) {
+            self.add(field, "must be a well-formed duration (nanos within ±999,999,999 and of the same sign as seconds)");
+            return default;
+        }
+        if value.seconds < 0 || value.nanos < 0 || (value.seconds == 0 && value.nanos == 0) {
+            self.add(field, format!("must be positive (and at most {max_text}); leave it unset for the default"));
+            return default;
+        }
+        // Both are non-negative here.
+        let ttl = Duration::new(value.seconds.unsigned_abs(), value.nanos.unsigned_abs());
+        if ttl < Duration::from_secs(1) {
+            self.add(field, "must be at least 1s: tokens carry whole seconds");
+            return default;
+        }
+        if ttl > max {
+            self.add(field, format!("must be at most {max_text} (tokens.max_ttl)"));
+            return default;
+        }
+        ttl
+    }
+
+    fn required_text(&mut self, field: &str, value: &str, max: usize, what: &str) {
+        if value.is_empty() {
+            self.add(field, format!("must not be empty: give the {what}"));
+        } else if value.len() > max {
+            self.add(field, format!("must be at most {max} bytes, got {}", value.len()));
+        }
+    }
+}
+
+impl std::fmt::Display for Violations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, violation) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", violation.field, violation.description)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broken(check: impl FnOnce(&mut Violations)) -> Vec<String> {
+        let mut violations = Violations::new();
+        check(&mut violations);
+        violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect()
+    }
+
+    #[test]
+    fn room_names_must_be_one_to_256_bytes() {
+        assert!(broken(|v| v.room_name("name", "a")).is_empty());
+        assert!(broken(|v| v.room_name("name", &"a".repeat(256))).is_empty());
+        assert_eq!(broken(|v| v.room_name("name", "")), ["name: must not be empty: give the room name"]);
+        assert_eq!(broken(|v| v.room_name("name", &"é".repeat(129))), ["name: must be at most 256 bytes, got 258"]);
+    }
+
+    #[test]
+    fn attributes_count_keys_and_values_together() {
+        let fits = HashMap::from([("k".repeat(32 * 1024), "v".repeat(32 * 1024))]);
+        assert!(broken(|v| v.attributes("attributes", &fits)).is_empty());
+        let too_big = HashMap::from([("k".repeat(32 * 1024), "v".repeat(32 * 1024 + 1))]);
+        assert_eq!(broken(|v| v.attributes("attributes", &too_big)).len(), 1);
+        let empty_key = HashMap::from([(String::new(), "v".to_owned())]);
+        assert_eq!(broken(|v| v.attributes("attributes", &empty_key)), ["attributes: keys must not be empty"]);
+    }
+
+    #[test]
+    fn track_sids_start_with_tr_and_hold_letters_and_digits() {
+        assert!(broken(|v| v.track_sid("track_sid", "TR_VCbXpRdsFbGz")).is_empty());
+        for bad in ["", "TR_", "PA_abc", "tr_abc", "TR_ab-c", "TR_ab c"] {
+            assert_eq!(broken(|v| v.track_sid("track_sid", bad)).len(), 1, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nonces_are_empty_or_sixteen_bytes() {
+        assert!(broken(|v| v.nonce("nonce", &[])).is_empty());
+        assert!(broken(|v| v.nonce("nonce", &[7; 16])).is_empty());
+        assert_eq!(broken(|v| v.nonce("nonce", &[7; 15])), ["nonce: must be empty or exactly 16 bytes, got 15"]);
+    }
+
+    #[test]
+    fn ttl_defaults_when_unset_and_refuses_zero_negative_and_too_long() {
+        let day = Duration::from_secs(86_400);
+        let six_hours = Duration::from_secs(21_600);
+        let mut v = Violations::new();
+        assert_eq!(v.ttl("ttl", None, six_hours, day), six_hours);
+        assert_eq!(v.ttl("ttl", Some(&prost_types::Duration { seconds: 60, nanos: 0 }), six_hours, day), Duration::from_secs(60));
+        assert!(v.is_empty());
+        for (seconds, nanos) in [(0, 0), (-1, 0), (0, -5), (86_401, 0), (0, 500_000_000), (1, -1), (1, 2_000_000_000)] {
+            let mut v = Violations::new();
+            v.ttl("ttl", Some(&prost_types::Duration { seconds, nanos }), six_hours, day);
+            assert_eq!(v.iter().count(), 1, "{seconds}s {nanos}ns");
+        }
+    }
+
+    #[test]
+    fn every_violation_is_reported_at_once() {
+        let mut v = Violations::new();
+        v.room_name("room", "");
+        v.identity("identity", "");
+        assert_eq!(v.to_string(), "room: must not be empty: give the room name; identity: must not be empty: give the identity");
+    }
+}

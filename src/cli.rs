@@ -104,9 +104,7 @@ fn parse_key_value(raw: &str) -> Result<(String, String), String> {
 pub fn token(config: &Config, args: TokenArgs) -> Result<String, String> {
     let signer = TokenSigner::new(&config.livekit)?;
     let ttl = match args.ttl {
-        Some(ttl) => Some(
-            prost_types::Duration::try_from(ttl).map_err(|_| format!("--ttl {ttl:?} is too long"))?,
-        ),
+        Some(ttl) => Some(prost_types::Duration::try_from(ttl).map_err(|_| format!("--ttl {ttl:?} is too long"))?),
         None => None,
     };
     let sources = args

@@ -37,8 +37,15 @@ const ENV_PREFIX: &str = "ROOMCONTROL_";
 
 /// Keys whose environment values are taken verbatim: a secret such as
 /// `0123` must not turn into the number 123.
-const STRING_KEYS: [&str; 7] =
-    ["livekit.url", "livekit.api_key", "livekit.api_secret", "livekit.public_url", "server.host", "log.level", "log.format"];
+const STRING_KEYS: [&str; 7] = [
+    "livekit.url",
+    "livekit.api_key",
+    "livekit.api_secret",
+    "livekit.public_url",
+    "server.host",
+    "log.level",
+    "log.format",
+];
 
 /// One environment variable as a figment provider, named after the variable
 /// so errors say where a bad value came from.
@@ -186,10 +193,7 @@ impl Default for Config {
                 timeout: Duration::from_secs(5),
                 health_check_interval: Duration::from_secs(5),
             },
-            tokens: TokenConfig {
-                default_ttl: Duration::from_secs(6 * 3600),
-                max_ttl: Duration::from_secs(24 * 3600),
-            },
+            tokens: TokenConfig { default_ttl: Duration::from_secs(6 * 3600), max_ttl: Duration::from_secs(24 * 3600) },
             log: LogConfig { format: LogFormat::Auto, level: "info".to_owned() },
         }
     }
@@ -219,7 +223,7 @@ impl Config {
     /// docs, then checks it.
     pub fn load(file: &ConfigFile) -> Result<Config, ConfigError> {
         let figment = Self::figment(file)?;
-        let config: Config = figment.extract().map_err(|error| describe_figment_error(error))?;
+        let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.validate(&figment)?;
         Ok(config)
     }
@@ -246,9 +250,8 @@ impl Config {
                 figment = figment.merge(EnvVar::new(name.to_string(), key.to_string(), value));
             }
         }
-        let mut roomcontrol_vars: Vec<(String, String)> = std::env::vars()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != "ROOMCONTROL_CONFIG")
-            .collect();
+        let mut roomcontrol_vars: Vec<(String, String)> =
+            std::env::vars().filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != "ROOMCONTROL_CONFIG").collect();
         roomcontrol_vars.sort();
         for (name, value) in roomcontrol_vars {
             let key = name[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");
@@ -291,10 +294,7 @@ impl Config {
             return fail(
                 "tokens.default_ttl",
                 &format!("{:?}", humantime::format_duration(self.tokens.default_ttl).to_string()),
-                &format!(
-                    "expected at most tokens.max_ttl ({})",
-                    humantime::format_duration(self.tokens.max_ttl)
-                ),
+                &format!("expected at most tokens.max_ttl ({})", humantime::format_duration(self.tokens.max_ttl)),
             );
         }
         if self.server.max_concurrent_calls == 0 {
@@ -306,7 +306,11 @@ impl Config {
             }
         }
         if let Err(error) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
-            return fail("log.level", &format!("{:?}", self.log.level), &format!("expected a tracing filter such as \"info\" ({error})"));
+            return fail(
+                "log.level",
+                &format!("{:?}", self.log.level),
+                &format!("expected a tracing filter such as \"info\" ({error})"),
+            );
         }
         Ok(())
     }
@@ -386,7 +390,8 @@ fn cors_origin(raw: &str) -> Result<(), String> {
     if raw == "*" {
         return Ok(());
     }
-    let expected = "expected \"*\" or an origin such as \"https://app.example.com\" (scheme, host and optional port; no path)";
+    let expected =
+        "expected \"*\" or an origin such as \"https://app.example.com\" (scheme, host and optional port; no path)";
     let url = Url::parse(raw).map_err(|_| expected.to_owned())?;
     let origin = url.origin().ascii_serialization();
     if !matches!(url.scheme(), "http" | "https") || origin != raw {

@@ -57,9 +57,7 @@ fn livekit_code(error: &LiveKitError) -> Code {
         // RoomControl's own credentials are wrong: this replica cannot serve
         // (readiness says so too); another replica may.
         LiveKitError::CredentialsRejected { .. } => Code::Unavailable,
-        LiveKitError::GrantRefused { .. } | LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => {
-            Code::Internal
-        }
+        LiveKitError::GrantRefused { .. } | LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => Code::Internal,
     }
 }
 

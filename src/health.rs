@@ -31,7 +31,9 @@ pub async fn watch_livekit(
         if ready != Some(now_ready) {
             match &result {
                 Ok(()) => tracing::info!(service = SERVICE_NAME, "LiveKit answers: ready (SERVING)"),
-                Err(error) => tracing::warn!(service = SERVICE_NAME, %error, "LiveKit check failed: not ready (NOT_SERVING)"),
+                Err(error) => {
+                    tracing::warn!(service = SERVICE_NAME, %error, "LiveKit check failed: not ready (NOT_SERVING)")
+                }
             }
             let status = if now_ready { ServingStatus::Serving } else { ServingStatus::NotServing };
             reporter.set_service_status(SERVICE_NAME, status).await;

@@ -171,7 +171,11 @@ impl LiveKit {
         self.bounded("CreateRoom", deadline, self.rooms.create_room(&room.name, options)).await
     }
 
-    pub async fn list_rooms(&self, names: Vec<String>, deadline: Option<Instant>) -> Result<Vec<lk::Room>, LiveKitError> {
+    pub async fn list_rooms(
+        &self,
+        names: Vec<String>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<lk::Room>, LiveKitError> {
         self.bounded("ListRooms", deadline, self.rooms.list_rooms(names)).await
     }
 
@@ -205,7 +209,12 @@ impl LiveKit {
         self.bounded("GetParticipant", deadline, self.rooms.get_participant(room, identity)).await
     }
 
-    pub async fn remove_participant(&self, room: &str, identity: &str, deadline: Option<Instant>) -> Result<(), LiveKitError> {
+    pub async fn remove_participant(
+        &self,
+        room: &str,
+        identity: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(), LiveKitError> {
         self.bounded("RemoveParticipant", deadline, self.rooms.remove_participant(room, identity)).await
     }
 
@@ -343,13 +352,13 @@ fn transport_error(method: &'static str, url: &str, timeout: Duration, error: &r
     if error.is_timeout() {
         return LiveKitError::Timeout { method, after: timeout, cause: TimeoutCause::Configured };
     }
-    let mut detail = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        detail = format!("{detail}: {cause}");
-        source = cause.source();
+    // The innermost cause says what happened ("Connection refused");
+    // reqwest's outer layers only repeat the URL.
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
     }
-    LiveKitError::Unreachable { url: url.to_owned(), detail }
+    LiveKitError::Unreachable { url: url.to_owned(), detail: innermost.to_string() }
 }
 
 fn twirp_error(method: &'static str, code: String, msg: String) -> LiveKitError {
@@ -380,11 +389,12 @@ impl DirectTwirp {
     fn new(base: Url, api_key: &str, api_secret: SecretString) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS set-up failed: {error}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|error| format!("TLS set-up failed: {error}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .build()

@@ -71,7 +71,9 @@ fn load_dot_env() -> Result<(), String> {
     match dotenvy::dotenv() {
         Ok(_) => Ok(()),
         Err(error) if error.not_found() => Ok(()),
-        Err(dotenvy::Error::LineParse(_, index)) => Err(format!(".env: cannot parse it at byte {index} (expected KEY=VALUE lines)")),
+        Err(dotenvy::Error::LineParse(_, index)) => {
+            Err(format!(".env: cannot parse it at byte {index} (expected KEY=VALUE lines)"))
+        }
         Err(dotenvy::Error::Io(error)) => Err(format!(".env: cannot read it: {error}")),
         Err(_) => Err(".env: cannot read it".to_owned()),
     }

@@ -86,7 +86,10 @@ fn log_response<B>(response: &Response<B>, latency_ms: f64, routine: bool) {
         .and_then(|value| value.parse::<i32>().ok())
         .unwrap_or(if response.status().is_success() { 0 } else { 2 });
     let code = tonic::Code::from_i32(code);
-    let message = headers.get("grpc-message").and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let grpc_message = headers
+        .get("grpc-message")
+        .map(|value| percent_encoding::percent_decode(value.as_bytes()).decode_utf8_lossy().into_owned())
+        .unwrap_or_default();
     let http_status = response.status().as_u16();
     match code {
         tonic::Code::Ok if routine => tracing::debug!(code = ?code, latency_ms, "call finished"),
@@ -96,8 +99,8 @@ fn log_response<B>(response: &Response<B>, latency_ms: f64, routine: bool) {
         | tonic::Code::Unavailable
         | tonic::Code::Internal
         | tonic::Code::DataLoss => {
-            tracing::warn!(code = ?code, http_status, message, latency_ms, "call failed")
+            tracing::warn!(code = ?code, http_status, grpc_message, latency_ms, "call failed")
         }
-        _ => tracing::info!(code = ?code, message, latency_ms, "call refused"),
+        _ => tracing::info!(code = ?code, grpc_message, latency_ms, "call refused"),
     }
 }

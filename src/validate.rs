@@ -85,10 +85,7 @@ impl Violations {
     /// Room or participant metadata: at most 512 KiB.
     pub fn metadata(&mut self, field: &str, value: &str) {
         if value.len() > METADATA_MAX_BYTES {
-            self.add(
-                field,
-                format!("must be at most {METADATA_MAX_BYTES} bytes (512 KiB), got {}", value.len()),
-            );
+            self.add(field, format!("must be at most {METADATA_MAX_BYTES} bytes (512 KiB), got {}", value.len()));
         }
     }
 
@@ -101,9 +98,7 @@ impl Violations {
         if total > ATTRIBUTES_MAX_BYTES {
             self.add(
                 field,
-                format!(
-                    "keys and values together must be at most {ATTRIBUTES_MAX_BYTES} bytes (64 KiB), got {total}"
-                ),
+                format!("keys and values together must be at most {ATTRIBUTES_MAX_BYTES} bytes (64 KiB), got {total}"),
             );
         }
     }
@@ -115,11 +110,15 @@ impl Violations {
             return;
         }
         let well_formed = value.len() <= TRACK_SID_MAX_BYTES
-            && value.strip_prefix("TR_").is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+            && value
+                .strip_prefix("TR_")
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
         if !well_formed {
             self.add(
                 field,
-                format!("must be a track sid: \"TR_\" followed by letters and digits, at most {TRACK_SID_MAX_BYTES} bytes"),
+                format!(
+                    "must be a track sid: \"TR_\" followed by letters and digits, at most {TRACK_SID_MAX_BYTES} bytes"
+                ),
             );
         }
     }
@@ -160,8 +159,14 @@ impl Violations {
             return default;
         };
         let max_text = humantime::format_duration(max);
-        if !(0..1_000_000_000).contains(&value.nanos.abs()) || (value.seconds > 0 && value.nanos < 0) || (value.seconds < 0 && value.nanos > 0) {
-            self.add(field, "must be a well-formed duration (nanos within ±999,999,999 and of the same sign as seconds)");
+        if !(0..1_000_000_000).contains(&value.nanos.abs())
+            || (value.seconds > 0 && value.nanos < 0)
+            || (value.seconds < 0 && value.nanos > 0)
+        {
+            self.add(
+                field,
+                "must be a well-formed duration (nanos within ±999,999,999 and of the same sign as seconds)",
+            );
             return default;
         }
         if value.seconds < 0 || value.nanos < 0 || (value.seconds == 0 && value.nanos == 0) {
@@ -251,7 +256,10 @@ mod tests {
         let six_hours = Duration::from_secs(21_600);
         let mut v = Violations::new();
         assert_eq!(v.ttl("ttl", None, six_hours, day), six_hours);
-        assert_eq!(v.ttl("ttl", Some(&prost_types::Duration { seconds: 60, nanos: 0 }), six_hours, day), Duration::from_secs(60));
+        assert_eq!(
+            v.ttl("ttl", Some(&prost_types::Duration { seconds: 60, nanos: 0 }), six_hours, day),
+            Duration::from_secs(60)
+        );
         assert!(v.is_empty());
         for (seconds, nanos) in [(0, 0), (-1, 0), (0, -5), (86_401, 0), (0, 500_000_000), (1, -1), (1, 2_000_000_000)] {
             let mut v = Violations::new();
@@ -265,6 +273,9 @@ mod tests {
         let mut v = Violations::new();
         v.room_name("room", "");
         v.identity("identity", "");
-        assert_eq!(v.to_string(), "room: must not be empty: give the room name; identity: must not be empty: give the identity");
+        assert_eq!(
+            v.to_string(),
+            "room: must not be empty: give the room name; identity: must not be empty: give the identity"
+        );
     }
 }

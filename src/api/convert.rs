@@ -113,7 +113,10 @@ pub fn source_token_name(source: i32) -> Option<&'static str> {
 /// Zero means unknown and maps to an unset timestamp.
 fn timestamp(seconds: i64, millis: i64) -> Option<Timestamp> {
     if millis > 0 {
-        return Some(Timestamp { seconds: millis.div_euclid(1000), nanos: (millis.rem_euclid(1000) * 1_000_000) as i32 });
+        return Some(Timestamp {
+            seconds: millis.div_euclid(1000),
+            nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+        });
     }
     (seconds > 0).then_some(Timestamp { seconds, nanos: 0 })
 }
@@ -181,6 +184,9 @@ mod tests {
         assert_eq!(timestamp(0, 0), None);
         assert_eq!(timestamp(-5, 0), None);
         assert_eq!(timestamp(1_700_000_000, 0), Some(Timestamp { seconds: 1_700_000_000, nanos: 0 }));
-        assert_eq!(timestamp(1_700_000_000, 1_700_000_000_250), Some(Timestamp { seconds: 1_700_000_000, nanos: 250_000_000 }));
+        assert_eq!(
+            timestamp(1_700_000_000, 1_700_000_000_250),
+            Some(Timestamp { seconds: 1_700_000_000, nanos: 250_000_000 })
+        );
     }
 }

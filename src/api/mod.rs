@@ -88,7 +88,10 @@ impl RoomControl for RoomControlService {
         Ok(Response::new(rooms::delete_room(&self.livekit, request.into_inner(), deadline).await?))
     }
 
-    async fn update_room_metadata(&self, request: Request<UpdateRoomMetadataRequest>) -> Result<Response<Room>, Status> {
+    async fn update_room_metadata(
+        &self,
+        request: Request<UpdateRoomMetadataRequest>,
+    ) -> Result<Response<Room>, Status> {
         let deadline = deadline(&request);
         Ok(Response::new(rooms::update_room_metadata(&self.livekit, request.into_inner(), deadline).await?))
     }
@@ -122,7 +125,10 @@ impl RoomControl for RoomControlService {
         Ok(Response::new(participants::update_participant(&self.livekit, request.into_inner(), deadline).await?))
     }
 
-    async fn mute_published_track(&self, request: Request<MutePublishedTrackRequest>) -> Result<Response<Track>, Status> {
+    async fn mute_published_track(
+        &self,
+        request: Request<MutePublishedTrackRequest>,
+    ) -> Result<Response<Track>, Status> {
         let deadline = deadline(&request);
         Ok(Response::new(participants::mute_published_track(&self.livekit, request.into_inner(), deadline).await?))
     }
@@ -140,7 +146,10 @@ impl RoomControl for RoomControlService {
         Ok(Response::new(participants::send_data(&self.livekit, request.into_inner(), deadline).await?))
     }
 
-    async fn create_token(&self, request: Request<CreateTokenRequest>) -> Result<Response<CreateTokenResponse>, Status> {
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
         Ok(Response::new(tokens::create_token(self.livekit.signer(), &self.tokens, request.into_inner())?))
     }
 }

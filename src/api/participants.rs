@@ -79,7 +79,11 @@ pub async fn update_participant(
     if let Some(permission) = &request.permission {
         check_sources(&mut violations, "permission.can_publish_sources", &permission.can_publish_sources);
     }
-    if request.metadata.is_none() && request.name.is_none() && request.attributes.is_empty() && request.permission.is_none() {
+    if request.metadata.is_none()
+        && request.name.is_none()
+        && request.attributes.is_empty()
+        && request.permission.is_none()
+    {
         violations.add("metadata, name, attributes, permission", "set at least one: there is nothing to update");
     }
     violations.into_result()?;

@@ -40,7 +40,11 @@ pub fn create_token(
         can_publish: permissions.can_publish,
         can_subscribe: permissions.can_subscribe,
         can_publish_data: permissions.can_publish_data,
-        can_publish_sources: permissions.can_publish_sources.iter().filter_map(|s| convert::source_token_name(*s)).collect(),
+        can_publish_sources: permissions
+            .can_publish_sources
+            .iter()
+            .filter_map(|s| convert::source_token_name(*s))
+            .collect(),
         can_update_own_metadata: permissions.can_update_own_metadata,
         hidden: permissions.hidden.unwrap_or(false),
     };
@@ -53,4 +57,3 @@ pub fn create_token(
         expires_at: Some(Timestamp { seconds: signed.expires_at as i64, nanos: 0 }),
     })
 }
-

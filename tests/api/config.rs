@@ -1,0 +1,138 @@
+//! Configuration layering, the seed app's names, `.env`, and clear failures,
+//! observed through `roomcontrol config` as a user would.
+
+use std::path::Path;
+
+use crate::process::roomcontrol;
+
+fn effective(dir: &Path, env: &[(&str, &str)]) -> serde_json::Value {
+    let output = roomcontrol(dir, env, &["config"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+fn failure(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let output = roomcontrol(dir, env, args);
+    assert_eq!(output.status.code(), Some(2), "a bad configuration exits 2");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    stderr.trim().to_owned()
+}
+
+#[test]
+fn defaults_work_with_a_local_livekit_dev_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = effective(dir.path(), &[]);
+    assert_eq!(config["server"]["host"], "127.0.0.1");
+    assert_eq!(config["server"]["port"], 50051);
+    assert_eq!(config["livekit"]["url"], "http://localhost:7880");
+    assert_eq!(config["livekit"]["api_key"], "devkey");
+    assert_eq!(config["livekit"]["api_secret"], "[redacted]");
+}
+
+#[test]
+fn the_file_then_the_seed_names_then_roomcontrol_variables_win_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("roomcontrol.toml"),
+        "[server]\nport = 1111\n[livekit]\nurl = \"http://from-file:7880\"\napi_key = \"file-key\"\ntimeout = \"3s\"\n",
+    )
+    .unwrap();
+    let config = effective(dir.path(), &[]);
+    assert_eq!((config["server"]["port"].as_u64(), config["livekit"]["timeout"].as_str()), (Some(1111), Some("3s")));
+
+    let seed = [("PORT", "2222"), ("LIVEKIT_URL", "wss://from-seed.example.com"), ("LIVEKIT_API_KEY", "seed-key")];
+    let config = effective(dir.path(), &seed);
+    assert_eq!(config["server"]["port"], 2222);
+    assert_eq!(config["livekit"]["url"], "wss://from-seed.example.com");
+    assert_eq!(config["livekit"]["api_key"], "seed-key");
+
+    let mut both = seed.to_vec();
+    both.extend([("ROOMCONTROL_SERVER__PORT", "3333"), ("ROOMCONTROL_LIVEKIT__API_KEY", "roomcontrol-key")]);
+    let config = effective(dir.path(), &both);
+    assert_eq!(config["server"]["port"], 3333);
+    assert_eq!(config["livekit"]["api_key"], "roomcontrol-key");
+    assert_eq!(config["livekit"]["timeout"], "3s", "keys set nowhere else keep the file's value");
+}
+
+#[test]
+fn a_dot_env_file_fills_in_what_the_environment_does_not_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "LIVEKIT_URL=ws://dotenv:7880\nLIVEKIT_API_KEY=dotenv-key\nLIVEKIT_API_SECRET=0123456789\n",
+    )
+    .unwrap();
+    let config = effective(dir.path(), &[]);
+    assert_eq!(config["livekit"]["url"], "ws://dotenv:7880");
+    assert_eq!(config["livekit"]["api_key"], "dotenv-key");
+    let config = effective(dir.path(), &[("LIVEKIT_API_KEY", "real-env-key")]);
+    assert_eq!(config["livekit"]["api_key"], "real-env-key", "the real environment wins over .env");
+}
+
+#[test]
+fn an_explicit_config_file_is_read_and_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("custom.toml"), "[tokens]\ndefault_ttl = \"1h\"\n").unwrap();
+    let config = effective(dir.path(), &[("ROOMCONTROL_CONFIG", "custom.toml")]);
+    assert_eq!(config["tokens"]["default_ttl"], "1h");
+    let message = failure(dir.path(), &[], &["--config", "nope.toml", "config"]);
+    assert!(message.contains("config file nope.toml does not exist"), "{message}");
+}
+
+#[test]
+fn bad_values_stop_start_up_with_one_line_naming_the_key_and_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (
+            &[("PORT", "http")],
+            "server.port: invalid type: found string \"http\", expected u16 (from PORT environment variable)",
+        ),
+        (
+            &[("LIVEKIT_URL", "ftp://lk")],
+            "livekit.url = \"ftp://lk\" (from LIVEKIT_URL environment variable): expected an http://, https://, ws:// or wss:// URL",
+        ),
+        (
+            &[("ROOMCONTROL_LIVEKIT__TIMEOUT", "soon")],
+            "livekit.timeout: invalid value string \"soon\", expected a duration (from ROOMCONTROL_LIVEKIT__TIMEOUT environment variable)",
+        ),
+        (
+            &[("ROOMCONTROL_TOKENS__MAX_TTL", "1h")],
+            "tokens.default_ttl = \"6h\" (built-in default): expected at most tokens.max_ttl (1h)",
+        ),
+        (
+            &[("ROOMCONTROL_SERVER__CORS__ALLOWED_ORIGINS", "[\"https://app.example.com/path\"]")],
+            "server.cors.allowed_origins = \"https://app.example.com/path\"",
+        ),
+        (
+            &[("ROOMCONTROL_LIVEKIT__API_SECRET", "")],
+            "livekit.api_secret = (empty) (from ROOMCONTROL_LIVEKIT__API_SECRET environment variable)",
+        ),
+    ];
+    for (env, expected) in cases {
+        let message = failure(dir.path(), env, &["config"]);
+        assert!(message.starts_with("roomcontrol: invalid configuration: "), "{message}");
+        assert!(message.contains(expected), "{env:?}:\n  got      {message}\n  expected {expected}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("roomcontrol.toml"), "[livekit]\nsecret = \"oops\"\n").unwrap();
+    let message = failure(dir.path(), &[], &["config"]);
+    assert!(message.contains("livekit.secret: unknown field"), "{message}");
+    assert!(message.contains("roomcontrol.toml"), "{message}");
+    let message = failure(tempfile::tempdir().unwrap().path(), &[("ROOMCONTROL_SERVR__PORT", "1")], &["config"]);
+    assert!(message.contains("ROOMCONTROL_SERVR__PORT environment variable"), "{message}");
+}
+
+#[test]
+fn secrets_never_appear_in_errors_or_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "[123, 456]";
+    let output = roomcontrol(dir.path(), &[("LIVEKIT_API_SECRET", secret), ("PORT", "bad")], &["config"]);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("123"));
+    let config = effective(dir.path(), &[("LIVEKIT_API_SECRET", "0123")]);
+    assert_eq!(config["livekit"]["api_secret"], "[redacted]");
+}

@@ -1,0 +1,162 @@
+//! LiveKit down, slow, or refusing RoomControl's key: every RPC that calls
+//! LiveKit answers with the right status and a message that says what to fix.
+
+use std::time::Duration;
+
+use roomcontrol::proto::v1::CreateTokenRequest;
+use secrecy::SecretString;
+use tonic::Code;
+
+use crate::standin_or_skip;
+use crate::support::{call, call_with_timeout, closed_port_url, livekit_bound, spawn_app, spawn_app_with, unique};
+
+#[tokio::test]
+async fn every_rpc_answers_unavailable_when_livekit_is_unreachable() {
+    let url = closed_port_url().await;
+    let app = spawn_app_with(|config| config.livekit.url = url.clone()).await;
+    let mut client = app.client.clone();
+    for rpc in livekit_bound(&unique("down")) {
+        let name = rpc.name();
+        let status = call(&mut client, rpc).await.expect_err(name);
+        assert_eq!(status.code(), Code::Unavailable, "{name}: {}", status.message());
+        assert!(
+            status.message().contains("unreachable") && status.message().contains(&url),
+            "{name}: {}",
+            status.message()
+        );
+    }
+    // Tokens are signed in-process and need no LiveKit.
+    client
+        .create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
+        .await
+        .expect("CreateToken works while LiveKit is down");
+}
+
+#[tokio::test]
+async fn every_rpc_says_livekit_rejected_roomcontrols_key_when_the_secret_is_wrong() {
+    let app = spawn_app_with(|config| config.livekit.api_secret = SecretString::from("not-the-secret")).await;
+    let mut client = app.client.clone();
+    for rpc in livekit_bound(&unique("bad-key")) {
+        let name = rpc.name();
+        let status = call(&mut client, rpc).await.expect_err(name);
+        assert_eq!(status.code(), Code::Unavailable, "{name}: {}", status.message());
+        assert!(
+            status.message().contains("LiveKit rejected RoomControl's API key"),
+            "{name}: the message blames RoomControl's key, not the caller: {}",
+            status.message()
+        );
+        assert!(!status.message().contains("not-the-secret"), "{name}: the secret never leaks");
+    }
+}
+
+#[tokio::test]
+async fn every_rpc_answers_deadline_exceeded_when_livekit_is_slower_than_the_configured_timeout() {
+    let app = spawn_app_with(|config| config.livekit.timeout = Duration::from_millis(200)).await;
+    let standin = standin_or_skip!(app);
+    standin.set_delay(Duration::from_secs(3));
+    let mut client = app.client.clone();
+    for rpc in livekit_bound(&unique("slow")) {
+        let name = rpc.name();
+        let status = call(&mut client, rpc).await.expect_err(name);
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{name}: {}", status.message());
+        assert!(status.message().contains("livekit.timeout"), "{name}: {}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn the_callers_deadline_bounds_the_wait_for_livekit() {
+    let app = spawn_app().await;
+    let standin = standin_or_skip!(app);
+    standin.set_delay(Duration::from_secs(3));
+    let mut client = app.client.clone();
+    for rpc in livekit_bound(&unique("deadline")) {
+        let name = rpc.name();
+        let started = std::time::Instant::now();
+        let status = call_with_timeout(&mut client, rpc, Some(Duration::from_millis(150))).await.expect_err(name);
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{name}: {}", status.message());
+        assert!(status.message().contains("deadline"), "{name}: {}", status.message());
+        assert!(started.elapsed() < Duration::from_secs(3), "{name}: answered before LiveKit did");
+    }
+}
+
+#[tokio::test]
+async fn livekit_errors_keep_their_code_and_message() {
+    let app = spawn_app().await;
+    let standin = standin_or_skip!(app);
+    let cases = [
+        ("resource_exhausted", Code::ResourceExhausted),
+        ("unavailable", Code::Unavailable),
+        ("internal", Code::Internal),
+        ("already_exists", Code::AlreadyExists),
+        ("failed_precondition", Code::FailedPrecondition),
+        ("aborted", Code::Aborted),
+        ("out_of_range", Code::OutOfRange),
+        ("unimplemented", Code::Unimplemented),
+        ("dataloss", Code::DataLoss),
+        ("canceled", Code::Cancelled),
+        ("unknown", Code::Unknown),
+        ("malformed", Code::Internal),
+    ];
+    let mut client = app.client.clone();
+    for (twirp, grpc) in cases {
+        standin.fail_next(
+            Some("CreateRoom"),
+            livekit_standin::Fault::Twirp { code: twirp.to_owned(), msg: format!("injected {twirp}") },
+            1,
+        );
+        let rpc = livekit_bound(&unique("twirp")).remove(0);
+        let status = call(&mut client, rpc).await.expect_err(twirp);
+        assert_eq!(status.code(), grpc, "{twirp}: {}", status.message());
+        assert!(status.message().contains(&format!("injected {twirp}")), "{twirp}: {}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn a_grant_livekit_refuses_is_roomcontrols_problem_not_the_callers() {
+    let app = spawn_app().await;
+    let standin = standin_or_skip!(app);
+    standin.fail_next(
+        None,
+        livekit_standin::Fault::Twirp { code: "unauthenticated".into(), msg: "permissions denied".into() },
+        1,
+    );
+    let status = call(&mut app.client.clone(), livekit_bound(&unique("grant")).remove(0)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{}", status.message());
+    assert!(status.message().contains("RoomControl's service token"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn a_reply_that_is_not_twirp_is_reported_without_a_crash() {
+    let app = spawn_app().await;
+    let standin = standin_or_skip!(app);
+    let mut client = app.client.clone();
+    for rpc in livekit_bound(&unique("garbage")) {
+        let name = rpc.name();
+        standin.fail_next(
+            Some(name_on_livekit(name)),
+            livekit_standin::Fault::Http {
+                status: 502,
+                body: "<html>bad gateway</html>".into(),
+                content_type: "text/html".into(),
+            },
+            1,
+        );
+        let status = call(&mut client, rpc).await.expect_err(name);
+        assert!(
+            matches!(status.code(), Code::Unavailable | Code::Internal),
+            "{name}: {:?} {}",
+            status.code(),
+            status.message()
+        );
+    }
+    // Still serving.
+    call(&mut client, livekit_bound(&unique("after")).remove(0)).await.expect("the server still serves");
+}
+
+/// The LiveKit method an RPC calls.
+fn name_on_livekit(rpc: &str) -> &str {
+    match rpc {
+        "GetRoom" => "ListRooms",
+        other => other,
+    }
+}

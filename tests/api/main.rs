@@ -1,0 +1,16 @@
+//! RoomControl's integration suite: the real server on an ephemeral port,
+//! real sockets, generated gRPC, grpc-web and health clients, and the LiveKit
+//! stand-in (or a real LiveKit server, see `support`).
+
+mod support;
+
+mod config;
+mod errors;
+mod grpc_web;
+mod health;
+mod participants;
+mod process;
+mod rooms;
+mod shutdown;
+mod tokens;
+mod validation;

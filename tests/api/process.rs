@@ -1,0 +1,119 @@
+//! The `roomcontrol` binary itself: help, the token command, and a served
+//! process stopped by SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use livekit_api::access_token::TokenVerifier;
+use livekit_standin::{StandIn, StandInConfig};
+use roomcontrol::proto::v1::room_control_client::RoomControlClient;
+use roomcontrol::proto::v1::*;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_roomcontrol");
+
+/// The binary with a clean environment in `dir`.
+pub fn roomcontrol(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(BINARY)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = roomcontrol(dir.path(), &[], &["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for expected in ["control plane for LiveKit", "serve", "token", "config", "--config", "LIVEKIT_URL"] {
+        assert!(help.contains(expected), "--help mentions {expected}:\n{help}");
+    }
+}
+
+#[test]
+fn the_token_command_prints_a_token_livekit_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("LIVEKIT_API_KEY", "cli-key"), ("LIVEKIT_API_SECRET", "cli-secret-0123456789")];
+    let output = roomcontrol(
+        dir.path(),
+        &env,
+        &["token", "--room", "demo", "--identity", "bob", "--ttl", "10m", "--can-publish", "false"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let claims = TokenVerifier::with_api_key("cli-key", "cli-secret-0123456789").verify(&token).expect("a valid token");
+    assert_eq!((claims.sub.as_str(), claims.video.room.as_str()), ("bob", "demo"));
+    assert_eq!(claims.exp - claims.nbf, 600);
+    assert_eq!(claims.video.can_publish, Some(false));
+
+    let output = roomcontrol(dir.path(), &env, &["token", "--room", "demo", "--identity", "bob", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json["server_url"], "ws://localhost:7880");
+    assert_eq!(json["identity"], "bob");
+
+    let output = roomcontrol(dir.path(), &env, &["token", "--room", "", "--identity", "bob"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "roomcontrol: invalid request: room: must not be empty: give the room name"
+    );
+}
+
+#[tokio::test]
+async fn the_served_process_stops_cleanly_on_sigterm_and_never_logs_its_secret() {
+    const SECRET: &str = "never-log-this-secret-6b7f0e";
+    let standin = StandIn::start(StandInConfig { api_secret: SECRET.to_owned(), ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BINARY)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("LIVEKIT_URL", standin.url())
+        .env("LIVEKIT_API_KEY", standin.api_key())
+        .env("LIVEKIT_API_SECRET", SECRET)
+        .env("PORT", "0")
+        .env("ROOMCONTROL_LOG__FORMAT", "json")
+        .env("ROOMCONTROL_LIVEKIT__HEALTH_CHECK_INTERVAL", "100ms")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let address = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
+            .await
+            .expect("a log line")
+            .expect("the process logs");
+        log.push(line.clone());
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if let Some(address) = event["address"].as_str() {
+            break address.to_owned();
+        }
+    };
+
+    let mut client = RoomControlClient::connect(format!("http://{address}")).await.unwrap();
+    client.create_room(CreateRoomRequest { name: "from-process".into(), ..Default::default() }).await.unwrap();
+    let refused = client.get_room(GetRoomRequest { name: "missing".into() }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
+    while let Some(line) = lines.recv().await {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(log.contains("received SIGTERM"), "{log}");
+    assert!(log.contains("CreateRoom") && log.contains("from-process"), "calls are logged with their room:\n{log}");
+    assert!(!log.contains(SECRET), "the secret never reaches the logs");
+}

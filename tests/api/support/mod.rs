@@ -1,0 +1,251 @@
+//! Test helpers: the real server on an ephemeral port beside the LiveKit
+//! stand-in (or a real LiveKit server), and clients for every protocol.
+//!
+//! Against a real server: set `ROOMCONTROL_TEST_REAL_LIVEKIT=1` with
+//! `LIVEKIT_URL`, `LIVEKIT_API_KEY` and `LIVEKIT_API_SECRET`. Tests that need
+//! the stand-in's controls (adding participants, faults) then skip.
+//!
+//! Logs are silent unless `TEST_LOG` is set.
+
+pub mod grpc_web;
+mod rpc;
+
+pub use rpc::{Rpc, call, call_with_timeout, livekit_bound};
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use livekit_standin::{StandIn, StandInConfig};
+use roomcontrol::proto::v1::room_control_client::RoomControlClient;
+use roomcontrol::{Application, Config};
+use secrecy::SecretString;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+pub use roomcontrol::proto::SERVICE_NAME;
+
+/// Where the LiveKit server under test is.
+#[derive(Debug, Clone)]
+pub struct LiveKitTarget {
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: String,
+}
+
+/// A running RoomControl and what it talks to.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: RoomControlClient<Channel>,
+    pub health: HealthClient<Channel>,
+    /// The stand-in, unless the suite runs against a real LiveKit.
+    pub standin: Option<StandIn>,
+    pub livekit: LiveKitTarget,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// Skips the rest of a test that needs the stand-in's controls.
+#[macro_export]
+macro_rules! standin_or_skip {
+    ($app:expr) => {
+        match $app.standin.as_ref() {
+            Some(standin) => standin.clone(),
+            None => {
+                eprintln!("skipped against a real LiveKit: needs the stand-in's controls");
+                return;
+            }
+        }
+    };
+}
+
+/// Whether the suite runs against a real LiveKit server.
+pub fn real_livekit() -> Option<LiveKitTarget> {
+    if std::env::var("ROOMCONTROL_TEST_REAL_LIVEKIT").ok().as_deref() != Some("1") {
+        return None;
+    }
+    let var =
+        |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("ROOMCONTROL_TEST_REAL_LIVEKIT=1 needs {name}"));
+    Some(LiveKitTarget {
+        url: var("LIVEKIT_URL"),
+        api_key: var("LIVEKIT_API_KEY"),
+        api_secret: var("LIVEKIT_API_SECRET"),
+    })
+}
+
+fn init_test_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("info,roomcontrol=debug").with_test_writer().try_init();
+        }
+    });
+}
+
+/// A name no other test (or earlier run against a real server) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// The configuration tests start from: ephemeral port, quick health checks.
+pub fn test_config(livekit: &LiveKitTarget) -> Config {
+    let mut config = Config::default();
+    config.server.port = 0;
+    config.server.grace_period = Duration::from_secs(5);
+    config.livekit.url = livekit.url.clone();
+    config.livekit.api_key = livekit.api_key.clone();
+    config.livekit.api_secret = SecretString::from(livekit.api_secret.clone());
+    config.livekit.health_check_interval = Duration::from_millis(100);
+    config
+}
+
+/// RoomControl beside a fresh stand-in (or the real LiveKit), defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with changes to the configuration.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let (standin, livekit) = match real_livekit() {
+        Some(target) => (None, target),
+        None => {
+            let standin = StandIn::start(StandInConfig::default()).await.expect("the stand-in starts");
+            let target = LiveKitTarget {
+                url: standin.url(),
+                api_key: standin.api_key().to_owned(),
+                api_secret: standin.api_secret().to_owned(),
+            };
+            (Some(standin), target)
+        }
+    };
+    let mut config = test_config(&livekit);
+    configure(&mut config);
+    spawn_with_config(config, standin, livekit).await
+}
+
+/// Starts RoomControl with exactly this configuration.
+pub async fn spawn_with_config(config: Config, standin: Option<StandIn>, livekit: LiveKitTarget) -> TestApp {
+    init_test_logs();
+    let application = Application::build(config).await.expect("RoomControl starts");
+    let addr = application.local_addr();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(application.run_until_stopped(async {
+        let _ = stop.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
+    TestApp {
+        addr,
+        client: RoomControlClient::new(channel.clone()),
+        health: HealthClient::new(channel),
+        standin,
+        livekit,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// The base URL for HTTP clients.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A grpc-web client over HTTP/1.1.
+    pub fn grpc_web(&self) -> grpc_web::GrpcWebClient {
+        grpc_web::GrpcWebClient::new(self.http_url())
+    }
+
+    /// The health status of `service` right now.
+    pub async fn health_of(&self, service: &str) -> ServingStatus {
+        let reply = self.health.clone().check(HealthCheckRequest { service: service.to_owned() }).await;
+        ServingStatus::try_from(reply.expect("health answers").into_inner().status).unwrap()
+    }
+
+    /// Waits, through the health Watch stream, until `service` reports `status`.
+    pub async fn wait_for_health(&self, service: &str, status: ServingStatus) {
+        let mut stream = self
+            .health
+            .clone()
+            .watch(HealthCheckRequest { service: service.to_owned() })
+            .await
+            .expect("health watch starts")
+            .into_inner();
+        let wait = async {
+            while let Some(reply) = stream.message().await.expect("health stream stays open") {
+                if reply.status == status as i32 {
+                    return;
+                }
+            }
+            panic!("health stream ended before {service:?} became {status:?}");
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{service:?} did not become {status:?} within 10 s"));
+    }
+
+    /// Begins shutdown, as SIGTERM does, and returns the server task.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.server.take().expect("the server runs")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A LiveKit URL where nothing listens.
+pub async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// Publishes a 720p simulcast VP8 camera track for `identity` on the stand-in.
+pub fn add_camera(standin: &StandIn, room: &str, identity: &str) -> livekit_protocol::TrackInfo {
+    standin.add_track(
+        room,
+        identity,
+        livekit_standin::TrackSpec {
+            name: "camera".into(),
+            kind: livekit_protocol::TrackType::Video,
+            source: livekit_protocol::TrackSource::Camera,
+            muted: false,
+            simulcast: true,
+            width: 1280,
+            height: 720,
+            mime_type: "video/vp8".into(),
+        },
+    )
+}
+
+/// Publishes an Opus microphone track for `identity` on the stand-in.
+pub fn add_microphone(standin: &StandIn, room: &str, identity: &str) -> livekit_protocol::TrackInfo {
+    standin.add_track(
+        room,
+        identity,
+        livekit_standin::TrackSpec {
+            name: "microphone".into(),
+            kind: livekit_protocol::TrackType::Audio,
+            source: livekit_protocol::TrackSource::Microphone,
+            muted: false,
+            simulcast: false,
+            width: 0,
+            height: 0,
+            mime_type: "audio/opus".into(),
+        },
+    )
+}

@@ -1,0 +1,114 @@
+//! Every RPC as a value, so tables of requests can drive any of them.
+
+use roomcontrol::proto::v1::room_control_client::RoomControlClient;
+use roomcontrol::proto::v1::*;
+use tonic::Status;
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone)]
+pub enum Rpc {
+    CreateRoom(CreateRoomRequest),
+    ListRooms(ListRoomsRequest),
+    GetRoom(GetRoomRequest),
+    DeleteRoom(DeleteRoomRequest),
+    UpdateRoomMetadata(UpdateRoomMetadataRequest),
+    ListParticipants(ListParticipantsRequest),
+    GetParticipant(GetParticipantRequest),
+    RemoveParticipant(RemoveParticipantRequest),
+    UpdateParticipant(UpdateParticipantRequest),
+    MutePublishedTrack(MutePublishedTrackRequest),
+    UpdateSubscriptions(UpdateSubscriptionsRequest),
+    SendData(SendDataRequest),
+    CreateToken(CreateTokenRequest),
+}
+
+impl Rpc {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rpc::CreateRoom(_) => "CreateRoom",
+            Rpc::ListRooms(_) => "ListRooms",
+            Rpc::GetRoom(_) => "GetRoom",
+            Rpc::DeleteRoom(_) => "DeleteRoom",
+            Rpc::UpdateRoomMetadata(_) => "UpdateRoomMetadata",
+            Rpc::ListParticipants(_) => "ListParticipants",
+            Rpc::GetParticipant(_) => "GetParticipant",
+            Rpc::RemoveParticipant(_) => "RemoveParticipant",
+            Rpc::UpdateParticipant(_) => "UpdateParticipant",
+            Rpc::MutePublishedTrack(_) => "MutePublishedTrack",
+            Rpc::UpdateSubscriptions(_) => "UpdateSubscriptions",
+            Rpc::SendData(_) => "SendData",
+            Rpc::CreateToken(_) => "CreateToken",
+        }
+    }
+}
+
+/// Sends one call; the reply's content is dropped.
+pub async fn call(client: &mut RoomControlClient<Channel>, rpc: Rpc) -> Result<(), Status> {
+    call_with_timeout(client, rpc, None).await
+}
+
+/// Sends one call with an optional deadline (grpc-timeout).
+pub async fn call_with_timeout(
+    client: &mut RoomControlClient<Channel>,
+    rpc: Rpc,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), Status> {
+    fn request<T>(message: T, timeout: Option<std::time::Duration>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        request
+    }
+    match rpc {
+        Rpc::CreateRoom(m) => client.create_room(request(m, timeout)).await.map(drop),
+        Rpc::ListRooms(m) => client.list_rooms(request(m, timeout)).await.map(drop),
+        Rpc::GetRoom(m) => client.get_room(request(m, timeout)).await.map(drop),
+        Rpc::DeleteRoom(m) => client.delete_room(request(m, timeout)).await.map(drop),
+        Rpc::UpdateRoomMetadata(m) => client.update_room_metadata(request(m, timeout)).await.map(drop),
+        Rpc::ListParticipants(m) => client.list_participants(request(m, timeout)).await.map(drop),
+        Rpc::GetParticipant(m) => client.get_participant(request(m, timeout)).await.map(drop),
+        Rpc::RemoveParticipant(m) => client.remove_participant(request(m, timeout)).await.map(drop),
+        Rpc::UpdateParticipant(m) => client.update_participant(request(m, timeout)).await.map(drop),
+        Rpc::MutePublishedTrack(m) => client.mute_published_track(request(m, timeout)).await.map(drop),
+        Rpc::UpdateSubscriptions(m) => client.update_subscriptions(request(m, timeout)).await.map(drop),
+        Rpc::SendData(m) => client.send_data(request(m, timeout)).await.map(drop),
+        Rpc::CreateToken(m) => client.create_token(request(m, timeout)).await.map(drop),
+    }
+}
+
+/// A valid request for each RPC that calls LiveKit.
+pub fn livekit_bound(room: &str) -> Vec<Rpc> {
+    let room = room.to_owned();
+    let identity = "alice".to_owned();
+    let track = "TR_abcdef123456".to_owned();
+    vec![
+        Rpc::CreateRoom(CreateRoomRequest { name: room.clone(), ..Default::default() }),
+        Rpc::ListRooms(ListRoomsRequest::default()),
+        Rpc::GetRoom(GetRoomRequest { name: room.clone() }),
+        Rpc::DeleteRoom(DeleteRoomRequest { name: room.clone() }),
+        Rpc::UpdateRoomMetadata(UpdateRoomMetadataRequest { room: room.clone(), metadata: "m".into() }),
+        Rpc::ListParticipants(ListParticipantsRequest { room: room.clone() }),
+        Rpc::GetParticipant(GetParticipantRequest { room: room.clone(), identity: identity.clone() }),
+        Rpc::RemoveParticipant(RemoveParticipantRequest { room: room.clone(), identity: identity.clone() }),
+        Rpc::UpdateParticipant(UpdateParticipantRequest {
+            room: room.clone(),
+            identity: identity.clone(),
+            metadata: Some("m".into()),
+            ..Default::default()
+        }),
+        Rpc::MutePublishedTrack(MutePublishedTrackRequest {
+            room: room.clone(),
+            identity: identity.clone(),
+            track_sid: track.clone(),
+            muted: true,
+        }),
+        Rpc::UpdateSubscriptions(UpdateSubscriptionsRequest {
+            room: room.clone(),
+            identity,
+            track_sids: vec![track],
+            subscribe: true,
+        }),
+        Rpc::SendData(SendDataRequest { room, data: b"x".to_vec(), ..Default::default() }),
+    ]
+}

@@ -1,0 +1,145 @@
+//! CreateToken: the token decodes with LiveKit's own verifier and carries
+//! exactly what was asked, defaults included.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use livekit_api::access_token::TokenVerifier;
+use roomcontrol::proto::v1::*;
+use tonic::Code;
+
+use crate::support::{spawn_app, spawn_app_with};
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[tokio::test]
+async fn create_token_signs_a_join_token_livekit_accepts_with_default_grants() {
+    let app = spawn_app().await;
+    let before = now();
+    let reply = app
+        .client
+        .clone()
+        .create_token(CreateTokenRequest { room: "standup".into(), identity: "alice".into(), ..Default::default() })
+        .await
+        .expect("CreateToken succeeds")
+        .into_inner();
+    let claims = TokenVerifier::with_api_key(&app.livekit.api_key, &app.livekit.api_secret)
+        .verify(&reply.token)
+        .expect("LiveKit's verifier accepts the token");
+    assert_eq!(claims.iss, app.livekit.api_key);
+    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.name, "alice", "an empty name defaults to the identity");
+    assert!(claims.video.room_join);
+    assert_eq!(claims.video.room, "standup");
+    assert_eq!(claims.video.can_publish, None, "unset: LiveKit's default (true)");
+    assert_eq!(claims.video.can_subscribe, None);
+    assert_eq!(claims.video.can_publish_data, None);
+    assert!(claims.video.can_publish() && claims.video.can_subscribe() && claims.video.can_publish_data());
+    assert!(!claims.video.can_update_own_metadata());
+    assert!(!claims.video.hidden);
+    assert!(claims.video.can_publish_sources.is_empty());
+    assert!(!claims.video.room_admin && !claims.video.room_create && !claims.video.room_list);
+    assert!(claims.metadata.is_empty() && claims.attributes.is_empty());
+    assert!((claims.nbf as i64) >= before && (claims.nbf as i64) <= now());
+    assert_eq!(claims.exp - claims.nbf, 6 * 3600, "the default lifetime is 6 h");
+    assert_eq!(reply.expires_at.unwrap().seconds, claims.exp as i64);
+    assert_eq!((reply.identity.as_str(), reply.room.as_str()), ("alice", "standup"));
+    let expected_url = app.livekit.url.replacen("http", "ws", 1);
+    assert_eq!(reply.server_url, expected_url.trim_end_matches('/'));
+}
+
+#[tokio::test]
+async fn create_token_carries_every_field_and_permission_asked_for() {
+    let app = spawn_app().await;
+    let reply = app
+        .client
+        .clone()
+        .create_token(CreateTokenRequest {
+            room: "webinar".into(),
+            identity: "speaker-1".into(),
+            name: "Dr. Speaker".into(),
+            metadata: r#"{"role":"speaker"}"#.into(),
+            attributes: HashMap::from([("team".to_owned(), "blue".to_owned())]),
+            ttl: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+            permissions: Some(TokenPermissions {
+                can_publish: Some(true),
+                can_subscribe: Some(false),
+                can_publish_data: Some(false),
+                can_publish_sources: vec![TrackSource::Camera as i32, TrackSource::ScreenShareAudio as i32],
+                can_update_own_metadata: Some(true),
+                hidden: Some(true),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let claims =
+        TokenVerifier::with_api_key(&app.livekit.api_key, &app.livekit.api_secret).verify(&reply.token).unwrap();
+    assert_eq!(claims.name, "Dr. Speaker");
+    assert_eq!(claims.metadata, r#"{"role":"speaker"}"#);
+    assert_eq!(claims.attributes.get("team").map(String::as_str), Some("blue"));
+    assert_eq!(claims.exp - claims.nbf, 600);
+    assert_eq!(claims.video.can_publish, Some(true));
+    assert_eq!(claims.video.can_subscribe, Some(false));
+    assert_eq!(claims.video.can_publish_data, Some(false));
+    assert_eq!(claims.video.can_publish_sources, ["camera", "screen_share_audio"]);
+    assert!(claims.video.can_update_own_metadata());
+    assert!(claims.video.hidden);
+}
+
+#[tokio::test]
+async fn create_token_answers_the_configured_public_url() {
+    let app = spawn_app_with(|config| config.livekit.public_url = Some("https://media.example.com".into())).await;
+    let reply = app
+        .client
+        .clone()
+        .create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.server_url, "wss://media.example.com");
+}
+
+#[tokio::test]
+async fn create_token_honours_the_configured_default_and_maximum_lifetimes() {
+    let app = spawn_app_with(|config| {
+        config.tokens.default_ttl = Duration::from_secs(300);
+        config.tokens.max_ttl = Duration::from_secs(900);
+    })
+    .await;
+    let mut client = app.client.clone();
+    let reply = client
+        .create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let claims =
+        TokenVerifier::with_api_key(&app.livekit.api_key, &app.livekit.api_secret).verify(&reply.token).unwrap();
+    assert_eq!(claims.exp - claims.nbf, 300);
+    let status = client
+        .create_token(CreateTokenRequest {
+            room: "r".into(),
+            identity: "i".into(),
+            ttl: Some(prost_types::Duration { seconds: 901, nanos: 0 }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("at most 15m (tokens.max_ttl)"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn a_token_signed_with_another_secret_is_refused_by_livekits_verifier() {
+    let app = spawn_app().await;
+    let reply = app
+        .client
+        .clone()
+        .create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(TokenVerifier::with_api_key(&app.livekit.api_key, "another-secret").verify(&reply.token).is_err());
+}

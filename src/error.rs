@@ -57,6 +57,8 @@ fn livekit_code(error: &LiveKitError) -> Code {
         // RoomControl's own credentials are wrong: this replica cannot serve
         // (readiness says so too); another replica may.
         LiveKitError::CredentialsRejected { .. } => Code::Unavailable,
+        // Something between RoomControl and LiveKit failed; worth a retry.
+        LiveKitError::NotTwirp { .. } => Code::Unavailable,
         LiveKitError::GrantRefused { .. } | LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => Code::Internal,
     }
 }

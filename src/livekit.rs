@@ -53,6 +53,10 @@ pub enum LiveKitError {
     /// LiveKit refused a grant RoomControl's service token carries.
     #[error("LiveKit refused RoomControl's service token for {method}: {msg}")]
     GrantRefused { method: &'static str, msg: String },
+    /// An error reply that is not Twirp: a proxy between RoomControl and
+    /// LiveKit, most likely. `status` is unknown when the crate dropped it.
+    #[error("LiveKit {method} failed with {} that is not a Twirp error; is a proxy in front of LiveKit failing?", .status.map_or("a reply".to_owned(), |status| format!("HTTP {status}")))]
+    NotTwirp { method: &'static str, status: Option<u16> },
     /// LiveKit answered something RoomControl cannot use.
     #[error("LiveKit {method} answered something RoomControl cannot use: {detail}")]
     BadReply { method: &'static str, detail: String },
@@ -236,7 +240,9 @@ impl LiveKit {
         self.bounded("UpdateParticipant", deadline, self.rooms.update_participant(room, identity, options)).await
     }
 
-    /// Sent directly: the crate's version panics on a reply without a track.
+    /// Sent directly: the crate's version panics on a reply without a
+    /// track, which is how LiveKit answers for a track the participant does
+    /// not publish. `None` means exactly that.
     pub async fn mute_published_track(
         &self,
         room: &str,
@@ -244,7 +250,7 @@ impl LiveKit {
         track_sid: &str,
         muted: bool,
         deadline: Option<Instant>,
-    ) -> Result<lk::TrackInfo, LiveKitError> {
+    ) -> Result<Option<lk::TrackInfo>, LiveKitError> {
         const METHOD: &str = "MutePublishedTrack";
         let request = lk::MuteRoomTrackRequest {
             room: room.to_owned(),
@@ -254,7 +260,7 @@ impl LiveKit {
         };
         let reply: lk::MuteRoomTrackResponse =
             self.bounded_direct(METHOD, deadline, self.direct.call(METHOD, room, request)).await?;
-        reply.track.ok_or(LiveKitError::BadReply { method: METHOD, detail: "the reply carries no track".to_owned() })
+        Ok(reply.track)
     }
 
     pub async fn update_subscriptions(
@@ -301,7 +307,28 @@ impl LiveKit {
         call: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, LiveKitError> {
         let result = self.bounded_direct(method, deadline, async { Ok(call.await) }).await?;
-        result.map_err(|error| self.classify(method, error))
+        match result {
+            Ok(value) => Ok(value),
+            Err(ServiceError::Twirp(ServerError::Request(error))) if error.is_decode() => {
+                Err(self.explain_unreadable_error(method, deadline).await)
+            }
+            Err(error) => Err(self.classify(method, error)),
+        }
+    }
+
+    /// The crate could not read an error reply as Twirp JSON and dropped its
+    /// HTTP status. LiveKit answers a wrong key or secret that way (a
+    /// plain-text 401), but so does a proxy's error page; one direct probe
+    /// tells which.
+    async fn explain_unreadable_error(&self, method: &'static str, deadline: Option<Instant>) -> LiveKitError {
+        let request = lk::ListRoomsRequest { names: vec![PROBE_ROOM.to_owned()] };
+        let probe = self.direct.call::<_, lk::ListRoomsResponse>("ListRooms", "", request);
+        match self.bounded_direct(method, deadline, probe).await {
+            Err(LiveKitError::CredentialsRejected { .. }) => LiveKitError::CredentialsRejected { method },
+            Err(LiveKitError::NotTwirp { status, .. }) => LiveKitError::NotTwirp { method, status },
+            Err(other) => other,
+            Ok(_) => LiveKitError::NotTwirp { method, status: None },
+        }
     }
 
     async fn bounded_direct<T>(
@@ -323,15 +350,7 @@ impl LiveKit {
     fn classify(&self, method: &'static str, error: ServiceError) -> LiveKitError {
         match error {
             ServiceError::Twirp(ServerError::Twirp(twirp)) => twirp_error(method, twirp.code, twirp.msg),
-            ServiceError::Twirp(ServerError::Request(error)) => {
-                if error.is_decode() {
-                    // An error reply whose body is not Twirp JSON: LiveKit's
-                    // plain-text 401 for a wrong key or secret.
-                    LiveKitError::CredentialsRejected { method }
-                } else {
-                    self.transport_error(method, &error)
-                }
-            }
+            ServiceError::Twirp(ServerError::Request(error)) => self.transport_error(method, &error),
             ServiceError::Twirp(ServerError::Prost(error)) => {
                 LiveKitError::BadReply { method, detail: format!("undecodable protobuf ({error})") }
             }
@@ -362,6 +381,13 @@ fn transport_error(method: &'static str, url: &str, timeout: Duration, error: &r
 }
 
 fn twirp_error(method: &'static str, code: String, msg: String) -> LiveKitError {
+    // LiveKit re-wraps errors from its internal RPC layer, so many messages
+    // read "twirp error unknown: requested room does not exist"; the prefix
+    // says nothing to the caller.
+    let msg = match msg.strip_prefix("twirp error ").and_then(|rest| rest.split_once(": ")) {
+        Some((_code, rest)) => rest.to_owned(),
+        None => msg,
+    };
     // With an API key and secret, a grant error means LiveKit refused the
     // service token RoomControl signed, never the caller's credential.
     if code == "unauthenticated" || code == "permission_denied" {
@@ -408,7 +434,11 @@ impl DirectTwirp {
         room: &str,
         request: Req,
     ) -> Result<Resp, LiveKitError> {
-        let grants = VideoGrants { room_admin: true, room: room.to_owned(), ..Default::default() };
+        let grants = if method == "ListRooms" {
+            VideoGrants { room_list: true, ..Default::default() }
+        } else {
+            VideoGrants { room_admin: true, room: room.to_owned(), ..Default::default() }
+        };
         let token = AccessToken::with_api_key(&self.api_key, self.api_secret.expose_secret())
             .with_grants(grants)
             .with_ttl(SERVICE_TOKEN_TTL)
@@ -439,7 +469,7 @@ impl DirectTwirp {
         if status == http::StatusCode::UNAUTHORIZED {
             return Err(LiveKitError::CredentialsRejected { method });
         }
-        Err(LiveKitError::BadReply { method, detail: format!("HTTP {status} without a Twirp error body") })
+        Err(LiveKitError::NotTwirp { method, status: Some(status.as_u16()) })
     }
 }
 

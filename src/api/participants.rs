@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{convert, record_room};
 use crate::error::ApiError;
-use crate::livekit::{DataPacket, LiveKit, ParticipantUpdate};
+use crate::livekit::{DataPacket, LiveKit, LiveKitError, ParticipantUpdate};
 use crate::proto::v1::*;
 use crate::validate::{DESTINATIONS_MAX, TOPIC_MAX_BYTES, TRACK_SIDS_MAX, Violations};
 
@@ -106,10 +106,25 @@ pub async fn mute_published_track(
     violations.track_sid("track_sid", &request.track_sid);
     violations.into_result()?;
     record_room(&request.room);
-    let track = livekit
+    // LiveKit answers a mute for an absent participant only after its
+    // internal routing gives up (about 3 s, as UNAVAILABLE): ask first.
+    let participant = livekit.get_participant(&request.room, &request.identity, deadline).await?;
+    if !participant.tracks.iter().any(|track| track.sid == request.track_sid) {
+        return Err(no_such_track(&request));
+    }
+    livekit
         .mute_published_track(&request.room, &request.identity, &request.track_sid, request.muted, deadline)
-        .await?;
-    Ok(convert::track(track))
+        .await?
+        .map(convert::track)
+        // The track went away between the two calls.
+        .ok_or_else(|| no_such_track(&request))
+}
+
+fn no_such_track(request: &MutePublishedTrackRequest) -> ApiError {
+    ApiError::NotFound(format!(
+        "participant {:?} in room {:?} publishes no track {:?}",
+        request.identity, request.room, request.track_sid
+    ))
 }
 
 pub async fn update_subscriptions(
@@ -124,6 +139,8 @@ pub async fn update_subscriptions(
     }
     violations.into_result()?;
     record_room(&request.room);
+    // As for mute: LiveKit takes seconds to fail for an absent participant.
+    livekit.get_participant(&request.room, &request.identity, deadline).await?;
     livekit
         .update_subscriptions(&request.room, &request.identity, request.track_sids, request.subscribe, deadline)
         .await?;
@@ -147,6 +164,7 @@ pub async fn send_data(
     }
     violations.into_result()?;
     record_room(&request.room);
+    let room = request.room.clone();
     let packet = DataPacket {
         room: request.room,
         data: request.data,
@@ -155,8 +173,24 @@ pub async fn send_data(
         topic: request.topic,
         nonce: request.nonce,
     };
-    livekit.send_data(packet, deadline).await?;
-    Ok(SendDataResponse {})
+    match livekit.send_data(packet, deadline).await {
+        Ok(()) => Ok(SendDataResponse {}),
+        // LiveKit answers UNAVAILABLE (after seconds) when no server hosts
+        // the room; say NOT_FOUND when that is because the room is absent.
+        Err(error @ LiveKitError::Twirp { .. }) if error_code_is(&error, "unavailable") => {
+            let rooms = livekit.list_rooms(vec![room.clone()], deadline).await?;
+            if rooms.iter().any(|found| found.name == room) {
+                Err(error.into())
+            } else {
+                Err(ApiError::NotFound(format!("room {room:?} does not exist")))
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn error_code_is(error: &LiveKitError, expected: &str) -> bool {
+    matches!(error, LiveKitError::Twirp { code, .. } if code == expected)
 }
 
 /// Track sources must be named ones: not UNSPECIFIED, not unknown numbers.

@@ -65,7 +65,8 @@ async fn reflection_lists_the_services_so_grpcurl_needs_no_proto_files() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let app = spawn_app().await;
-    let mut client = ServerReflectionClient::connect(app.http_url()).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(app.http_url()).unwrap().connect().await.unwrap();
+    let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

@@ -226,7 +226,28 @@ async fn muting_an_unknown_participant_is_not_found() {
 }
 
 #[tokio::test]
-async fn a_mute_reply_without_a_track_is_an_internal_error_not_a_crash() {
+async fn muting_a_track_the_participant_does_not_publish_is_not_found() {
+    let app = spawn_app().await;
+    let standin = standin_or_skip!(app);
+    let room = unique("mute-unknown-track");
+    standin.add_participant(&room, "alice");
+    let status = app
+        .client
+        .clone()
+        .mute_published_track(MutePublishedTrackRequest {
+            room,
+            identity: "alice".into(),
+            track_sid: "TR_notpublished1".into(),
+            muted: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("publishes no track \"TR_notpublished1\""), "{}", status.message());
+}
+
+#[tokio::test]
+async fn a_mute_reply_without_a_track_is_not_found_not_a_crash() {
     let app = spawn_app().await;
     let standin = standin_or_skip!(app);
     let room = unique("mute-no-track");
@@ -241,8 +262,8 @@ async fn a_mute_reply_without_a_track_is_an_internal_error_not_a_crash() {
         muted: true,
     };
     let status = client.mute_published_track(request.clone()).await.unwrap_err();
-    assert_eq!(status.code(), Code::Internal);
-    assert!(status.message().contains("no track"), "{}", status.message());
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("publishes no track"), "{}", status.message());
     // The same connection keeps working.
     client.mute_published_track(request).await.expect("the next call succeeds");
 }
@@ -309,4 +330,40 @@ async fn send_data_sends_the_packet_with_the_callers_nonce_or_a_fresh_one() {
     assert_eq!(sent[0].nonce, vec![7; 16]);
     assert_eq!(sent[1].kind, livekit_protocol::data_packet::Kind::Lossy as i32);
     assert_eq!(sent[1].nonce.len(), 16, "RoomControl picks a nonce");
+}
+
+#[tokio::test]
+async fn update_subscriptions_for_an_unknown_participant_is_not_found_at_once() {
+    let app = spawn_app().await;
+    let room = unique("subscriptions-missing");
+    app.client.clone().create_room(CreateRoomRequest { name: room.clone(), ..Default::default() }).await.unwrap();
+    let status = app
+        .client
+        .clone()
+        .update_subscriptions(UpdateSubscriptionsRequest {
+            room,
+            identity: "nobody".into(),
+            track_sids: vec!["TR_abcdefABCDEF".into()],
+            subscribe: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+}
+
+#[tokio::test]
+async fn send_data_to_a_room_that_does_not_exist_is_not_found() {
+    let app = spawn_app().await;
+    let standin = standin_or_skip!(app);
+    // LiveKit's internal routing gives up after about 3 s; shorter here.
+    standin.set_no_route_delay(std::time::Duration::from_millis(100));
+    let room = unique("no-such-room");
+    let status = app
+        .client
+        .clone()
+        .send_data(SendDataRequest { room: room.clone(), data: b"x".to_vec(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+    assert!(status.message().contains(&room), "{}", status.message());
 }

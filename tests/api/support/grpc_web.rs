@@ -49,8 +49,12 @@ impl GrpcWebClient {
 
     /// Calls any path with extra headers.
     pub async fn call_with<M: Message>(&self, path: &str, request: &M, headers: &[(&str, &str)]) -> GrpcWebReply {
+        self.call_encoded(path, request.encode_to_vec(), headers).await
+    }
+
+    /// Calls any path with an already encoded message.
+    pub async fn call_encoded(&self, path: &str, encoded: Vec<u8>, headers: &[(&str, &str)]) -> GrpcWebReply {
         let mut body = BytesMut::new();
-        let encoded = request.encode_to_vec();
         body.put_u8(0);
         body.put_u32(encoded.len() as u32);
         body.put_slice(&encoded);
@@ -86,8 +90,11 @@ impl GrpcWebClient {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let grpc_status =
             trailers.get("grpc-status").cloned().or_else(|| header("grpc-status")).map(|s| s.parse().unwrap());
-        let grpc_message =
-            trailers.get("grpc-message").cloned().or_else(|| header("grpc-message")).map(|m| percent_decode(&m));
+        let grpc_message = trailers
+            .get("grpc-message")
+            .cloned()
+            .or_else(|| header("grpc-message"))
+            .map(|m| percent_encoding::percent_decode_str(&m).decode_utf8_lossy().into_owned());
         GrpcWebReply { version, http_status, headers, messages, grpc_status, grpc_message }
     }
 
@@ -102,23 +109,4 @@ impl GrpcWebClient {
             .await
             .expect("the preflight goes through")
     }
-}
-
-/// grpc-message is percent-encoded.
-fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&raw[i + 1..i + 3], 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

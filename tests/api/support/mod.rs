@@ -10,7 +10,7 @@
 pub mod grpc_web;
 mod rpc;
 
-pub use rpc::{Rpc, call, call_with_timeout, livekit_bound};
+pub use rpc::{Rpc, call, livekit_bound};
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -80,6 +80,8 @@ pub fn real_livekit() -> Option<LiveKitTarget> {
 fn init_test_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
+        // reqwest (grpc-web tests) needs the process rustls provider.
+        roomcontrol::crypto::install_providers();
         if std::env::var_os("TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt().with_env_filter("info,roomcontrol=debug").with_test_writer().try_init();
         }

@@ -42,23 +42,33 @@ impl Rpc {
     }
 }
 
-/// Sends one call; the reply's content is dropped.
-pub async fn call(client: &mut RoomControlClient<Channel>, rpc: Rpc) -> Result<(), Status> {
-    call_with_timeout(client, rpc, None).await
+impl Rpc {
+    /// The request, protobuf-encoded.
+    pub fn encode(&self) -> Vec<u8> {
+        use prost::Message;
+        match self {
+            Rpc::CreateRoom(m) => m.encode_to_vec(),
+            Rpc::ListRooms(m) => m.encode_to_vec(),
+            Rpc::GetRoom(m) => m.encode_to_vec(),
+            Rpc::DeleteRoom(m) => m.encode_to_vec(),
+            Rpc::UpdateRoomMetadata(m) => m.encode_to_vec(),
+            Rpc::ListParticipants(m) => m.encode_to_vec(),
+            Rpc::GetParticipant(m) => m.encode_to_vec(),
+            Rpc::RemoveParticipant(m) => m.encode_to_vec(),
+            Rpc::UpdateParticipant(m) => m.encode_to_vec(),
+            Rpc::MutePublishedTrack(m) => m.encode_to_vec(),
+            Rpc::UpdateSubscriptions(m) => m.encode_to_vec(),
+            Rpc::SendData(m) => m.encode_to_vec(),
+            Rpc::CreateToken(m) => m.encode_to_vec(),
+        }
+    }
 }
 
-/// Sends one call with an optional deadline (grpc-timeout).
-pub async fn call_with_timeout(
-    client: &mut RoomControlClient<Channel>,
-    rpc: Rpc,
-    timeout: Option<std::time::Duration>,
-) -> Result<(), Status> {
-    fn request<T>(message: T, timeout: Option<std::time::Duration>) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(timeout) = timeout {
-            request.set_timeout(timeout);
-        }
-        request
+/// Sends one call; the reply's content is dropped.
+pub async fn call(client: &mut RoomControlClient<Channel>, rpc: Rpc) -> Result<(), Status> {
+    let timeout = ();
+    fn request<T>(message: T, _: ()) -> tonic::Request<T> {
+        tonic::Request::new(message)
     }
     match rpc {
         Rpc::CreateRoom(m) => client.create_room(request(m, timeout)).await.map(drop),

@@ -1,0 +1,75 @@
+//! `livekit-standin`: serves the stand-in RoomService until SIGINT/SIGTERM.
+//!
+//! Prints `listening on http://ADDR` on stdout once bound.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use clap::Parser;
+use livekit_standin::{StandIn, StandInConfig};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "An in-memory stand-in for livekit-server's Twirp RoomService")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7880")]
+    listen: SocketAddr,
+    /// The API key clients sign their tokens with.
+    #[arg(long, default_value = "devkey")]
+    api_key: String,
+    /// Its secret.
+    #[arg(long, default_value = "secret")]
+    api_secret: String,
+    /// Allow MutePublishedTrack with muted=false.
+    #[arg(long)]
+    remote_unmute: bool,
+    /// Create rooms room-1 ... room-N at start, each with one participant
+    /// (participant-I), so they do not close after the 300 s empty timeout.
+    #[arg(long, default_value_t = 0)]
+    seed_rooms: usize,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let standin = StandIn::start(StandInConfig {
+        api_key: args.api_key,
+        api_secret: args.api_secret,
+        remote_unmute: args.remote_unmute,
+        addr: args.listen,
+    })
+    .await?;
+    // nobody can read the calls of the binary: keep memory flat
+    standin.set_recording(false);
+    for i in 1..=args.seed_rooms {
+        let room = format!("room-{i}");
+        standin.create_room(&room);
+        standin.add_participant(&room, &format!("participant-{i}"));
+    }
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", standin.url())?;
+    stdout.flush()?;
+    drop(stdout);
+
+    shutdown_signal().await?;
+    standin.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}

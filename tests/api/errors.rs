@@ -173,3 +173,25 @@ fn name_on_livekit(rpc: &str) -> &str {
         other => other,
     }
 }
+
+#[tokio::test]
+async fn an_https_livekit_url_is_spoken_to_over_tls() {
+    // A plain-text server behind an https:// URL: the TLS handshake fails,
+    // which proves RoomControl speaks TLS (without a TLS feature the crate
+    // would refuse the scheme outright).
+    let app = spawn_app().await;
+    let Some(standin) = app.standin.clone() else {
+        eprintln!("skipped against a real LiveKit: needs the stand-in");
+        return;
+    };
+    let https = standin.url().replacen("http://", "https://", 1);
+    let tls_app = spawn_app_with(|config| config.livekit.url = https.clone()).await;
+    let mut client = tls_app.client.clone();
+    for rpc in livekit_bound(&unique("tls")) {
+        let name = rpc.name();
+        let status = call(&mut client, rpc).await.expect_err(name);
+        assert_eq!(status.code(), Code::Unavailable, "{name}: {}", status.message());
+        assert!(!status.message().contains("scheme"), "{name}: {}", status.message());
+        assert!(status.message().contains(&https), "{name}: {}", status.message());
+    }
+}

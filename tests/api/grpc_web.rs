@@ -160,3 +160,17 @@ async fn health_answers_over_grpc_web_too() {
     let health: tonic_health::pb::HealthCheckResponse = reply.decode();
     assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
+
+#[tokio::test]
+async fn grpc_web_works_over_http_2_too() {
+    let app = spawn_app().await;
+    let web = crate::support::grpc_web::GrpcWebClient::new_http2(app.http_url());
+    let reply = web
+        .call("CreateToken", &CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
+        .await;
+    assert_eq!(reply.version, http::Version::HTTP_2);
+    let token: CreateTokenResponse = reply.decode();
+    assert_eq!(token.identity, "i");
+    let refused = web.call("GetRoom", &GetRoomRequest { name: String::new() }).await;
+    assert_eq!(refused.code(), Code::InvalidArgument);
+}

@@ -38,8 +38,14 @@ impl GrpcWebReply {
 }
 
 impl GrpcWebClient {
+    /// Over HTTP/1.1, as browsers mostly do.
     pub fn new(base: String) -> Self {
         Self { http: reqwest::Client::builder().http1_only().build().unwrap(), base }
+    }
+
+    /// Over HTTP/2 without TLS (prior knowledge), as a proxy might.
+    pub fn new_http2(base: String) -> Self {
+        Self { http: reqwest::Client::builder().http2_prior_knowledge().build().unwrap(), base }
     }
 
     /// Calls `/roomcontrol.v1.RoomControl/{method}` with a protobuf body.

@@ -40,6 +40,39 @@ pub enum Command {
     Token(TokenArgs),
     /// Print the effective configuration as JSON, secrets redacted
     Config,
+    /// Make a new API key: prints the key (give it to the service) and the
+    /// configuration entry with its hash (give that to RoomControl)
+    ApiKey(ApiKeyArgs),
+}
+
+/// A new API key's name and scopes.
+#[derive(Debug, Args)]
+pub struct ApiKeyArgs {
+    /// A name for logs and audit lines, e.g. billing-backend
+    #[arg(long, default_value = "backend")]
+    pub name: String,
+    /// A scope to grant; repeat for more
+    #[arg(long = "scope", value_name = "SCOPE", default_values_t = ["rooms:read".to_owned(), "rooms:write".to_owned(), "participants:moderate".to_owned(), "tokens:create".to_owned()])]
+    pub scopes: Vec<String>,
+}
+
+/// Runs `roomcontrol api-key`.
+pub fn api_key(args: ApiKeyArgs) -> Result<String, String> {
+    for scope in &args.scopes {
+        if crate::auth::Scope::from_name(scope).is_none() {
+            return Err(format!(
+                "unknown scope {scope:?}: expected rooms:read, rooms:write, participants:moderate, tokens:create or tokens:create:self"
+            ));
+        }
+    }
+    let key = crate::auth::new_api_key();
+    let scopes: Vec<String> = args.scopes.iter().map(|scope| format!("{scope:?}")).collect();
+    Ok(format!(
+        "# The key, for the calling service only (send it as \"authorization: Bearer <key>\"):\n{key}\n\n# For roomcontrol.toml:\n[[auth.api_keys]]\nname = {:?}\nhash = {:?}\nscopes = [{}]\nrooms = [\"*\"]",
+        args.name,
+        crate::auth::hash_api_key(&key),
+        scopes.join(", ")
+    ))
 }
 
 /// What the token grants. The same rules as the CreateToken RPC apply.

@@ -93,6 +93,179 @@ pub struct Config {
     pub livekit: LiveKitConfig,
     pub tokens: TokenConfig,
     pub log: LogConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Who may call RoomControl. See the README's Authentication section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Serve without authentication on an address other than loopback.
+    /// Without issuers or API keys RoomControl otherwise refuses to start
+    /// there.
+    pub allow_unauthenticated: bool,
+    /// Clock skew tolerated when checking `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Longest credential accepted, in bytes.
+    pub max_credential_bytes: usize,
+    /// Identity providers whose JWTs are accepted.
+    pub issuers: Vec<IssuerConfig>,
+    /// API keys for backend services, stored as hashes.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// What a caller with only `tokens:create:self` may get.
+    pub self_service: SelfServiceConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_unauthenticated: false,
+            leeway: Duration::from_secs(30),
+            max_credential_bytes: 8 * 1024,
+            issuers: Vec::new(),
+            api_keys: Vec::new(),
+            self_service: SelfServiceConfig::default(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any credential is configured at all.
+    pub fn is_enabled(&self) -> bool {
+        !self.issuers.is_empty() || !self.api_keys.is_empty()
+    }
+}
+
+/// One identity provider. Exactly one key source: `secret`, `secret_file`,
+/// `public_key_pem`, `public_key_file`, `jwks_file` or `jwks_url`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` its tokens carry, e.g. `https://login.example.com/`.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name one of them. Empty: `aud`
+    /// is not checked (not recommended).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted algorithms. Empty: every algorithm of the key's kind.
+    #[serde(default)]
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// HS256/384/512 shared secret.
+    #[serde(default, serialize_with = "redact_option")]
+    pub secret: Option<SecretString>,
+    /// A file holding the shared secret (a mounted Kubernetes Secret).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// An RSA, EC (P-256/P-384) or Ed25519 public key in PEM.
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// A file holding such a PEM key.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS file, read again when a token names an unknown `kid`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (https, or http on loopback), fetched again when a token
+    /// names an unknown `kid`, at most once per `jwks_min_refresh_interval`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Shortest time between two JWKS fetches.
+    #[serde(default = "default_jwks_min_refresh_interval", with = "humantime_serde")]
+    pub jwks_min_refresh_interval: Duration,
+    /// The claim holding scopes: a space-separated string (`scope`, `scp`)
+    /// or an array (`permissions`, `roles`); dots reach into objects
+    /// (`realm_access.roles`).
+    #[serde(default = "default_scopes_claim")]
+    pub scopes_claim: String,
+    /// Provider values (roles, groups) to RoomControl scopes. Values that
+    /// are scope names themselves always count.
+    #[serde(default)]
+    pub scope_map: std::collections::BTreeMap<String, Vec<String>>,
+    /// The claim listing room name patterns the caller may touch.
+    #[serde(default = "default_rooms_claim")]
+    pub rooms_claim: String,
+    /// Room patterns for a token without the rooms claim.
+    #[serde(default = "default_rooms")]
+    pub default_rooms: Vec<String>,
+}
+
+fn default_jwks_min_refresh_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_scopes_claim() -> String {
+    "scope".to_owned()
+}
+
+fn default_rooms_claim() -> String {
+    "rooms".to_owned()
+}
+
+fn default_rooms() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// A backend service's API key, stored as its hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for logs and audit lines, e.g. `billing-backend`.
+    pub name: String,
+    /// `sha256:` and the hex SHA-256 of the key (`roomcontrol api-key` makes both).
+    pub hash: String,
+    /// What the key may do: `rooms:read`, `rooms:write`,
+    /// `participants:moderate`, `tokens:create`, `tokens:create:self`.
+    pub scopes: Vec<String>,
+    /// Room name patterns the key may touch; `*` is any run of characters.
+    #[serde(default = "default_rooms")]
+    pub rooms: Vec<String>,
+    /// A revoked key is refused with a message saying so.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// Limits on self-service join tokens (`tokens:create:self`). A request
+/// asking for more is refused, never trimmed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfServiceConfig {
+    /// Longest lifetime.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Whether the token may publish, subscribe and send data.
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+    pub can_publish_data: bool,
+    /// Sources it may publish from (camera, microphone, screen_share,
+    /// screen_share_audio); empty allows every source.
+    pub can_publish_sources: Vec<String>,
+    /// Whether the participant may update its own metadata.
+    pub can_update_own_metadata: bool,
+    /// Whether the request may ask for a hidden participant.
+    pub allow_hidden: bool,
+    /// Whether the request may set a display name (else the token's `name`
+    /// claim, or the identity).
+    pub allow_name: bool,
+    /// Whether the request may set participant metadata or attributes.
+    pub allow_metadata: bool,
+}
+
+impl Default for SelfServiceConfig {
+    fn default() -> Self {
+        Self {
+            max_ttl: Duration::from_secs(3600),
+            can_publish: true,
+            can_subscribe: true,
+            can_publish_data: true,
+            can_publish_sources: Vec::new(),
+            can_update_own_metadata: false,
+            allow_hidden: false,
+            allow_name: true,
+            allow_metadata: false,
+        }
+    }
 }
 
 /// The listening socket and how calls are served.
@@ -195,12 +368,20 @@ impl Default for Config {
             },
             tokens: TokenConfig { default_ttl: Duration::from_secs(6 * 3600), max_ttl: Duration::from_secs(24 * 3600) },
             log: LogConfig { format: LogFormat::Auto, level: "info".to_owned() },
+            auth: AuthConfig::default(),
         }
     }
 }
 
 fn redact<S: Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str("[redacted]")
+}
+
+fn redact_option<S: Serializer>(secret: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str("[redacted]"),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// Configuration that cannot be used. The message is one line naming the
@@ -304,6 +485,9 @@ impl Config {
             if let Err(why) = cors_origin(origin) {
                 return fail("server.cors.allowed_origins", &format!("{origin:?}"), &why);
             }
+        }
+        if let Err((key, shown, expected)) = crate::auth::check_config(&self.auth) {
+            return fail(&key, &shown, &expected);
         }
         if let Err(error) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return fail(

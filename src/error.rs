@@ -15,6 +15,12 @@ pub enum ApiError {
     /// The request broke input rules; LiveKit was not called.
     #[error("invalid request: {0}")]
     InvalidArgument(Violations),
+    /// The caller's credential does not allow this call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// No caller identity reached the handler (authentication layer missing).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// What the caller asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -41,6 +47,8 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::Unauthenticated(_) => Status::unauthenticated(message),
             ApiError::LiveKit(error) => Status::new(livekit_code(&error), message),
         }
     }

@@ -146,7 +146,7 @@ impl LiveKit {
             .with_request_timeout(config.timeout + Duration::from_secs(1));
         Ok(Self {
             rooms,
-            direct: DirectTwirp::new(api_url.clone(), &config.api_key, config.api_secret.clone())?,
+            direct: DirectTwirp::new(api_url.clone(), &config.api_key, config.api_secret.clone(), config.timeout)?,
             display_url: api_url.as_str().trim_end_matches('/').to_owned(),
             timeout: config.timeout,
             signer: TokenSigner::new(config)?,
@@ -412,19 +412,8 @@ struct TwirpErrorBody {
 }
 
 impl DirectTwirp {
-    fn new(base: Url, api_key: &str, api_secret: SecretString) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls =
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|error| format!("TLS set-up failed: {error}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .build()
-            .map_err(|error| format!("HTTP client set-up failed: {error}"))?;
+    fn new(base: Url, api_key: &str, api_secret: SecretString, timeout: Duration) -> Result<Self, String> {
+        let http = crate::crypto::http_client(timeout)?;
         Ok(Self { http, base, api_key: api_key.to_owned(), api_secret })
     }
 

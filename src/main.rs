@@ -9,6 +9,16 @@ use roomcontrol::{Application, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ApiKey(args)) = cli.command {
+        // Needs no configuration.
+        return match cli::api_key(args) {
+            Ok(output) => print(&output),
+            Err(error) => {
+                eprintln!("roomcontrol: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // Before any thread starts: `.env` fills in variables not already set.
     if let Err(error) = load_dot_env() {
         eprintln!("roomcontrol: {error}");
@@ -25,6 +35,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Config => print(&config.to_redacted_json()),
+        Command::ApiKey(_) => unreachable!("handled before the configuration is read"),
         Command::Token(args) => match cli::token(&config, args) {
             Ok(output) => print(&output),
             Err(error) => {

@@ -55,9 +55,9 @@ where
         // Probes and reflection are frequent and dull: debug level.
         let routine = rpc.starts_with("/grpc.");
         let span = if routine {
-            tracing::debug_span!("call", rpc = %rpc, protocol, room = field::Empty)
+            tracing::debug_span!("call", rpc = %rpc, protocol, caller = field::Empty, room = field::Empty)
         } else {
-            tracing::info_span!("call", rpc = %rpc, protocol, room = field::Empty)
+            tracing::info_span!("call", rpc = %rpc, protocol, caller = field::Empty, room = field::Empty)
         };
         let started = Instant::now();
         let future = span.in_scope(|| self.inner.call(request));

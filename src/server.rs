@@ -25,6 +25,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::RoomControlService;
+use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{Config, CorsConfig};
 use crate::livekit::LiveKit;
 use crate::middleware::CallLogLayer;
@@ -41,6 +42,12 @@ pub enum StartupError {
     LiveKit(String),
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error("invalid authentication settings: {0}")]
+    Auth(String),
+    #[error(
+        "refusing to serve on {0} without authentication: configure auth.issuers or auth.api_keys (see the README's Authentication section), listen on a loopback address, or set auth.allow_unauthenticated = true to accept calls from anyone who can reach the port"
+    )]
+    Unauthenticated(std::net::IpAddr),
 }
 
 type HttpService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
@@ -51,6 +58,7 @@ pub struct Application {
     local_addr: SocketAddr,
     service: HttpService,
     livekit: Arc<LiveKit>,
+    authenticator: Arc<Authenticator>,
     reporter: HealthReporter,
     config: Config,
 }
@@ -61,6 +69,17 @@ impl Application {
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         crypto::install_providers();
         let livekit = Arc::new(LiveKit::new(&config.livekit).map_err(StartupError::LiveKit)?);
+        let authenticator = Arc::new(Authenticator::new(&config.auth).map_err(StartupError::Auth)?);
+        if !authenticator.is_enabled() {
+            // Secure default: anyone who can reach the port can do anything.
+            if !config.server.host.is_loopback() && !config.auth.allow_unauthenticated {
+                return Err(StartupError::Unauthenticated(config.server.host));
+            }
+            tracing::warn!(
+                host = %config.server.host,
+                "authentication is off: every caller may manage rooms and mint tokens (configure auth.issuers or auth.api_keys)"
+            );
+        }
         let (reporter, health_service) = tonic_health::server::health_reporter();
         // The process answers; readiness waits for LiveKit's first answer.
         reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
@@ -76,7 +95,8 @@ impl Application {
         let reflection_v1 = reflection().build_v1().map_err(|e| StartupError::Reflection(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartupError::Reflection(e.to_string()))?;
 
-        let room_control = RoomControlService::new(livekit.clone(), config.tokens.clone());
+        let room_control =
+            RoomControlService::new(livekit.clone(), config.tokens.clone(), config.auth.self_service.clone());
         let mut routes = Routes::builder();
         routes
             .add_service(RoomControlServer::new(room_control))
@@ -92,6 +112,9 @@ impl Application {
             .layer(CallLogLayer)
             // grpc-web (HTTP/1.1 or HTTP/2) in, gRPC to the services.
             .layer(tonic_web::GrpcWebLayer::new())
+            // Who is calling: a Caller for the handlers, or UNAUTHENTICATED.
+            // Inside grpc-web so its refusals are translated too.
+            .layer(AuthLayer::new(authenticator.clone()))
             // Bound the work in flight; extra calls wait for a slot.
             .layer(GlobalConcurrencyLimitLayer::new(config.server.max_concurrent_calls))
             .service(routes.routes().prepare());
@@ -100,7 +123,7 @@ impl Application {
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Application { listener, local_addr, service, livekit, reporter, config })
+        Ok(Application { listener, local_addr, service, livekit, authenticator, reporter, config })
     }
 
     /// The address actually bound.
@@ -112,7 +135,9 @@ impl Application {
     /// NOT_SERVING, the listener closes, HTTP/2 connections get GOAWAY and
     /// in-flight calls have `server.grace_period` to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) {
-        let Application { listener, local_addr, service, livekit, reporter, config } = self;
+        let Application { listener, local_addr, service, livekit, authenticator, reporter, config } = self;
+        // Identity providers' key sets, fetched before the first caller needs them.
+        tokio::spawn(async move { authenticator.prefetch().await });
         tracing::info!(
             address = %local_addr,
             livekit = %config.livekit.url,

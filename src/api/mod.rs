@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
-use crate::config::TokenConfig;
+use crate::auth::Caller;
+use crate::config::{SelfServiceConfig, TokenConfig};
+use crate::error::ApiError;
 use crate::livekit::LiveKit;
 use crate::proto::v1::room_control_server::RoomControl;
 use crate::proto::v1::*;
@@ -26,12 +28,26 @@ pub use tokens::create_token;
 pub struct RoomControlService {
     livekit: Arc<LiveKit>,
     tokens: TokenConfig,
+    self_service: SelfServiceConfig,
 }
 
 impl RoomControlService {
-    pub fn new(livekit: Arc<LiveKit>, tokens: TokenConfig) -> Self {
-        Self { livekit, tokens }
+    pub fn new(livekit: Arc<LiveKit>, tokens: TokenConfig, self_service: SelfServiceConfig) -> Self {
+        Self { livekit, tokens, self_service }
     }
+}
+
+/// The caller the authentication layer identified.
+fn caller<T>(request: &Request<T>) -> Result<Arc<Caller>, ApiError> {
+    request.extensions().get::<Arc<Caller>>().cloned().ok_or_else(|| {
+        ApiError::Unauthenticated("no caller identity: RoomControl's authentication layer is missing".to_owned())
+    })
+}
+
+/// One audit line for a call that changed something or minted a token.
+/// Never carries a token or a secret.
+fn audit(caller: &Caller, rpc: &str, room: &str, identity: &str, detail: &str) {
+    tracing::info!(target: "roomcontrol::audit", caller = %caller, rpc, room, identity, detail, "audit");
 }
 
 /// When the caller stops waiting: the `grpc-timeout` it sent, if any.
@@ -69,88 +85,96 @@ fn record_room(room: &str) {
 #[tonic::async_trait]
 impl RoomControl for RoomControlService {
     async fn create_room(&self, request: Request<CreateRoomRequest>) -> Result<Response<Room>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(rooms::create_room(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(rooms::create_room(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn list_rooms(&self, request: Request<ListRoomsRequest>) -> Result<Response<ListRoomsResponse>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(rooms::list_rooms(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(rooms::list_rooms(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn get_room(&self, request: Request<GetRoomRequest>) -> Result<Response<Room>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(rooms::get_room(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(rooms::get_room(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn delete_room(&self, request: Request<DeleteRoomRequest>) -> Result<Response<DeleteRoomResponse>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(rooms::delete_room(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(rooms::delete_room(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn update_room_metadata(
         &self,
         request: Request<UpdateRoomMetadataRequest>,
     ) -> Result<Response<Room>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(rooms::update_room_metadata(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(rooms::update_room_metadata(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn list_participants(
         &self,
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(participants::list_participants(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(participants::list_participants(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(participants::get_participant(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(participants::get_participant(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn remove_participant(
         &self,
         request: Request<RemoveParticipantRequest>,
     ) -> Result<Response<RemoveParticipantResponse>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(participants::remove_participant(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(participants::remove_participant(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn update_participant(
         &self,
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(participants::update_participant(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(participants::update_participant(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn mute_published_track(
         &self,
         request: Request<MutePublishedTrackRequest>,
     ) -> Result<Response<Track>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(participants::mute_published_track(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(participants::mute_published_track(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn update_subscriptions(
         &self,
         request: Request<UpdateSubscriptionsRequest>,
     ) -> Result<Response<UpdateSubscriptionsResponse>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(participants::update_subscriptions(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(participants::update_subscriptions(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn send_data(&self, request: Request<SendDataRequest>) -> Result<Response<SendDataResponse>, Status> {
-        let deadline = deadline(&request);
-        Ok(Response::new(participants::send_data(&self.livekit, request.into_inner(), deadline).await?))
+        let (caller, deadline) = (caller(&request)?, deadline(&request));
+        Ok(Response::new(participants::send_data(&self.livekit, &caller, request.into_inner(), deadline).await?))
     }
 
     async fn create_token(
         &self,
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
-        Ok(Response::new(tokens::create_token(self.livekit.signer(), &self.tokens, request.into_inner())?))
+        let caller = caller(&request)?;
+        let reply = tokens::authorized_create_token(
+            self.livekit.signer(),
+            &self.tokens,
+            &self.self_service,
+            &caller,
+            request.into_inner(),
+        )?;
+        Ok(Response::new(reply))
     }
 }
 

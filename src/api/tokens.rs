@@ -3,31 +3,93 @@
 use prost_types::Timestamp;
 
 use super::participants::check_sources;
-use super::{convert, record_room};
-use crate::config::TokenConfig;
+use super::{audit, convert, record_room};
+use crate::auth::{Caller, Scope, policy};
+use crate::config::{SelfServiceConfig, TokenConfig};
 use crate::error::ApiError;
 use crate::livekit::{JoinGrant, TokenSigner};
 use crate::proto::v1::*;
 use crate::validate::Violations;
 
-/// Validates a token request and signs the token. Shared by the RPC and the
-/// `roomcontrol token` command, so both apply the same rules.
+/// CreateToken for an authenticated caller: `tokens:create` mints for any
+/// identity in the caller's rooms; `tokens:create:self` only for the caller
+/// itself, within the self-service policy.
+pub fn authorized_create_token(
+    signer: &TokenSigner,
+    limits: &TokenConfig,
+    self_service: &SelfServiceConfig,
+    caller: &Caller,
+    mut request: CreateTokenRequest,
+) -> Result<CreateTokenResponse, ApiError> {
+    let for_anyone = caller.has(Scope::TokensCreate);
+    if !for_anyone && !caller.has(Scope::TokensCreateSelf) {
+        return Err(ApiError::PermissionDenied(format!(
+            "CreateToken needs scope tokens:create or tokens:create:self; {caller} has {}",
+            caller.scope_list()
+        )));
+    }
+    if !for_anyone && request.identity.is_empty() {
+        request.identity = caller.subject().to_owned();
+    }
+    let ttl = validate(limits, &request)?;
+    let request = if for_anyone {
+        caller.authorize_room(&request.room)?;
+        request
+    } else {
+        policy::self_service(caller, self_service, request, ttl)?
+    };
+    let reply = sign(signer, request.clone(), ttl)?;
+    let permissions = request.permissions.unwrap_or_default();
+    let flag = |value: Option<bool>| value.map_or("default", |set| if set { "yes" } else { "no" });
+    let detail = format!(
+        "{}ttl {}, publish {}, subscribe {}, data {}, sources [{}], update own metadata {}, hidden {}",
+        if for_anyone { "" } else { "self-service, " },
+        humantime::format_duration(ttl),
+        flag(permissions.can_publish),
+        flag(permissions.can_subscribe),
+        flag(permissions.can_publish_data),
+        permissions.can_publish_sources.iter().filter_map(|s| convert::source_token_name(*s)).collect::<Vec<_>>().join(" "),
+        flag(permissions.can_update_own_metadata),
+        flag(permissions.hidden),
+    );
+    audit(caller, "CreateToken", &reply.room, &reply.identity, &detail);
+    Ok(reply)
+}
+
+/// Validates a token request and signs the token, with no caller policy:
+/// the `roomcontrol token` command, run by whoever holds the API secret.
 pub fn create_token(
     signer: &TokenSigner,
-    policy: &TokenConfig,
+    limits: &TokenConfig,
     request: CreateTokenRequest,
 ) -> Result<CreateTokenResponse, ApiError> {
+    let ttl = validate(limits, &request)?;
+    sign(signer, request, ttl)
+}
+
+/// Checks the request's fields; returns the lifetime to give the token.
+fn validate(limits: &TokenConfig, request: &CreateTokenRequest) -> Result<std::time::Duration, ApiError> {
     let mut violations = Violations::new();
     violations.room_name("room", &request.room);
     violations.identity("identity", &request.identity);
     violations.display_name("name", &request.name);
     violations.metadata("metadata", &request.metadata);
     violations.attributes("attributes", &request.attributes);
-    let ttl = violations.ttl("ttl", request.ttl.as_ref(), policy.default_ttl, policy.max_ttl);
-    let permissions = request.permissions.unwrap_or_default();
-    check_sources(&mut violations, "permissions.can_publish_sources", &permissions.can_publish_sources);
+    let ttl = violations.ttl("ttl", request.ttl.as_ref(), limits.default_ttl, limits.max_ttl);
+    if let Some(permissions) = &request.permissions {
+        check_sources(&mut violations, "permissions.can_publish_sources", &permissions.can_publish_sources);
+    }
     violations.into_result()?;
     record_room(&request.room);
+    Ok(ttl)
+}
+
+fn sign(
+    signer: &TokenSigner,
+    request: CreateTokenRequest,
+    ttl: std::time::Duration,
+) -> Result<CreateTokenResponse, ApiError> {
+    let permissions = request.permissions.unwrap_or_default();
 
     let name = if request.name.is_empty() { request.identity.clone() } else { request.name };
     let grant = JoinGrant {

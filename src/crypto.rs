@@ -30,11 +30,12 @@ pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, Stri
     install_providers();
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|error| format!("TLS set-up failed: {error}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("TLS set-up failed: {error}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(timeout)

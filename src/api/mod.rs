@@ -117,7 +117,9 @@ impl RoomControl for RoomControlService {
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
         let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(participants::list_participants(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        Ok(Response::new(
+            participants::list_participants(&self.livekit, &caller, request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
@@ -130,7 +132,9 @@ impl RoomControl for RoomControlService {
         request: Request<RemoveParticipantRequest>,
     ) -> Result<Response<RemoveParticipantResponse>, Status> {
         let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(participants::remove_participant(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        Ok(Response::new(
+            participants::remove_participant(&self.livekit, &caller, request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn update_participant(
@@ -138,7 +142,9 @@ impl RoomControl for RoomControlService {
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
         let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(participants::update_participant(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        Ok(Response::new(
+            participants::update_participant(&self.livekit, &caller, request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn mute_published_track(
@@ -146,7 +152,9 @@ impl RoomControl for RoomControlService {
         request: Request<MutePublishedTrackRequest>,
     ) -> Result<Response<Track>, Status> {
         let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(participants::mute_published_track(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        Ok(Response::new(
+            participants::mute_published_track(&self.livekit, &caller, request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn update_subscriptions(
@@ -154,7 +162,9 @@ impl RoomControl for RoomControlService {
         request: Request<UpdateSubscriptionsRequest>,
     ) -> Result<Response<UpdateSubscriptionsResponse>, Status> {
         let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(participants::update_subscriptions(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        Ok(Response::new(
+            participants::update_subscriptions(&self.livekit, &caller, request.into_inner(), deadline).await?,
+        ))
     }
 
     async fn send_data(&self, request: Request<SendDataRequest>) -> Result<Response<SendDataResponse>, Status> {

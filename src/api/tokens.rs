@@ -31,7 +31,11 @@ pub fn authorized_create_token(
     if !for_anyone && request.identity.is_empty() {
         request.identity = caller.subject().to_owned();
     }
-    let ttl = validate(limits, &request)?;
+    let mut ttl = validate(limits, &request)?;
+    if !for_anyone && request.ttl.is_none() {
+        // No lifetime asked: the default, within the self-service cap.
+        ttl = ttl.min(self_service.max_ttl);
+    }
     let request = if for_anyone {
         caller.authorize_room(&request.room)?;
         request
@@ -48,7 +52,12 @@ pub fn authorized_create_token(
         flag(permissions.can_publish),
         flag(permissions.can_subscribe),
         flag(permissions.can_publish_data),
-        permissions.can_publish_sources.iter().filter_map(|s| convert::source_token_name(*s)).collect::<Vec<_>>().join(" "),
+        permissions
+            .can_publish_sources
+            .iter()
+            .filter_map(|s| convert::source_token_name(*s))
+            .collect::<Vec<_>>()
+            .join(" "),
         flag(permissions.can_update_own_metadata),
         flag(permissions.hidden),
     );

@@ -106,7 +106,11 @@ pub(super) fn check_config(keys: &[ApiKeyConfig]) -> Result<(), (String, String,
     for key in keys {
         let field = |name: &str| format!("auth.api_keys[{:?}].{name}", key.name);
         if key.name.trim().is_empty() {
-            return Err(("auth.api_keys.name".to_owned(), "\"\"".to_owned(), "expected a name for every key".to_owned()));
+            return Err((
+                "auth.api_keys.name".to_owned(),
+                "\"\"".to_owned(),
+                "expected a name for every key".to_owned(),
+            ));
         }
         if !names.insert(key.name.as_str()) {
             return Err((field("name"), format!("{:?}", key.name), "expected names to be unique".to_owned()));
@@ -124,7 +128,11 @@ pub(super) fn check_config(keys: &[ApiKeyConfig]) -> Result<(), (String, String,
             }
         }
         if key.rooms.iter().any(String::is_empty) {
-            return Err((field("rooms"), "\"\"".to_owned(), "expected room name patterns such as \"team-a-*\"".to_owned()));
+            return Err((
+                field("rooms"),
+                "\"\"".to_owned(),
+                "expected room name patterns such as \"team-a-*\"".to_owned(),
+            ));
         }
     }
     Ok(())

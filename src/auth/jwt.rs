@@ -376,7 +376,11 @@ async fn fetch_url(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String>
 pub(super) fn check_config(index: usize, issuer: &IssuerConfig) -> Result<(), (String, String, String)> {
     let key = |name: &str| format!("auth.issuers[{index}].{name}");
     if issuer.issuer.is_empty() {
-        return Err((key("issuer"), "\"\"".to_owned(), "expected the iss value the provider's tokens carry".to_owned()));
+        return Err((
+            key("issuer"),
+            "\"\"".to_owned(),
+            "expected the iss value the provider's tokens carry".to_owned(),
+        ));
     }
     let sources = [
         issuer.secret.is_some(),
@@ -410,10 +414,15 @@ pub(super) fn check_config(index: usize, issuer: &IssuerConfig) -> Result<(), (S
         }
     }
     if let Some(url) = &issuer.jwks_url {
-        let parsed = url::Url::parse(url).map_err(|_| (key("jwks_url"), format!("{url:?}"), "expected a URL".to_owned()))?;
+        let parsed =
+            url::Url::parse(url).map_err(|_| (key("jwks_url"), format!("{url:?}"), "expected a URL".to_owned()))?;
         let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
         if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
-            return Err((key("jwks_url"), format!("{url:?}"), "expected an https:// URL (http:// only on loopback)".to_owned()));
+            return Err((
+                key("jwks_url"),
+                format!("{url:?}"),
+                "expected an https:// URL (http:// only on loopback)".to_owned(),
+            ));
         }
     }
     for scopes in issuer.scope_map.values() {

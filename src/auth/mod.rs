@@ -50,8 +50,13 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] =
-        [Scope::RoomsRead, Scope::RoomsWrite, Scope::ParticipantsModerate, Scope::TokensCreate, Scope::TokensCreateSelf];
+    pub const ALL: [Scope; 5] = [
+        Scope::RoomsRead,
+        Scope::RoomsWrite,
+        Scope::ParticipantsModerate,
+        Scope::TokensCreate,
+        Scope::TokensCreateSelf,
+    ];
 
     /// The scope's name in credentials and configuration.
     pub fn name(self) -> &'static str {
@@ -137,8 +142,12 @@ pub struct Caller {
 enum CallerKind {
     /// Authentication is off.
     Anonymous,
-    ApiKey { name: String },
-    Jwt { issuer: String },
+    ApiKey {
+        name: String,
+    },
+    Jwt {
+        issuer: String,
+    },
 }
 
 impl Caller {
@@ -441,7 +450,10 @@ mod tests {
             rooms: RoomPatterns::new(vec!["team-a-*".into()]),
         };
         let denied = caller.authorize("DeleteRoom", Scope::RoomsWrite, Some("team-a-x")).unwrap_err();
-        assert_eq!(denied.to_string(), "permission denied: DeleteRoom needs scope rooms:write; API key \"backend\" has rooms:read");
+        assert_eq!(
+            denied.to_string(),
+            "permission denied: DeleteRoom needs scope rooms:write; API key \"backend\" has rooms:read"
+        );
         let denied = caller.authorize("GetRoom", Scope::RoomsRead, Some("team-b-x")).unwrap_err();
         assert_eq!(
             denied.to_string(),

@@ -68,15 +68,36 @@ async fn the_served_process_stops_cleanly_on_sigterm_and_never_logs_its_secret()
     const SECRET: &str = "never-log-this-secret-6b7f0e";
     let standin = StandIn::start(StandInConfig { api_secret: SECRET.to_owned(), ..Default::default() }).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("LIVEKIT_URL", standin.url()),
+        ("LIVEKIT_API_KEY", standin.api_key().to_owned()),
+        ("LIVEKIT_API_SECRET", SECRET.to_owned()),
+        ("ROOMCONTROL_LIVEKIT__HEALTH_CHECK_INTERVAL", "100ms".to_owned()),
+    ];
+    let (child, address, lines, mut log) = start_binary(dir.path(), &env).await;
+    let mut client = RoomControlClient::connect(format!("http://{address}")).await.unwrap();
+    client.create_room(CreateRoomRequest { name: "from-process".into(), ..Default::default() }).await.unwrap();
+    let refused = client.get_room(GetRoomRequest { name: "missing".into() }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    stop_binary(child, lines, &mut log).await;
+    let log = log.join("\n");
+    assert!(log.contains("received SIGTERM"), "{log}");
+    assert!(log.contains("CreateRoom") && log.contains("from-process"), "calls are logged with their room:\n{log}");
+    assert!(!log.contains(SECRET), "the secret never reaches the logs");
+}
+
+/// Starts the binary in `dir` with JSON logs; returns it, its address and
+/// its log lines.
+async fn start_binary(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (std::process::Child, String, tokio::sync::mpsc::UnboundedReceiver<String>, Vec<String>) {
     let mut child = Command::new(BINARY)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_clear()
-        .env("LIVEKIT_URL", standin.url())
-        .env("LIVEKIT_API_KEY", standin.api_key())
-        .env("LIVEKIT_API_SECRET", SECRET)
         .env("PORT", "0")
         .env("ROOMCONTROL_LOG__FORMAT", "json")
-        .env("ROOMCONTROL_LIVEKIT__HEALTH_CHECK_INTERVAL", "100ms")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -99,21 +120,96 @@ async fn the_served_process_stops_cleanly_on_sigterm_and_never_logs_its_secret()
             break address.to_owned();
         }
     };
+    (child, address, lines, log)
+}
 
-    let mut client = RoomControlClient::connect(format!("http://{address}")).await.unwrap();
-    client.create_room(CreateRoomRequest { name: "from-process".into(), ..Default::default() }).await.unwrap();
-    let refused = client.get_room(GetRoomRequest { name: "missing".into() }).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::NotFound);
-
+async fn stop_binary(
+    child: std::process::Child,
+    mut lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    log: &mut Vec<String>,
+) {
     let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
+    let mut child = child;
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
+    assert_eq!(status.code(), Some(0));
     while let Some(line) = lines.recv().await {
         log.push(line);
     }
+}
+
+#[tokio::test]
+async fn minted_tokens_and_destructive_calls_leave_audit_lines_without_secrets() {
+    const KEY: &str = "rck_audit_key_do_not_log_0123456789";
+    const SECRET: &str = "livekit-secret-do-not-log-9f8e7d";
+    let standin = StandIn::start(StandInConfig { api_secret: SECRET.to_owned(), ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("roomcontrol.toml"),
+        format!(
+            "[[auth.api_keys]]\nname = \"ops-backend\"\nhash = \"{}\"\nscopes = [\"rooms:read\", \"rooms:write\", \"participants:moderate\", \"tokens:create\"]\n",
+            roomcontrol::auth::hash_api_key(KEY)
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("LIVEKIT_URL", standin.url()),
+        ("LIVEKIT_API_KEY", standin.api_key().to_owned()),
+        ("LIVEKIT_API_SECRET", SECRET.to_owned()),
+    ];
+    let (child, address, lines, mut log) = start_binary(dir.path(), &env).await;
+    let mut client = RoomControlClient::connect(format!("http://{address}")).await.unwrap();
+    fn auth<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+        request
+    }
+    client.create_room(auth(CreateRoomRequest { name: "audited".into(), ..Default::default() })).await.unwrap();
+    let token = client
+        .create_token(auth(CreateTokenRequest {
+            room: "audited".into(),
+            identity: "carol".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    client.delete_room(auth(DeleteRoomRequest { name: "audited".into() })).await.unwrap();
+    let unauthenticated = client.list_rooms(ListRoomsRequest::default()).await.unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+    stop_binary(child, lines, &mut log).await;
+
+    let audits: Vec<serde_json::Value> = log
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["target"] == "roomcontrol::audit")
+        .collect();
+    let find = |rpc: &str| {
+        audits.iter().find(|event| event["rpc"] == rpc).unwrap_or_else(|| panic!("an audit line for {rpc}: {audits:?}"))
+    };
+    let minted = find("CreateToken");
+    assert_eq!(minted["caller"], "API key \"ops-backend\"");
+    assert_eq!(minted["room"], "audited");
+    assert_eq!(minted["identity"], "carol");
+    assert!(minted["detail"].as_str().unwrap().contains("ttl 6h"), "{minted}");
+    assert_eq!(find("DeleteRoom")["room"], "audited");
+    assert_eq!(find("CreateRoom")["caller"], "API key \"ops-backend\"");
     let log = log.join("\n");
-    assert!(log.contains("received SIGTERM"), "{log}");
-    assert!(log.contains("CreateRoom") && log.contains("from-process"), "calls are logged with their room:\n{log}");
-    assert!(!log.contains(SECRET), "the secret never reaches the logs");
+    for secret in [KEY, SECRET, token.as_str()] {
+        assert!(!log.contains(secret), "logs never carry a key, a secret or a token");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_serve_beyond_loopback_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = roomcontrol(
+        dir.path(),
+        &[("ROOMCONTROL_SERVER__HOST", "0.0.0.0"), ("PORT", "0"), ("ROOMCONTROL_LOG__FORMAT", "json")],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to serve on 0.0.0.0 without authentication"), "{stderr}");
 }

@@ -95,6 +95,7 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    pub admin: AdminConfig,
 }
 
 /// Who may call RoomControl. See the README's Authentication section.
@@ -277,12 +278,55 @@ pub struct ServerConfig {
     pub host: IpAddr,
     /// Port for gRPC, grpc-web and health. 0 picks a free port.
     pub port: u16,
-    /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+    /// After SIGTERM/SIGINT: how long to keep serving, with health already
+    /// NOT_SERVING, so load balancers stop sending before connections close.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Then: how long in-flight calls may take to finish.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// Close each connection gracefully (GOAWAY) after this long, so
+    /// long-lived HTTP/2 clients spread over new replicas. Unset: never.
+    #[serde(default, with = "humantime_serde")]
+    pub max_connection_age: Option<Duration>,
     /// Calls served at once; more wait for a slot.
     pub max_concurrent_calls: usize,
     pub cors: CorsConfig,
+    /// Serve TLS instead of plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for the main port, from PEM files; reloaded when they change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by one of these.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The admin port: Prometheus metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin port at all.
+    pub enabled: bool,
+    /// Address for the admin port; `0.0.0.0` for a scraper in another pod.
+    pub host: IpAddr,
+    /// Port for `GET /metrics`; 0 picks a free one.
+    pub port: u16,
 }
 
 /// Which browser origins may call RoomControl through grpc-web.
@@ -354,9 +398,12 @@ impl Default for Config {
             server: ServerConfig {
                 host: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 port: 50051,
+                drain_delay: Duration::ZERO,
                 grace_period: Duration::from_secs(10),
+                max_connection_age: None,
                 max_concurrent_calls: 1024,
                 cors: CorsConfig::default(),
+                tls: None,
             },
             livekit: LiveKitConfig {
                 url: "http://localhost:7880".to_owned(),
@@ -369,6 +416,7 @@ impl Default for Config {
             tokens: TokenConfig { default_ttl: Duration::from_secs(6 * 3600), max_ttl: Duration::from_secs(24 * 3600) },
             log: LogConfig { format: LogFormat::Auto, level: "info".to_owned() },
             auth: AuthConfig::default(),
+            admin: AdminConfig { enabled: true, host: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9464 },
         }
     }
 }
@@ -478,6 +526,33 @@ impl Config {
                 &format!("expected at most tokens.max_ttl ({})", humantime::format_duration(self.tokens.max_ttl)),
             );
         }
+        if self.server.max_connection_age.is_some_and(|age| age.is_zero()) {
+            return fail(
+                "server.max_connection_age",
+                "0s",
+                "expected a positive duration such as \"30m\", or leave it unset",
+            );
+        }
+        if let Some(tls) = &self.server.tls {
+            for (key, path) in [
+                ("server.tls.cert_file", Some(&tls.cert_file)),
+                ("server.tls.key_file", Some(&tls.key_file)),
+                ("server.tls.client_ca_file", tls.client_ca_file.as_ref()),
+            ] {
+                if let Some(path) = path
+                    && !path.is_file()
+                {
+                    return fail(key, &format!("{:?}", path.display().to_string()), "expected a readable PEM file");
+                }
+            }
+        }
+        if self.admin.enabled
+            && self.admin.port != 0
+            && self.admin.host == self.server.host
+            && self.admin.port == self.server.port
+        {
+            return fail("admin.port", &self.admin.port.to_string(), "expected a port other than server.port");
+        }
         if self.server.max_concurrent_calls == 0 {
             return fail("server.max_concurrent_calls", "0", "expected at least 1");
         }
@@ -502,6 +577,11 @@ impl Config {
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.server.host, self.server.port)
+    }
+
+    /// The admin (metrics) address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.admin.host, self.admin.port)
     }
 
     /// The configuration as JSON, secrets redacted (`roomcontrol config`).

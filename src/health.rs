@@ -11,6 +11,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::livekit::LiveKit;
+use crate::metrics::Metrics;
 use crate::proto::SERVICE_NAME;
 
 /// Asks LiveKit every `interval` and flips readiness on each change, until
@@ -18,6 +19,7 @@ use crate::proto::SERVICE_NAME;
 pub async fn watch_livekit(
     livekit: Arc<LiveKit>,
     reporter: HealthReporter,
+    metrics: Arc<Metrics>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -25,7 +27,7 @@ pub async fn watch_livekit(
     loop {
         let result = tokio::select! {
             result = livekit.check() => result,
-            _ = stop.wait_for(|stop| *stop) => return,
+            () = crate::shutdown::stopped(&mut stop) => return,
         };
         let now_ready = result.is_ok();
         if ready != Some(now_ready) {
@@ -37,11 +39,12 @@ pub async fn watch_livekit(
             }
             let status = if now_ready { ServingStatus::Serving } else { ServingStatus::NotServing };
             reporter.set_service_status(SERVICE_NAME, status).await;
+            metrics.set_ready(now_ready);
             ready = Some(now_ready);
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|stop| *stop) => return,
+            () = crate::shutdown::stopped(&mut stop) => return,
         }
     }
 }

@@ -14,11 +14,13 @@ pub mod crypto;
 pub mod error;
 pub mod health;
 pub mod livekit;
+pub mod metrics;
 pub mod middleware;
 pub mod proto;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 
 pub use config::Config;

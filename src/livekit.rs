@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_api::access_token::{AccessToken, Claims, VideoGrants};
@@ -24,6 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::config::{self, LiveKitConfig};
+use crate::metrics::Metrics;
 
 /// The room name the readiness probe lists. Listing by name is cheap for
 /// LiveKit whatever the number of rooms, and the room need not exist.
@@ -86,8 +88,25 @@ fn describe_timeout(method: &str, after: &Duration, cause: TimeoutCause) -> Stri
     }
 }
 
+impl LiveKitError {
+    /// A short, bounded label for metrics.
+    pub fn outcome(&self) -> String {
+        match self {
+            LiveKitError::Twirp { code, .. } => code.clone(),
+            LiveKitError::Unreachable { .. } => "unreachable".to_owned(),
+            LiveKitError::Timeout { .. } => "timeout".to_owned(),
+            LiveKitError::CredentialsRejected { .. } | LiveKitError::GrantRefused { .. } => {
+                "credentials_rejected".to_owned()
+            }
+            LiveKitError::NotTwirp { .. } => "not_twirp".to_owned(),
+            LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => "bad_reply".to_owned(),
+        }
+    }
+}
+
 /// The LiveKit server, as RoomControl uses it.
 pub struct LiveKit {
+    metrics: Arc<Metrics>,
     rooms: RoomClient,
     direct: DirectTwirp,
     display_url: String,
@@ -137,7 +156,7 @@ pub struct DataPacket {
 
 impl LiveKit {
     /// Builds the clients. Nothing is sent until the first call.
-    pub fn new(config: &LiveKitConfig) -> Result<Self, String> {
+    pub fn new(config: &LiveKitConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
         crate::crypto::install_providers();
         let api_url = config::api_url(&config.url)?;
         let secret = config.api_secret.expose_secret();
@@ -145,6 +164,7 @@ impl LiveKit {
             // A backstop only: every call is bounded by `timeout` below.
             .with_request_timeout(config.timeout + Duration::from_secs(1));
         Ok(Self {
+            metrics,
             rooms,
             direct: DirectTwirp::new(api_url.clone(), &config.api_key, config.api_secret.clone(), config.timeout)?,
             display_url: api_url.as_str().trim_end_matches('/').to_owned(),
@@ -306,7 +326,42 @@ impl LiveKit {
         deadline: Option<Instant>,
         call: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, LiveKitError> {
-        let result = self.bounded_direct(method, deadline, async { Ok(call.await) }).await?;
+        let started = Instant::now();
+        let result = match self.time_limited(method, deadline, async { Ok(call.await) }).await {
+            Ok(result) => self.classified(method, deadline, result).await,
+            Err(timeout) => Err(timeout),
+        };
+        self.count(method, &result, started);
+        result
+    }
+
+    /// Runs one direct Twirp call within the same limits, and counts it.
+    async fn bounded_direct<T>(
+        &self,
+        method: &'static str,
+        deadline: Option<Instant>,
+        call: impl Future<Output = Result<T, LiveKitError>>,
+    ) -> Result<T, LiveKitError> {
+        let started = Instant::now();
+        let result = self.time_limited(method, deadline, call).await;
+        self.count(method, &result, started);
+        result
+    }
+
+    fn count<T>(&self, method: &'static str, result: &Result<T, LiveKitError>, started: Instant) {
+        let outcome = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(error) => error.outcome(),
+        };
+        self.metrics.livekit_request(method, &outcome, started.elapsed());
+    }
+
+    async fn classified<T>(
+        &self,
+        method: &'static str,
+        deadline: Option<Instant>,
+        result: Result<T, ServiceError>,
+    ) -> Result<T, LiveKitError> {
         match result {
             Ok(value) => Ok(value),
             Err(ServiceError::Twirp(ServerError::Request(error))) if error.is_decode() => {
@@ -323,7 +378,7 @@ impl LiveKit {
     async fn explain_unreadable_error(&self, method: &'static str, deadline: Option<Instant>) -> LiveKitError {
         let request = lk::ListRoomsRequest { names: vec![PROBE_ROOM.to_owned()] };
         let probe = self.direct.call::<_, lk::ListRoomsResponse>("ListRooms", "", request);
-        match self.bounded_direct(method, deadline, probe).await {
+        match self.time_limited(method, deadline, probe).await {
             Err(LiveKitError::CredentialsRejected { .. }) => LiveKitError::CredentialsRejected { method },
             Err(LiveKitError::NotTwirp { status, .. }) => LiveKitError::NotTwirp { method, status },
             Err(other) => other,
@@ -331,7 +386,9 @@ impl LiveKit {
         }
     }
 
-    async fn bounded_direct<T>(
+    /// `call`, ended at `livekit.timeout` or the caller's deadline,
+    /// whichever comes first.
+    async fn time_limited<T>(
         &self,
         method: &'static str,
         deadline: Option<Instant>,

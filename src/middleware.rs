@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -13,15 +14,25 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 use tracing::{Instrument, field};
 
-/// Adds a span and a closing log line to every call.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CallLogLayer;
+use crate::metrics::Metrics;
+
+/// Adds a span, a closing log line and the call metrics to every call.
+#[derive(Debug, Clone)]
+pub struct CallLogLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl CallLogLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for CallLogLayer {
     type Service = CallLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CallLog { inner }
+        CallLog { inner, metrics: self.metrics.clone() }
     }
 }
 
@@ -29,6 +40,7 @@ impl<S> Layer<S> for CallLogLayer {
 #[derive(Debug, Clone)]
 pub struct CallLog<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CallLog<S>
@@ -46,6 +58,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let rpc = request.uri().path().to_owned();
+        let rpc_for_span = rpc.clone();
         let grpc_web = request
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -55,20 +68,27 @@ where
         // Probes and reflection are frequent and dull: debug level.
         let routine = rpc.starts_with("/grpc.");
         let span = if routine {
-            tracing::debug_span!("call", rpc = %rpc, protocol, caller = field::Empty, room = field::Empty)
+            tracing::debug_span!("call", rpc = %rpc_for_span, protocol, caller = field::Empty, room = field::Empty)
         } else {
-            tracing::info_span!("call", rpc = %rpc, protocol, caller = field::Empty, room = field::Empty)
+            tracing::info_span!("call", rpc = %rpc_for_span, protocol, caller = field::Empty, room = field::Empty)
         };
         let started = Instant::now();
+        let in_flight = self.metrics.call_started();
+        let metrics = self.metrics.clone();
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let result = future.await;
-                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let elapsed = started.elapsed();
+                let latency_ms = elapsed.as_secs_f64() * 1000.0;
                 match &result {
-                    Ok(response) => log_response(response, latency_ms, routine),
+                    Ok(response) => {
+                        let code = log_response(response, latency_ms, routine);
+                        metrics.call_finished(&rpc, protocol, code, elapsed);
+                    }
                     Err(_) => tracing::warn!(latency_ms, "call failed in transport"),
                 }
+                drop(in_flight);
                 result
             }
             .instrument(span),
@@ -78,7 +98,7 @@ where
 
 /// The gRPC status of a unary response: in the headers of a trailers-only
 /// (error) response, otherwise OK (sent later in the trailers).
-fn log_response<B>(response: &Response<B>, latency_ms: f64, routine: bool) {
+fn log_response<B>(response: &Response<B>, latency_ms: f64, routine: bool) -> tonic::Code {
     let headers = response.headers();
     let code = headers
         .get("grpc-status")
@@ -102,5 +122,98 @@ fn log_response<B>(response: &Response<B>, latency_ms: f64, routine: bool) {
             tracing::warn!(code = ?code, http_status, grpc_message, latency_ms, "call failed")
         }
         _ => tracing::info!(code = ?code, grpc_message, latency_ms, "call refused"),
+    }
+    code
+}
+
+/// Ends health `Watch` streams once the server closes its connections:
+/// a watcher (a client-side health checker, a load balancer) has already
+/// heard NOT_SERVING by then, and an open stream would otherwise hold its
+/// connection, and the drain, for the whole grace period.
+#[derive(Debug, Clone)]
+pub struct EndWatchesLayer {
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl EndWatchesLayer {
+    pub fn new(closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { closing }
+    }
+}
+
+impl<S> Layer<S> for EndWatchesLayer {
+    type Service = EndWatches<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        EndWatches { inner, closing: self.closing.clone() }
+    }
+}
+
+/// The service [`EndWatchesLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct EndWatches<S> {
+    inner: S,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for EndWatches<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let watch = request.uri().path() == "/grpc.health.v1.Health/Watch";
+        let future = self.inner.call(request);
+        if !watch {
+            return Box::pin(future);
+        }
+        let mut closing = self.closing.clone();
+        Box::pin(async move {
+            let response = future.await?;
+            let closed = Box::pin(async move { crate::shutdown::stopped(&mut closing).await });
+            Ok(response.map(|body| tonic::body::Body::new(EndOnClose { inner: body, closed, ended: false })))
+        })
+    }
+}
+
+/// A response body that ends with UNAVAILABLE trailers when `closed` resolves.
+struct EndOnClose {
+    inner: tonic::body::Body,
+    closed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ended: bool,
+}
+
+impl http_body::Body for EndOnClose {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        // Updates already sent (NOT_SERVING) go out before the end.
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.closed.as_mut().poll(cx).is_ready() {
+            this.ended = true;
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+            trailers.insert("grpc-message", http::HeaderValue::from_static("server%20shutting%20down"));
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
+        Poll::Pending
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,9 +27,11 @@ use crate::api::RoomControlService;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{Config, CorsConfig};
 use crate::livekit::LiveKit;
-use crate::middleware::CallLogLayer;
+use crate::metrics::Metrics;
+use crate::middleware::{CallLogLayer, EndWatchesLayer};
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use crate::tls::{self, Tls};
 use crate::{crypto, health};
 
 /// Why RoomControl could not start.
@@ -38,6 +39,10 @@ use crate::{crypto, health};
 pub enum StartupError {
     #[error("cannot listen on {addr}: {source} (server.host / server.port)")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} for the admin port: {source} (admin.host / admin.port)")]
+    AdminBind { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
     #[error("invalid LiveKit settings: {0}")]
     LiveKit(String),
     #[error("cannot build the reflection service: {0}")]
@@ -56,11 +61,16 @@ type HttpService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    admin: Option<TcpListener>,
     service: HttpService,
     livekit: Arc<LiveKit>,
     authenticator: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    tls: Option<Tls>,
     reporter: HealthReporter,
     config: Config,
+    close_connections: watch::Sender<bool>,
+    closing: watch::Receiver<bool>,
 }
 
 impl Application {
@@ -68,7 +78,9 @@ impl Application {
     /// picks a free port; [`Application::local_addr`] tells which.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         crypto::install_providers();
-        let livekit = Arc::new(LiveKit::new(&config.livekit).map_err(StartupError::LiveKit)?);
+        let metrics = Metrics::new();
+        let livekit = Arc::new(LiveKit::new(&config.livekit, metrics.clone()).map_err(StartupError::LiveKit)?);
+        let tls = config.server.tls.as_ref().map(Tls::load).transpose().map_err(StartupError::Tls)?;
         let authenticator = Arc::new(Authenticator::new(&config.auth).map_err(StartupError::Auth)?);
         if !authenticator.is_enabled() {
             // Secure default: anyone who can reach the port can do anything.
@@ -95,8 +107,15 @@ impl Application {
         let reflection_v1 = reflection().build_v1().map_err(|e| StartupError::Reflection(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartupError::Reflection(e.to_string()))?;
 
-        let room_control =
-            RoomControlService::new(livekit.clone(), config.tokens.clone(), config.auth.self_service.clone());
+        // Told to every connection (and every health Watch) when the drain
+        // reaches the point of closing connections.
+        let (close_connections, closing) = watch::channel(false);
+        let room_control = RoomControlService::new(
+            livekit.clone(),
+            metrics.clone(),
+            config.tokens.clone(),
+            config.auth.self_service.clone(),
+        );
         let mut routes = Routes::builder();
         routes
             .add_service(RoomControlServer::new(room_control))
@@ -109,9 +128,11 @@ impl Application {
             // Browsers: answer CORS preflights, label cross-origin replies.
             .layer(cors_layer(&config.server.cors))
             // One span and one log line per call, grpc and grpc-web alike.
-            .layer(CallLogLayer)
+            .layer(CallLogLayer::new(metrics.clone()))
             // grpc-web (HTTP/1.1 or HTTP/2) in, gRPC to the services.
             .layer(tonic_web::GrpcWebLayer::new())
+            // Health Watch streams end when connections close (drain).
+            .layer(EndWatchesLayer::new(closing.clone()))
             // Who is calling: a Caller for the handlers, or UNAUTHENTICATED.
             // Inside grpc-web so its refusals are translated too.
             .layer(AuthLayer::new(authenticator.clone()))
@@ -123,7 +144,26 @@ impl Application {
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
-        Ok(Application { listener, local_addr, service, livekit, authenticator, reporter, config })
+        let admin = if config.admin.enabled {
+            let addr = config.admin_addr();
+            Some(TcpListener::bind(addr).await.map_err(|source| StartupError::AdminBind { addr, source })?)
+        } else {
+            None
+        };
+        Ok(Application {
+            listener,
+            local_addr,
+            admin,
+            service,
+            livekit,
+            authenticator,
+            metrics,
+            tls,
+            reporter,
+            config,
+            close_connections,
+            closing,
+        })
     }
 
     /// The address actually bound.
@@ -131,38 +171,79 @@ impl Application {
         self.local_addr
     }
 
+    /// The admin (metrics) address actually bound, when the admin port is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then drains: health turns
-    /// NOT_SERVING, the listener closes, HTTP/2 connections get GOAWAY and
-    /// in-flight calls have `server.grace_period` to finish.
+    /// NOT_SERVING at once, calls are still served for
+    /// `server.drain_delay` (so load balancers stop sending first), then the
+    /// listener closes, connections get GOAWAY (HTTP/2) or close after their
+    /// current call (HTTP/1.1), and in-flight calls have
+    /// `server.grace_period` to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) {
-        let Application { listener, local_addr, service, livekit, authenticator, reporter, config } = self;
-        // Identity providers' key sets, fetched before the first caller needs them.
-        tokio::spawn(async move { authenticator.prefetch().await });
+        let Application {
+            listener,
+            local_addr,
+            admin,
+            service,
+            livekit,
+            authenticator,
+            metrics,
+            tls,
+            reporter,
+            config,
+            close_connections,
+            closing,
+        } = self;
         tracing::info!(
             address = %local_addr,
+            tls = tls.is_some(),
             livekit = %config.livekit.url,
+            authentication = authenticator.is_enabled(),
             "RoomControl listening: gRPC and grpc-web on HTTP/2 and HTTP/1.1, grpc.health.v1, reflection"
         );
+        // Identity providers' key sets, fetched before the first caller needs them.
+        tokio::spawn(async move { authenticator.prefetch().await });
 
-        let (stop_checks, stop_rx) = watch::channel(false);
+        let (stop_background, stopped) = watch::channel(false);
         let checks = tokio::spawn(health::watch_livekit(
             livekit,
             reporter.clone(),
+            metrics.clone(),
             config.livekit.health_check_interval,
-            stop_rx,
+            stopped.clone(),
         ));
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.clone().watch_files(stopped.clone()));
+        }
+        let admin = admin.map(|listener| tokio::spawn(serve_admin(listener, metrics.clone(), stopped.clone())));
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).keep_alive(true);
         builder.http2().timer(TokioTimer::new());
-        let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
-        let mut shutdown = std::pin::pin!(shutdown);
+        let drain_delay = config.server.drain_delay;
+        let draining = async {
+            shutdown.await;
+            health::set_shutting_down(&reporter).await;
+            metrics.set_ready(false);
+            let _ = stop_background.send(true);
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    drain_delay = %humantime::format_duration(drain_delay),
+                    "health NOT_SERVING; still serving while load balancers catch up"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+        };
+        let mut draining = std::pin::pin!(draining);
 
         loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = &mut draining => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
@@ -173,28 +254,38 @@ impl Application {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let service = service.clone().map_request(|request: http::Request<hyper::body::Incoming>| request.map(Body::new));
-                    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)).into_owned();
-                    let connection = graceful.watch(connection);
+                    let connection = Connection {
+                        service: service.clone(),
+                        builder: builder.clone(),
+                        closing: closing.clone(),
+                        max_age: config.server.max_connection_age,
+                        peer,
+                    };
+                    let acceptor = tls.as_ref().map(Tls::acceptor);
                     connections.spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        match acceptor {
+                            None => connection.serve(stream).await,
+                            Some(acceptor) => match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => connection.serve(stream).await,
+                                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            },
                         }
                     });
                 }
             }
         }
 
-        health::set_shutting_down(&reporter).await;
-        let _ = stop_checks.send(true);
         drop(listener);
+        let _ = close_connections.send(true);
         let grace = config.server.grace_period;
         tracing::info!(
             connections = connections.len(),
             grace_period = %humantime::format_duration(grace),
             "stopped accepting; draining in-flight calls"
         );
-        match tokio::time::timeout(grace, graceful.shutdown()).await {
+        let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
+        match drained {
             Ok(()) => tracing::info!("all calls finished; stopped"),
             Err(_) => tracing::warn!(
                 connections = connections.len(),
@@ -203,6 +294,100 @@ impl Application {
         }
         connections.shutdown().await;
         let _ = checks.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+    }
+}
+
+/// One accepted connection and what it needs.
+struct Connection {
+    service: HttpService,
+    builder: auto::Builder<TokioExecutor>,
+    closing: watch::Receiver<bool>,
+    max_age: Option<Duration>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Serves HTTP/2 or HTTP/1.1 until the client leaves, or ends it
+    /// gracefully on shutdown or at its maximum age.
+    async fn serve<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection { service, builder, mut closing, max_age, peer } = self;
+        let service = service.map_request(|request: http::Request<hyper::body::Incoming>| request.map(Body::new));
+        let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        let mut connection = std::pin::pin!(connection);
+        let aged = async {
+            match max_age {
+                // Up to 10% later, so connections opened together do not all
+                // close at once.
+                Some(age) => tokio::time::sleep(age + age.mul_f64(rand::random::<f64>() * 0.1)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut aged = std::pin::pin!(aged);
+        let mut ending = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = crate::shutdown::stopped(&mut closing), if !ending => {
+                    connection.as_mut().graceful_shutdown();
+                    ending = true;
+                }
+                () = &mut aged, if !ending => {
+                    tracing::debug!(%peer, "connection reached server.max_connection_age; asking the client to reconnect");
+                    connection.as_mut().graceful_shutdown();
+                    ending = true;
+                }
+            }
+        }
+    }
+}
+
+/// The admin port: `GET /metrics` in the Prometheus (OpenMetrics) text format.
+async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    use http_body_util::Full;
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_error(error).await;
+                    continue;
+                }
+            },
+            () = crate::shutdown::stopped(&mut stop) => return,
+        };
+        let metrics = metrics.clone();
+        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let metrics = metrics.clone();
+            async move {
+                let response = if request.uri().path() == "/metrics" && request.method() == Method::GET {
+                    http::Response::builder()
+                        .header(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                        .body(Full::new(bytes::Bytes::from(metrics.encode())))
+                } else {
+                    http::Response::builder()
+                        .status(http::StatusCode::NOT_FOUND)
+                        .body(Full::new(bytes::Bytes::from_static(b"not found: try GET /metrics\n")))
+                };
+                Ok::<_, std::convert::Infallible>(response.expect("a static response is valid"))
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
     }
 }
 

@@ -25,3 +25,8 @@ pub async fn signal() {
         tracing::info!("received Ctrl-C, starting shutdown");
     }
 }
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}

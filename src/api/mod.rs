@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::config::{SelfServiceConfig, TokenConfig};
 use crate::error::ApiError;
 use crate::livekit::LiveKit;
+use crate::metrics::Metrics;
 use crate::proto::v1::room_control_server::RoomControl;
 use crate::proto::v1::*;
 
@@ -27,13 +28,19 @@ pub use tokens::create_token;
 #[derive(Debug, Clone)]
 pub struct RoomControlService {
     livekit: Arc<LiveKit>,
+    metrics: Arc<Metrics>,
     tokens: TokenConfig,
     self_service: SelfServiceConfig,
 }
 
 impl RoomControlService {
-    pub fn new(livekit: Arc<LiveKit>, tokens: TokenConfig, self_service: SelfServiceConfig) -> Self {
-        Self { livekit, tokens, self_service }
+    pub fn new(
+        livekit: Arc<LiveKit>,
+        metrics: Arc<Metrics>,
+        tokens: TokenConfig,
+        self_service: SelfServiceConfig,
+    ) -> Self {
+        Self { livekit, metrics, tokens, self_service }
     }
 }
 
@@ -184,6 +191,7 @@ impl RoomControl for RoomControlService {
             &caller,
             request.into_inner(),
         )?;
+        self.metrics.token_minted(!caller.has(crate::auth::Scope::TokensCreate));
         Ok(Response::new(reply))
     }
 }

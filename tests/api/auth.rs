@@ -642,6 +642,7 @@ async fn without_credentials_configured_roomcontrol_refuses_to_serve_beyond_loop
     let mut config = roomcontrol::Config::default();
     config.server.host = "0.0.0.0".parse().unwrap();
     config.server.port = 0;
+    config.admin.port = 0;
     let error = roomcontrol::Application::build(config.clone()).await.err().expect("start-up is refused");
     assert!(error.to_string().contains("refusing to serve on 0.0.0.0 without authentication"), "{error}");
     assert!(error.to_string().contains("auth.allow_unauthenticated"), "{error}");

@@ -4,10 +4,12 @@
 
 mod support;
 
+mod auth;
 mod config;
 mod errors;
 mod grpc_web;
 mod health;
+mod operations;
 mod participants;
 mod process;
 mod rooms;

@@ -88,7 +88,7 @@ async fn the_served_process_stops_cleanly_on_sigterm_and_never_logs_its_secret()
 
 /// Starts the binary in `dir` with JSON logs; returns it, its address and
 /// its log lines.
-async fn start_binary(
+pub async fn start_binary(
     dir: &std::path::Path,
     env: &[(&str, String)],
 ) -> (std::process::Child, String, tokio::sync::mpsc::UnboundedReceiver<String>, Vec<String>) {
@@ -96,6 +96,7 @@ async fn start_binary(
         .current_dir(dir)
         .env_clear()
         .env("PORT", "0")
+        .env("ROOMCONTROL_ADMIN__PORT", "0")
         .env("ROOMCONTROL_LOG__FORMAT", "json")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stderr(Stdio::piped())
@@ -123,7 +124,7 @@ async fn start_binary(
     (child, address, lines, log)
 }
 
-async fn stop_binary(
+pub async fn stop_binary(
     child: std::process::Child,
     mut lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     log: &mut Vec<String>,

@@ -43,6 +43,25 @@ impl GrpcWebClient {
         Self { http: reqwest::Client::builder().http1_only().build().unwrap(), base }
     }
 
+    /// Over any client (TLS settings of its own).
+    pub fn with_client(http: reqwest::Client, base: String) -> Self {
+        Self { http, base }
+    }
+
+    /// Like [`call`](Self::call), but a transport failure is an error, not
+    /// a panic.
+    pub async fn try_call<M: Message>(&self, method: &str, request: &M) -> Result<GrpcWebReply, String> {
+        let path = format!("/roomcontrol.v1.RoomControl/{method}");
+        let probe = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/grpc-web+proto");
+        let encoded = request.encode_to_vec();
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(encoded.len() as u32);
+        body.put_slice(&encoded);
+        probe.body(body.freeze()).send().await.map_err(|error| format!("{error:?}"))?;
+        Ok(self.call_encoded(&path, encoded, &[]).await)
+    }
+
     /// Over HTTP/2 without TLS (prior knowledge), as a proxy might.
     pub fn new_http2(base: String) -> Self {
         Self { http: reqwest::Client::builder().http2_prior_knowledge().build().unwrap(), base }

@@ -40,6 +40,8 @@ pub struct LiveKitTarget {
 /// A running RoomControl and what it talks to.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin (metrics) port.
+    pub admin_addr: Option<SocketAddr>,
     pub client: RoomControlClient<Channel>,
     pub health: HealthClient<Channel>,
     /// The stand-in, unless the suite runs against a real LiveKit.
@@ -99,6 +101,7 @@ pub fn unique(prefix: &str) -> String {
 pub fn test_config(livekit: &LiveKitTarget) -> Config {
     let mut config = Config::default();
     config.server.port = 0;
+    config.admin.port = 0;
     config.server.grace_period = Duration::from_secs(5);
     config.livekit.url = livekit.url.clone();
     config.livekit.api_key = livekit.api_key.clone();
@@ -136,6 +139,7 @@ pub async fn spawn_with_config(config: Config, standin: Option<StandIn>, livekit
     init_test_logs();
     let application = Application::build(config).await.expect("RoomControl starts");
     let addr = application.local_addr();
+    let admin_addr = application.admin_addr();
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until_stopped(async {
         let _ = stop.await;
@@ -143,6 +147,7 @@ pub async fn spawn_with_config(config: Config, standin: Option<StandIn>, livekit
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
     TestApp {
         addr,
+        admin_addr,
         client: RoomControlClient::new(channel.clone()),
         health: HealthClient::new(channel),
         standin,

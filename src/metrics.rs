@@ -1,0 +1,225 @@
+//! Prometheus metrics, on a registry of the application's own (no process
+//! globals, so several servers in one test process keep separate counts),
+//! served on the admin port by `server.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    rpc: String,
+    code: String,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    rpc: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    method: &'static str,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 100 µs to 10 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+/// RoomControl's metrics. Cheap to share: every field is an `Arc` inside.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    call_duration: HistogramFamily<RpcLabels>,
+    in_flight: Gauge,
+    upstream: Family<UpstreamLabels, Counter>,
+    upstream_duration: HistogramFamily<MethodLabels>,
+    ready: Gauge,
+    tokens: Family<TokenLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("roomcontrol");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register("calls", "Calls answered, by RPC, gRPC status code and protocol", calls.clone());
+        let call_duration = HistogramFamily::<RpcLabels>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("call_duration_seconds", "Time to answer a call, by RPC", call_duration.clone());
+        let in_flight = Gauge::default();
+        registry.register("calls_in_flight", "Calls being served now", in_flight.clone());
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "livekit_requests",
+            "Requests to LiveKit, by method and outcome (ok, a Twirp code, unreachable, timeout, credentials_rejected, not_twirp, bad_reply)",
+            upstream.clone(),
+        );
+        let upstream_duration =
+            HistogramFamily::<MethodLabels>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "livekit_request_duration_seconds",
+            "Time LiveKit took to answer, by method",
+            upstream_duration.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while LiveKit accepts RoomControl's credentials (readiness SERVING), else 0",
+            ready.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens_minted",
+            "Join tokens minted, by kind (any: tokens:create; self: tokens:create:self)",
+            tokens.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "RoomControl's version, as a label; always 1", build);
+        Arc::new(Self { registry, calls, call_duration, in_flight, upstream, upstream_duration, ready, tokens })
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Counts a call as in flight until the guard drops.
+    pub fn call_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    pub fn call_finished(&self, rpc: &str, protocol: &'static str, code: tonic::Code, duration: Duration) {
+        let rpc = known_rpc(rpc);
+        self.calls.get_or_create(&CallLabels { rpc: rpc.clone(), code: format!("{code:?}"), protocol }).inc();
+        self.call_duration.get_or_create(&RpcLabels { rpc }).observe(duration.as_secs_f64());
+    }
+
+    pub fn livekit_request(&self, method: &'static str, outcome: &str, duration: Duration) {
+        self.upstream.get_or_create(&UpstreamLabels { method, outcome: outcome.to_owned() }).inc();
+        self.upstream_duration.get_or_create(&MethodLabels { method }).observe(duration.as_secs_f64());
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    pub fn token_minted(&self, self_service: bool) {
+        self.tokens.get_or_create(&TokenLabels { kind: if self_service { "self" } else { "any" } }).inc();
+    }
+}
+
+/// Decrements the in-flight gauge when dropped, even if the call is
+/// cancelled.
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+/// The RPC label: the method path for RoomControl's own services, "other"
+/// for anything else, so made-up paths cannot grow the label set.
+fn known_rpc(path: &str) -> String {
+    const SERVICES: [&str; 4] = [
+        "/roomcontrol.v1.RoomControl/",
+        "/grpc.health.v1.Health/",
+        "/grpc.reflection.v1.ServerReflection/",
+        "/grpc.reflection.v1alpha.ServerReflection/",
+    ];
+    const ROOM_CONTROL: [&str; 13] = [
+        "CreateRoom",
+        "ListRooms",
+        "GetRoom",
+        "DeleteRoom",
+        "UpdateRoomMetadata",
+        "ListParticipants",
+        "GetParticipant",
+        "RemoveParticipant",
+        "UpdateParticipant",
+        "MutePublishedTrack",
+        "UpdateSubscriptions",
+        "SendData",
+        "CreateToken",
+    ];
+    let known = SERVICES.iter().any(|service| {
+        path.strip_prefix(service).is_some_and(|method| match *service {
+            "/roomcontrol.v1.RoomControl/" => ROOM_CONTROL.contains(&method),
+            "/grpc.health.v1.Health/" => matches!(method, "Check" | "Watch"),
+            _ => method == "ServerReflectionInfo",
+        })
+    });
+    if known { path.trim_start_matches('/').to_owned() } else { "other".to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_share_one_label() {
+        assert_eq!(known_rpc("/roomcontrol.v1.RoomControl/CreateRoom"), "roomcontrol.v1.RoomControl/CreateRoom");
+        assert_eq!(known_rpc("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
+        assert_eq!(known_rpc("/roomcontrol.v1.RoomControl/Nope"), "other");
+        assert_eq!(known_rpc("/random/path/12345"), "other");
+    }
+
+    #[test]
+    fn the_text_format_carries_every_family() {
+        let metrics = Metrics::new();
+        metrics.call_finished(
+            "/roomcontrol.v1.RoomControl/GetRoom",
+            "grpc",
+            tonic::Code::NotFound,
+            Duration::from_millis(3),
+        );
+        metrics.livekit_request("ListRooms", "ok", Duration::from_millis(2));
+        metrics.token_minted(false);
+        metrics.set_ready(true);
+        let text = metrics.encode();
+        for expected in [
+            "roomcontrol_calls_total{rpc=\"roomcontrol.v1.RoomControl/GetRoom\",code=\"NotFound\",protocol=\"grpc\"} 1",
+            "roomcontrol_call_duration_seconds_count{rpc=\"roomcontrol.v1.RoomControl/GetRoom\"} 1",
+            "roomcontrol_livekit_requests_total{method=\"ListRooms\",outcome=\"ok\"} 1",
+            "roomcontrol_tokens_minted_total{kind=\"any\"} 1",
+            "roomcontrol_ready 1",
+            "roomcontrol_calls_in_flight 0",
+            "roomcontrol_build_info{version=",
+        ] {
+            assert!(text.contains(expected), "{expected} in\n{text}");
+        }
+    }
+}

@@ -82,6 +82,16 @@ impl Provider for EnvVar {
     }
 }
 
+/// Kubernetes injects `ROOMCONTROL_SERVICE_HOST`, `ROOMCONTROL_PORT` and
+/// the like into every pod of a namespace with a Service named
+/// `roomcontrol`; they are not settings. (Settings always have a section:
+/// `ROOMCONTROL_SECTION__KEY`.)
+fn is_kubernetes_service_link(name: &str) -> bool {
+    let rest = &name[ENV_PREFIX.len()..];
+    !rest.contains("__")
+        && (rest == "SERVICE_HOST" || rest == "PORT" || rest.starts_with("SERVICE_PORT") || rest.starts_with("PORT_"))
+}
+
 /// `livekit-server --dev`'s secret for the key `devkey`.
 const DEFAULT_API_SECRET: &str = "secret";
 
@@ -96,6 +106,16 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     pub admin: AdminConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The browser console (`web/`), served at `/console/` on the main port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The built console (`npm run build` in web/). When the directory does
+    /// not exist the console is off.
+    pub dir: PathBuf,
 }
 
 /// Who may call RoomControl. See the README's Authentication section.
@@ -417,6 +437,7 @@ impl Default for Config {
             log: LogConfig { format: LogFormat::Auto, level: "info".to_owned() },
             auth: AuthConfig::default(),
             admin: AdminConfig { enabled: true, host: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9464 },
+            console: ConsoleConfig { dir: PathBuf::from("web/dist") },
         }
     }
 }
@@ -479,8 +500,10 @@ impl Config {
                 figment = figment.merge(EnvVar::new(name.to_string(), key.to_string(), value));
             }
         }
-        let mut roomcontrol_vars: Vec<(String, String)> =
-            std::env::vars().filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != "ROOMCONTROL_CONFIG").collect();
+        let mut roomcontrol_vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != "ROOMCONTROL_CONFIG")
+            .filter(|(name, _)| !is_kubernetes_service_link(name))
+            .collect();
         roomcontrol_vars.sort();
         for (name, value) in roomcontrol_vars {
             let key = name[ENV_PREFIX.len()..].to_ascii_lowercase().replace("__", ".");

@@ -20,7 +20,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::RoomControlService;
@@ -71,6 +71,7 @@ pub struct Application {
     config: Config,
     close_connections: watch::Sender<bool>,
     closing: watch::Receiver<bool>,
+    admin_health: HttpService,
 }
 
 impl Application {
@@ -110,6 +111,7 @@ impl Application {
         // Told to every connection (and every health Watch) when the drain
         // reaches the point of closing connections.
         let (close_connections, closing) = watch::channel(false);
+        let admin_health: HttpService = BoxCloneSyncService::new(Routes::new(health_service.clone()).prepare());
         let room_control = RoomControlService::new(
             livekit.clone(),
             metrics.clone(),
@@ -139,7 +141,11 @@ impl Application {
             // Bound the work in flight; extra calls wait for a slot.
             .layer(GlobalConcurrencyLimitLayer::new(config.server.max_concurrent_calls))
             .service(routes.routes().prepare());
-        let service: HttpService = BoxCloneSyncService::new(service);
+        let grpc: HttpService = BoxCloneSyncService::new(service);
+        let service = match console_service(&config.console.dir) {
+            Some(console) => BoxCloneSyncService::new(route_console(grpc, console)),
+            None => grpc,
+        };
 
         let addr = config.listen_addr();
         let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
@@ -163,6 +169,7 @@ impl Application {
             config,
             close_connections,
             closing,
+            admin_health,
         })
     }
 
@@ -196,6 +203,7 @@ impl Application {
             config,
             close_connections,
             closing,
+            admin_health,
         } = self;
         tracing::info!(
             address = %local_addr,
@@ -218,7 +226,9 @@ impl Application {
         if let Some(tls) = &tls {
             tokio::spawn(tls.clone().watch_files(stopped.clone()));
         }
-        let admin = admin.map(|listener| tokio::spawn(serve_admin(listener, metrics.clone(), stopped.clone())));
+        // The admin port serves until the process ends (probes and scrapes
+        // during the drain).
+        let admin = admin.map(|listener| tokio::spawn(serve_admin(listener, metrics.clone(), admin_health)));
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).keep_alive(true);
@@ -295,7 +305,7 @@ impl Application {
         connections.shutdown().await;
         let _ = checks.await;
         if let Some(admin) = admin {
-            let _ = admin.await;
+            admin.abort();
         }
     }
 }
@@ -352,43 +362,111 @@ impl Connection {
     }
 }
 
-/// The admin port: `GET /metrics` in the Prometheus (OpenMetrics) text format.
-async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
-    use http_body_util::Full;
+/// The admin port, always plaintext: `GET /metrics` (Prometheus text
+/// format) and `grpc.health.v1.Health`, so Kubernetes' gRPC probes (which
+/// cannot speak TLS) still work when the main port serves TLS.
+async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, health: HttpService) {
+    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    accept_error(error).await;
-                    continue;
-                }
-            },
-            () = crate::shutdown::stopped(&mut stop) => return,
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                accept_error(error).await;
+                continue;
+            }
         };
-        let metrics = metrics.clone();
-        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let metrics = metrics.clone();
+        let (metrics, health) = (metrics.clone(), health.clone());
+        let service = tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let (metrics, health) = (metrics.clone(), health.clone());
             async move {
-                let response = if request.uri().path() == "/metrics" && request.method() == Method::GET {
+                let path = request.uri().path();
+                if path.starts_with("/grpc.health.v1.Health/") {
+                    return health.oneshot(request.map(Body::new)).await;
+                }
+                let response = if path == "/metrics" && request.method() == Method::GET {
                     http::Response::builder()
                         .header(
                             http::header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )
-                        .body(Full::new(bytes::Bytes::from(metrics.encode())))
+                        .body(Body::new(http_body_util::Full::new(bytes::Bytes::from(metrics.encode()))))
                 } else {
-                    http::Response::builder()
-                        .status(http::StatusCode::NOT_FOUND)
-                        .body(Full::new(bytes::Bytes::from_static(b"not found: try GET /metrics\n")))
+                    http::Response::builder().status(http::StatusCode::NOT_FOUND).body(Body::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"not found: try GET /metrics\n")),
+                    ))
                 };
-                Ok::<_, std::convert::Infallible>(response.expect("a static response is valid"))
+                Ok(response.expect("a static response is valid"))
             }
         });
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)).await;
         });
     }
+}
+
+/// The built console, or `None` (logged) when it was not built.
+fn console_service(dir: &std::path::Path) -> Option<HttpService> {
+    use tower_http::services::{ServeDir, ServeFile};
+    if !dir.join("index.html").is_file() {
+        tracing::info!(dir = %dir.display(), "no browser console at console.dir (build it: see the README, Browser console)");
+        return None;
+    }
+    tracing::info!(dir = %dir.display(), "browser console at /console/");
+    // Unknown paths under /console/ get index.html (client-side routes).
+    let files = ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")));
+    let files = tower::ServiceBuilder::new()
+        .map_request(|request: http::Request<Body>| {
+            // Strip the /console prefix: /console/app.js is dir/app.js.
+            let (mut parts, body) = request.into_parts();
+            let path = parts.uri.path().strip_prefix("/console").unwrap_or("/");
+            let path = if path.is_empty() { "/" } else { path };
+            let path_and_query = match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_owned(),
+            };
+            parts.uri = path_and_query.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+            http::Request::from_parts(parts, body)
+        })
+        .map_response(|response: http::Response<_>| response.map(Body::new))
+        .service(files);
+    Some(BoxCloneSyncService::new(files))
+}
+
+/// `/console` and below go to the console; everything else to gRPC.
+fn route_console(
+    grpc: HttpService,
+    console: HttpService,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = http::Response<Body>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(move |request: http::Request<Body>| {
+        let path = request.uri().path();
+        let is_console = request.method() == Method::GET || request.method() == Method::HEAD;
+        let target = if is_console && path == "/console" {
+            None
+        } else if is_console && path.starts_with("/console/") {
+            Some(console.clone())
+        } else {
+            Some(grpc.clone())
+        };
+        async move {
+            match target {
+                Some(mut service) => service.ready().await?.call(request).await,
+                None => Ok(http::Response::builder()
+                    .status(http::StatusCode::PERMANENT_REDIRECT)
+                    .header(http::header::LOCATION, "/console/")
+                    .body(Body::empty())
+                    .expect("a static response is valid")),
+            }
+        }
+    })
 }
 
 /// Accept errors that concern one connection are skipped; running out of

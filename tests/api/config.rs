@@ -136,3 +136,17 @@ fn secrets_never_appear_in_errors_or_output() {
     let config = effective(dir.path(), &[("LIVEKIT_API_SECRET", "0123")]);
     assert_eq!(config["livekit"]["api_secret"], "[redacted]");
 }
+
+#[test]
+fn kubernetes_service_links_are_not_mistaken_for_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let links = [
+        ("ROOMCONTROL_SERVICE_HOST", "10.0.0.12"),
+        ("ROOMCONTROL_SERVICE_PORT", "50051"),
+        ("ROOMCONTROL_SERVICE_PORT_GRPC", "50051"),
+        ("ROOMCONTROL_PORT", "tcp://10.0.0.12:50051"),
+        ("ROOMCONTROL_PORT_50051_TCP_ADDR", "10.0.0.12"),
+    ];
+    let config = effective(dir.path(), &links);
+    assert_eq!(config["server"]["port"], 50051);
+}

@@ -6,6 +6,8 @@ mod support;
 
 mod auth;
 mod config;
+mod console;
+mod deploy;
 mod errors;
 mod grpc_web;
 mod health;

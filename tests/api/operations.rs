@@ -171,6 +171,16 @@ async fn tls_serves_clients_that_trust_its_ca_and_refuses_others() {
     assert!(refused.is_err(), "a client trusting another CA refuses the server");
     let plaintext = reqwest::get(format!("http://127.0.0.1:{}/", app.addr.port())).await;
     assert!(plaintext.map(|response| !response.status().is_success()).unwrap_or(true), "plaintext is not served");
+
+    // Kubernetes' gRPC probes cannot speak TLS: health answers in plaintext
+    // on the admin port.
+    let admin = format!("http://{}", app.admin_addr.unwrap());
+    let channel = tonic::transport::Channel::from_shared(admin).unwrap().connect().await;
+    let mut health = HealthClient::new(channel.expect("the admin port speaks plaintext HTTP/2"));
+    for service in ["", SERVICE_NAME] {
+        let reply = health.check(HealthCheckRequest { service: service.to_owned() }).await;
+        assert!(reply.is_ok(), "health of {service:?} on the admin port: {reply:?}");
+    }
 }
 
 #[tokio::test]

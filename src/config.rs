@@ -82,14 +82,19 @@ impl Provider for EnvVar {
     }
 }
 
-/// Kubernetes injects `ROOMCONTROL_SERVICE_HOST`, `ROOMCONTROL_PORT` and
-/// the like into every pod of a namespace with a Service named
-/// `roomcontrol`; they are not settings. (Settings always have a section:
-/// `ROOMCONTROL_SECTION__KEY`.)
-fn is_kubernetes_service_link(name: &str) -> bool {
+/// `ROOMCONTROL_*` names that are not settings (settings always have a
+/// section: `ROOMCONTROL_SECTION__KEY`): the ones Kubernetes injects into
+/// every pod of a namespace with a Service named `roomcontrol`
+/// (`ROOMCONTROL_SERVICE_HOST`, `ROOMCONTROL_PORT`...), and the test suite's
+/// own switches (`ROOMCONTROL_TEST_*`).
+fn is_not_a_setting(name: &str) -> bool {
     let rest = &name[ENV_PREFIX.len()..];
     !rest.contains("__")
-        && (rest == "SERVICE_HOST" || rest == "PORT" || rest.starts_with("SERVICE_PORT") || rest.starts_with("PORT_"))
+        && (rest == "SERVICE_HOST"
+            || rest == "PORT"
+            || rest.starts_with("SERVICE_PORT")
+            || rest.starts_with("PORT_")
+            || rest.starts_with("TEST_"))
 }
 
 /// `livekit-server --dev`'s secret for the key `devkey`.
@@ -502,7 +507,7 @@ impl Config {
         }
         let mut roomcontrol_vars: Vec<(String, String)> = std::env::vars()
             .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != "ROOMCONTROL_CONFIG")
-            .filter(|(name, _)| !is_kubernetes_service_link(name))
+            .filter(|(name, _)| !is_not_a_setting(name))
             .collect();
         roomcontrol_vars.sort();
         for (name, value) in roomcontrol_vars {

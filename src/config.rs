@@ -171,8 +171,8 @@ impl AuthConfig {
 pub struct IssuerConfig {
     /// The `iss` its tokens carry, e.g. `https://login.example.com/`.
     pub issuer: String,
-    /// Accepted `aud` values; a token must name one of them. Empty: `aud`
-    /// is not checked (not recommended).
+    /// Accepted `aud` values; a token must name one of them. Required,
+    /// unless `allow_any_audience` is set.
     #[serde(default)]
     pub audiences: Vec<String>,
     /// Accepted algorithms. Empty: every algorithm of the key's kind.
@@ -212,9 +212,18 @@ pub struct IssuerConfig {
     /// The claim listing room name patterns the caller may touch.
     #[serde(default = "default_rooms_claim")]
     pub rooms_claim: String,
-    /// Room patterns for a token without the rooms claim.
-    #[serde(default = "default_rooms")]
+    /// Room patterns for a token without the rooms claim. Empty (the
+    /// default): such a token may touch no room; `["*"]` allows every room.
+    #[serde(default)]
     pub default_rooms: Vec<String>,
+    /// Accept tokens whatever their `aud` (not recommended: any token the
+    /// provider issued for another application would be accepted).
+    #[serde(default)]
+    pub allow_any_audience: bool,
+    /// Prepended to `sub` to make the caller's identity, so two providers'
+    /// users cannot share a LiveKit identity (e.g. "google:").
+    #[serde(default)]
+    pub identity_prefix: String,
 }
 
 fn default_jwks_min_refresh_interval() -> Duration {
@@ -638,7 +647,8 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
         .into_iter()
         .map(|error| {
             let key = error.path.join(".");
-            let secret = key.ends_with("api_secret");
+            // Unknown-field errors name the key, never the value.
+            let secret = key.ends_with("secret") && !matches!(error.kind, figment::error::Kind::UnknownField(..));
             let problem = if secret {
                 "invalid value (not shown: it is a secret); expected a string".to_owned()
             } else {

@@ -25,7 +25,8 @@ pub fn install_providers() {
 }
 
 /// An HTTP client for RoomControl's own outbound calls (LiveKit, JWKS):
-/// rustls with ring and the webpki roots, like `livekit-api`'s own.
+/// rustls with ring and the webpki roots, like `livekit-api`'s own, every
+/// request bounded by `timeout`.
 pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
     install_providers();
     let mut roots = rustls::RootCertStore::empty();
@@ -39,6 +40,10 @@ pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, Stri
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(timeout)
+        .timeout(timeout)
+        // Never follow a redirect: it could leave https, or carry a bearer
+        // token to another host.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|error| format!("HTTP client set-up failed: {error}"))
 }

@@ -217,3 +217,63 @@ impl http_body::Body for EndOnClose {
         Poll::Pending
     }
 }
+
+/// Bounds the RoomControl calls served at once (`server.max_concurrent_calls`);
+/// more wait for a slot. Health, reflection and the console never wait, so
+/// probes keep answering on a saturated replica; placed after
+/// authentication, so unauthenticated callers cannot take slots.
+#[derive(Debug, Clone)]
+pub struct LimitCallsLayer {
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl LimitCallsLayer {
+    pub fn new(max_concurrent_calls: usize) -> Self {
+        Self { slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_calls)) }
+    }
+}
+
+impl<S> Layer<S> for LimitCallsLayer {
+    type Service = LimitCalls<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LimitCalls { inner, slots: self.slots.clone() }
+    }
+}
+
+/// The service [`LimitCallsLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct LimitCalls<S> {
+    inner: S,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for LimitCalls<S>
+where
+    S: Service<Request<ReqBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The clone is not ready; the one `poll_ready` prepared serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !request.uri().path().starts_with("/roomcontrol.v1.RoomControl/") {
+            return Box::pin(inner.call(request));
+        }
+        let slots = self.slots.clone();
+        Box::pin(async move {
+            // The semaphore is never closed, so acquiring cannot fail.
+            let _slot = slots.acquire_owned().await.ok();
+            inner.call(request).await
+        })
+    }
+}

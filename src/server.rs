@@ -18,9 +18,9 @@ use tonic::body::Body;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::RoomControlService;
@@ -28,7 +28,7 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{Config, CorsConfig};
 use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
-use crate::middleware::{CallLogLayer, EndWatchesLayer};
+use crate::middleware::{CallLogLayer, EndWatchesLayer, LimitCallsLayer};
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::tls::{self, Tls};
@@ -138,8 +138,16 @@ impl Application {
             // Who is calling: a Caller for the handlers, or UNAUTHENTICATED.
             // Inside grpc-web so its refusals are translated too.
             .layer(AuthLayer::new(authenticator.clone()))
-            // Bound the work in flight; extra calls wait for a slot.
-            .layer(GlobalConcurrencyLimitLayer::new(config.server.max_concurrent_calls))
+            // Bound the RoomControl calls in flight; extra calls wait for a
+            // slot. After authentication; health never waits.
+            .layer(LimitCallsLayer::new(config.server.max_concurrent_calls))
+            // A panic in a handler answers INTERNAL instead of killing the
+            // connection (and every call multiplexed on it).
+            .map_response(|response: http::Response<_>| response.map(Body::new))
+            .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a handler panicked; answered INTERNAL");
+                tonic::Status::internal("internal error").into_http::<Body>()
+            }))
             .service(routes.routes().prepare());
         let grpc: HttpService = BoxCloneSyncService::new(service);
         let service = match console_service(&config.console.dir) {
@@ -235,11 +243,15 @@ impl Application {
         builder.http2().timer(TokioTimer::new());
         let mut connections = JoinSet::new();
         let drain_delay = config.server.drain_delay;
+        let mut checks = checks;
         let draining = async {
             shutdown.await;
+            // Stop the LiveKit checks first, so none can turn readiness back
+            // to SERVING during the drain.
+            let _ = stop_background.send(true);
+            let _ = (&mut checks).await;
             health::set_shutting_down(&reporter).await;
             metrics.set_ready(false);
-            let _ = stop_background.send(true);
             if !drain_delay.is_zero() {
                 tracing::info!(
                     drain_delay = %humantime::format_duration(drain_delay),
@@ -303,7 +315,6 @@ impl Application {
             ),
         }
         connections.shutdown().await;
-        let _ = checks.await;
         if let Some(admin) = admin {
             admin.abort();
         }

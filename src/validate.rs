@@ -159,7 +159,7 @@ impl Violations {
             return default;
         };
         let max_text = humantime::format_duration(max);
-        if !(0..1_000_000_000).contains(&value.nanos.abs())
+        if value.nanos.unsigned_abs() >= 1_000_000_000
             || (value.seconds > 0 && value.nanos < 0)
             || (value.seconds < 0 && value.nanos > 0)
         {

@@ -40,7 +40,11 @@ pub fn authorized_create_token(
         caller.authorize_room(&request.room)?;
         request
     } else {
-        policy::self_service(caller, self_service, request, ttl)?
+        let request = policy::self_service(caller, self_service, request, ttl)?;
+        // The policy fills in the identity and name from the credential:
+        // they obey the same limits as what a caller sends.
+        validate(limits, &request)?;
+        request
     };
     let reply = sign(signer, request.clone(), ttl)?;
     let permissions = request.permissions.unwrap_or_default();

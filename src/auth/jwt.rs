@@ -18,7 +18,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::api_keys::scope_names;
-use super::{Caller, CallerKind, RoomPatterns, Scope, Unauthenticated, truncate};
+use super::{AuthFailure, Caller, CallerKind, RoomPatterns, Scope, Unauthenticated, truncate};
 use crate::config::IssuerConfig;
 
 /// What can be read from a token before it is verified.
@@ -58,6 +58,7 @@ pub(super) struct Issuer {
     scope_map: BTreeMap<String, Vec<Scope>>,
     rooms_claim: String,
     default_rooms: RoomPatterns,
+    identity_prefix: String,
 }
 
 #[derive(Debug)]
@@ -113,6 +114,7 @@ impl Issuer {
             scope_map,
             rooms_claim: config.rooms_claim.clone(),
             default_rooms: RoomPatterns::new(config.default_rooms.clone()),
+            identity_prefix: config.identity_prefix.clone(),
         })
     }
 
@@ -127,7 +129,7 @@ impl Issuer {
     }
 
     /// Verifies signature and claims and returns the caller.
-    pub(super) async fn verify(&self, token: &str, unverified: Unverified) -> Result<Caller, Unauthenticated> {
+    pub(super) async fn verify(&self, token: &str, unverified: Unverified) -> Result<Caller, AuthFailure> {
         let Unverified { header, claims, .. } = unverified;
         let alg = header.alg;
         if !self.algorithms.contains(&alg) {
@@ -135,7 +137,8 @@ impl Issuer {
                 "algorithm {alg:?} is not accepted for issuer {} (accepted: {})",
                 self.issuer,
                 self.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
-            )));
+            ))
+            .into());
         }
         let key = match &self.keys {
             Keys::Static(key) => key.clone(),
@@ -144,17 +147,20 @@ impl Issuer {
                     return Err(Unauthenticated(format!(
                         "the token has no kid header; issuer {} publishes its keys as a JWKS",
                         self.issuer
-                    )));
+                    ))
+                    .into());
                 };
-                jwks.key(kid, alg).await.map_err(Unauthenticated)?
+                jwks.key(kid, alg).await?
             }
         };
         if key.family() != alg.family() {
-            return Err(Unauthenticated(format!("algorithm {alg:?} does not match issuer {}'s key", self.issuer)));
+            return Err(
+                Unauthenticated(format!("algorithm {alg:?} does not match issuer {}'s key", self.issuer)).into()
+            );
         }
         verify_signature(token, alg, &key)?;
         self.check_claims(&claims)?;
-        self.caller(&claims)
+        Ok(self.caller(&claims)?)
     }
 
     fn check_claims(&self, claims: &Value) -> Result<(), Unauthenticated> {
@@ -206,7 +212,9 @@ impl Issuer {
         };
         Ok(Caller {
             kind: CallerKind::Jwt { issuer: self.issuer.clone() },
-            subject: truncate(subject, 256),
+            // Not shortened: an identity over LiveKit's limit is refused by
+            // CreateToken's validation, naming the rule.
+            subject: format!("{}{subject}", self.identity_prefix),
             display_name: claims.get("name").and_then(Value::as_str).map(str::to_owned),
             scopes,
             rooms,
@@ -274,13 +282,21 @@ enum JwksLocation {
 struct Jwks {
     location: JwksLocation,
     keys: RwLock<HashMap<String, (DecodingKey, Option<Algorithm>)>>,
+    /// Why the last load failed; `None` after a success.
+    last_error: RwLock<Option<String>>,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     min_interval: Duration,
 }
 
 impl Jwks {
     fn new(location: JwksLocation, min_interval: Duration) -> Self {
-        Self { location, keys: RwLock::default(), last_refresh: tokio::sync::Mutex::new(None), min_interval }
+        Self {
+            location,
+            keys: RwLock::default(),
+            last_error: RwLock::new(Some("not loaded yet".to_owned())),
+            last_refresh: tokio::sync::Mutex::new(None),
+            min_interval,
+        }
     }
 
     fn load_file(&self) -> Result<(), String> {
@@ -291,12 +307,25 @@ impl Jwks {
         self.replace(&bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    async fn key(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, String> {
-        if let Some(key) = self.cached(kid, alg)? {
+    async fn key(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, AuthFailure> {
+        if let Some(key) = self.cached(kid, alg).map_err(Unauthenticated)? {
             return Ok(key);
         }
         self.refresh_if_due().await;
-        self.cached(kid, alg)?.ok_or_else(|| format!("the token's key id {:?} is not in the JWKS", truncate(kid, 64)))
+        if let Some(key) = self.cached(kid, alg).map_err(Unauthenticated)? {
+            return Ok(key);
+        }
+        // A key set that could not be loaded is RoomControl's problem (or the
+        // provider's), not the caller's: answer UNAVAILABLE so clients retry.
+        let failure = self.last_error.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        match failure {
+            Some(error) => Err(AuthFailure::Unavailable(format!(
+                "the identity provider's keys could not be loaded ({error}); try again later"
+            ))),
+            None => {
+                Err(Unauthenticated(format!("the token's key id {:?} is not in the JWKS", truncate(kid, 64))).into())
+            }
+        }
     }
 
     fn cached(&self, kid: &str, alg: Algorithm) -> Result<Option<DecodingKey>, String> {
@@ -335,10 +364,11 @@ impl Jwks {
                 Err(error) => Err(format!("{url}: {error}")),
             },
         };
-        match result {
+        match &result {
             Ok(()) => tracing::info!(keys = self.len(), "JWKS loaded"),
             Err(error) => tracing::warn!(%error, "JWKS refresh failed; keeping the keys already known"),
         }
+        *self.last_error.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = result.err();
     }
 
     fn len(&self) -> usize {
@@ -365,12 +395,23 @@ impl Jwks {
     }
 }
 
+/// Largest JWKS accepted: real ones are a few KiB.
+const JWKS_MAX_BYTES: usize = 1024 * 1024;
+
+/// Fetches a JWKS; the client bounds the whole request in time.
 async fn fetch_url(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let response = http.get(url).send().await.map_err(|e| e.to_string())?;
+    let mut response = http.get(url).send().await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }
-    Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > JWKS_MAX_BYTES {
+            return Err(format!("larger than {JWKS_MAX_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 pub(super) fn check_config(index: usize, issuer: &IssuerConfig) -> Result<(), (String, String, String)> {
@@ -380,6 +421,20 @@ pub(super) fn check_config(index: usize, issuer: &IssuerConfig) -> Result<(), (S
             key("issuer"),
             "\"\"".to_owned(),
             "expected the iss value the provider's tokens carry".to_owned(),
+        ));
+    }
+    if issuer.audiences.is_empty() && !issuer.allow_any_audience {
+        return Err((
+            key("audiences"),
+            "[]".to_owned(),
+            "expected the aud value(s) your provider puts in tokens meant for RoomControl (or allow_any_audience = true, which accepts tokens issued for any application)".to_owned(),
+        ));
+    }
+    if issuer.jwks_url.is_some() && issuer.jwks_min_refresh_interval < Duration::from_secs(1) {
+        return Err((
+            key("jwks_min_refresh_interval"),
+            format!("{:?}", humantime::format_duration(issuer.jwks_min_refresh_interval).to_string()),
+            "expected at least 1s: it is what keeps a flood of unknown key ids from hammering the provider".to_owned(),
         ));
     }
     let sources = [

@@ -228,10 +228,27 @@ impl fmt::Display for Caller {
 #[error("{0}")]
 pub struct Unauthenticated(pub String);
 
+/// Why a call was not let through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// The credential is missing or bad: UNAUTHENTICATED.
+    #[error(transparent)]
+    Unauthenticated(#[from] Unauthenticated),
+    /// The credential could not be checked (an identity provider's keys
+    /// could not be loaded): UNAVAILABLE, so clients retry rather than
+    /// sign their user out.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Checks credentials. Built once at start-up, shared by every connection.
 #[derive(Debug)]
 pub struct Authenticator {
     enabled: bool,
+    /// Authentication off on loopback: only requests addressed to a
+    /// loopback name are served, so a web page cannot reach RoomControl
+    /// through DNS rebinding.
+    local_only: bool,
     max_credential_bytes: usize,
     api_keys: api_keys::ApiKeys,
     issuers: Vec<jwt::Issuer>,
@@ -244,6 +261,7 @@ impl Authenticator {
             config.issuers.iter().map(|issuer| jwt::Issuer::new(issuer, config.leeway)).collect::<Result<_, _>>()?;
         Ok(Self {
             enabled: config.is_enabled(),
+            local_only: !config.is_enabled() && !config.allow_unauthenticated,
             max_credential_bytes: config.max_credential_bytes,
             api_keys: api_keys::ApiKeys::new(&config.api_keys)?,
             issuers,
@@ -262,50 +280,60 @@ impl Authenticator {
     }
 
     /// The caller behind an `authorization` header value.
-    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Unauthenticated> {
+    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AuthFailure> {
         if !self.enabled {
             return Ok(Caller::anonymous());
         }
+        self.check_credential(authorization).await
+    }
+
+    async fn check_credential(&self, authorization: Option<&[u8]>) -> Result<Caller, AuthFailure> {
         let Some(header) = authorization else {
             return Err(Unauthenticated(
                 "missing credentials: send the metadata \"authorization: Bearer <token or API key>\"".to_owned(),
-            ));
+            )
+            .into());
         };
         if header.len() > self.max_credential_bytes + "Bearer ".len() {
             return Err(Unauthenticated(format!(
                 "the credential is larger than {} bytes (auth.max_credential_bytes)",
                 self.max_credential_bytes
-            )));
+            ))
+            .into());
         }
         let header = std::str::from_utf8(header)
             .map_err(|_| Unauthenticated("the authorization header is not valid text".to_owned()))?;
         let Some((scheme, credential)) = header.split_once(' ') else {
-            return Err(Unauthenticated("the authorization header must be \"Bearer <token or API key>\"".to_owned()));
+            return Err(
+                Unauthenticated("the authorization header must be \"Bearer <token or API key>\"".to_owned()).into()
+            );
         };
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(Unauthenticated(format!(
                 "unsupported authorization scheme {:?}: use \"Bearer <token or API key>\"",
                 truncate(scheme, 16)
-            )));
+            ))
+            .into());
         }
         let credential = credential.trim();
         if credential.is_empty() {
-            return Err(Unauthenticated("empty bearer credential".to_owned()));
+            return Err(Unauthenticated("empty bearer credential".to_owned()).into());
         }
         if credential.bytes().filter(|&b| b == b'.').count() == 2 {
             self.authenticate_jwt(credential).await
         } else {
-            self.api_keys.authenticate(credential)
+            Ok(self.api_keys.authenticate(credential)?)
         }
     }
 
-    async fn authenticate_jwt(&self, token: &str) -> Result<Caller, Unauthenticated> {
+    async fn authenticate_jwt(&self, token: &str) -> Result<Caller, AuthFailure> {
         let unverified = jwt::peek(token)?;
         let Some(issuer) = self.issuers.iter().find(|issuer| issuer.accepts_issuer(&unverified.iss)) else {
             return Err(Unauthenticated(match unverified.iss.as_deref() {
                 Some(iss) => format!("tokens from issuer {:?} are not accepted", truncate(iss, 200)),
                 None => "the token has no iss claim".to_owned(),
-            }));
+            })
+            .into());
         };
         issuer.verify(token, unverified).await
     }
@@ -324,6 +352,20 @@ pub fn check_config(config: &AuthConfig) -> Result<(), (String, String, String)>
     api_keys::check_config(&config.api_keys)?;
     for (index, issuer) in config.issuers.iter().enumerate() {
         jwt::check_config(index, issuer)?;
+        if config.issuers[..index].iter().any(|earlier| earlier.issuer == issuer.issuer) {
+            return Err((
+                format!("auth.issuers[{index}].issuer"),
+                format!("{:?}", issuer.issuer),
+                "expected each issuer once (list several keys in one JWKS to rotate keys)".to_owned(),
+            ));
+        }
+    }
+    if config.self_service.max_ttl.is_zero() {
+        return Err((
+            "auth.self_service.max_ttl".to_owned(),
+            "0s".to_owned(),
+            "expected a positive duration such as \"1h\"".to_owned(),
+        ));
     }
     for source in &config.self_service.can_publish_sources {
         if policy::source_from_name(source).is_none() {
@@ -338,6 +380,23 @@ pub fn check_config(config: &AuthConfig) -> Result<(), (String, String, String)>
         return Err(("auth.max_credential_bytes".to_owned(), "0".to_owned(), "expected at least 1".to_owned()));
     }
     Ok(())
+}
+
+/// Whether the request names a loopback host (`Host`, or `:authority` in
+/// HTTP/2); a request naming none is allowed.
+fn addressed_to_loopback<B>(request: &Request<B>) -> bool {
+    let authority = request.uri().authority().map(|authority| authority.host().to_owned()).or_else(|| {
+        let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
+        let host = host.parse::<http::uri::Authority>().ok()?;
+        Some(host.host().to_owned())
+    });
+    match authority {
+        None => true,
+        Some(host) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+    }
 }
 
 /// Paths that need no credential: health checks and reflection.
@@ -393,6 +452,14 @@ where
             return Box::pin(inner.call(request));
         }
         let authenticator = self.authenticator.clone();
+        if authenticator.local_only && !addressed_to_loopback(&request) {
+            return Box::pin(async {
+                Ok(tonic::Status::permission_denied(
+                    "RoomControl runs without authentication and answers only requests addressed to localhost, 127.0.0.1 or [::1]; configure authentication (auth.issuers or auth.api_keys) to serve other names",
+                )
+                .into_http())
+            });
+        }
         Box::pin(async move {
             let header = request.headers().get(http::header::AUTHORIZATION).map(|value| value.as_bytes().to_vec());
             match authenticator.authenticate(header.as_deref()).await {
@@ -401,7 +468,10 @@ where
                     request.extensions_mut().insert(Arc::new(caller));
                     inner.call(request).await
                 }
-                Err(Unauthenticated(message)) => Ok(tonic::Status::unauthenticated(message).into_http()),
+                Err(AuthFailure::Unauthenticated(Unauthenticated(message))) => {
+                    Ok(tonic::Status::unauthenticated(message).into_http())
+                }
+                Err(AuthFailure::Unavailable(message)) => Ok(tonic::Status::unavailable(message).into_http()),
             }
         })
     }

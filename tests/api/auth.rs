@@ -55,6 +55,8 @@ fn issuer(iss: &str) -> IssuerConfig {
         scope_map: Default::default(),
         rooms_claim: "rooms".to_owned(),
         default_rooms: vec!["*".to_owned()],
+        allow_any_audience: false,
+        identity_prefix: String::new(),
     }
 }
 
@@ -653,4 +655,61 @@ async fn without_credentials_configured_roomcontrol_refuses_to_serve_beyond_loop
     config.auth.allow_unauthenticated = false;
     config.auth.api_keys = vec![api_key("admin", &ALL_SCOPES, &["*"])];
     roomcontrol::Application::build(config).await.expect("with authentication it starts anywhere");
+}
+
+#[tokio::test]
+async fn an_identity_provider_that_never_answers_makes_calls_unavailable_not_unauthenticated() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let app = spawn_secured(None, Some(url)).await;
+    let token = jwt(Algorithm::RS256, &rsa_key(), JWKS_ISSUER, Some("k1"), json!({"scope": "rooms:read"}));
+    let started = std::time::Instant::now();
+    let status = list_rooms_as(&app, Some(&bearer(&token))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(status.message().contains("identity provider's keys could not be loaded"), "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(15), "bounded by the fetch time-out");
+}
+
+#[tokio::test]
+async fn health_answers_even_when_every_call_slot_is_taken() {
+    let app = spawn_app_with(|config| config.server.max_concurrent_calls = 1).await;
+    let standin = crate::standin_or_skip!(app);
+    app.wait_for_health(SERVICE_NAME, tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    standin.set_delay(Duration::from_secs(30));
+    let mut client = app.client.clone();
+    let stuck = tokio::spawn(async move { client.list_rooms(ListRoomsRequest::default()).await });
+    standin.wait_for_calls("ListRooms", 1).await;
+    let health = tokio::time::timeout(Duration::from_secs(5), app.health_of("")).await;
+    assert!(health.is_ok(), "health does not wait for a call slot");
+    stuck.abort();
+}
+
+#[tokio::test]
+async fn without_authentication_only_requests_addressed_to_loopback_are_served() {
+    let app = crate::support::spawn_app().await;
+    let web = app.grpc_web();
+    let rebound = web
+        .call_with(
+            "/roomcontrol.v1.RoomControl/ListRooms",
+            &ListRoomsRequest::default(),
+            &[("host", "attacker.example:50051")],
+        )
+        .await;
+    assert_eq!(rebound.code(), Code::PermissionDenied, "{:?}", rebound.grpc_message);
+    assert!(rebound.grpc_message.unwrap_or_default().contains("addressed to localhost"));
+    let local = web
+        .call_with(
+            "/roomcontrol.v1.RoomControl/ListRooms",
+            &ListRoomsRequest::default(),
+            &[("host", "localhost:50051")],
+        )
+        .await;
+    assert_eq!(local.code(), Code::Ok);
 }

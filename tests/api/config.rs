@@ -150,3 +150,29 @@ fn kubernetes_service_links_are_not_mistaken_for_settings() {
     let config = effective(dir.path(), &links);
     assert_eq!(config["server"]["port"], 50051);
 }
+
+#[test]
+fn identity_providers_need_an_audience_and_appear_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("roomcontrol.toml"),
+        "[[auth.issuers]]\nissuer = \"https://login.example.com/\"\njwks_url = \"https://login.example.com/jwks.json\"\n",
+    )
+    .unwrap();
+    let message = failure(dir.path(), &[], &["config"]);
+    assert!(message.contains("auth.issuers[0].audiences = []"), "{message}");
+    std::fs::write(
+        dir.path().join("roomcontrol.toml"),
+        "[[auth.issuers]]\nissuer = \"https://a/\"\naudiences = [\"rc\"]\nsecret = \"s\"\n[[auth.issuers]]\nissuer = \"https://a/\"\naudiences = [\"rc\"]\nsecret = \"t\"\n",
+    )
+    .unwrap();
+    let message = failure(dir.path(), &[], &["config"]);
+    assert!(message.contains("auth.issuers[1].issuer") && message.contains("each issuer once"), "{message}");
+    std::fs::write(
+        dir.path().join("roomcontrol.toml"),
+        "[[auth.issuers]]\nissuer = \"https://a/\"\naudiences = [\"rc\"]\nsecret = 987654321\n",
+    )
+    .unwrap();
+    let message = failure(dir.path(), &[], &["config"]);
+    assert!(!message.contains("987654321"), "an issuer's secret never appears: {message}");
+}

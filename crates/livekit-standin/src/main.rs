@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use livekit_standin::{StandIn, StandInConfig};
+use livekit_standin::{StandIn, StandInConfig, TrackSpec};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "An in-memory stand-in for livekit-server's Twirp RoomService")]
@@ -29,6 +29,11 @@ struct Args {
     /// (participant-I), so they do not close after the 300 s empty timeout.
     #[arg(long, default_value_t = 0)]
     seed_rooms: usize,
+    /// Give each seeded participant a camera track ("camera") and a
+    /// microphone track ("microphone"), so it is a publisher with tracks
+    /// to mute.
+    #[arg(long)]
+    seed_tracks: bool,
 }
 
 #[tokio::main]
@@ -46,7 +51,12 @@ async fn main() -> std::io::Result<()> {
     for i in 1..=args.seed_rooms {
         let room = format!("room-{i}");
         standin.create_room(&room);
-        standin.add_participant(&room, &format!("participant-{i}"));
+        let identity = format!("participant-{i}");
+        standin.add_participant(&room, &identity);
+        if args.seed_tracks {
+            standin.add_track(&room, &identity, TrackSpec::camera("camera"));
+            standin.add_track(&room, &identity, TrackSpec::microphone("microphone"));
+        }
     }
 
     let mut stdout = std::io::stdout().lock();

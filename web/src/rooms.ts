@@ -1,0 +1,394 @@
+// The admin page: active rooms (refreshed every few seconds), creating,
+// deleting and describing them, and a room's participants with their tracks.
+
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { client, describe, failureText, type Failure } from "./api";
+import { $, clock, dateTime, h, input, when } from "./dom";
+import {
+  ParticipantKind,
+  ParticipantState,
+  TrackSource,
+  TrackType,
+  type Participant,
+  type Room,
+  type Track,
+} from "./gen/roomcontrol/v1/room_control_pb";
+
+const REFRESH_MS = 3000;
+
+let running = false;
+let timer: ReturnType<typeof setTimeout> | undefined;
+let inFlight = false;
+let again = false;
+
+let rooms: Room[] = [];
+let roomsUpdatedAt: Date | null = null;
+let roomsKey = "";
+let selected: string | null = null;
+let participantsKey = "";
+let metadataDirty = false;
+/** Whether the error banner shows a failed refresh (cleared by the next good one). */
+let bannerFromRefresh = false;
+
+export function init(): void {
+  $("#create-room-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    void createRoom(event.submitter as HTMLButtonElement | null);
+  });
+  $("#metadata-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    void saveMetadata(event.submitter as HTMLButtonElement | null);
+  });
+  $("#room-metadata").addEventListener("input", () => {
+    metadataDirty = true;
+  });
+  $("#detail-close").addEventListener("click", () => select(null));
+}
+
+export function start(): void {
+  running = true;
+  void refresh();
+}
+
+export function stop(): void {
+  running = false;
+  clearTimeout(timer);
+}
+
+export function credentialsChanged(): void {
+  if (running) void refresh();
+}
+
+// --- refreshing ---------------------------------------------------------
+
+async function refresh(): Promise<void> {
+  clearTimeout(timer);
+  if (!running) return;
+  if (inFlight) {
+    again = true;
+    return;
+  }
+  inFlight = true;
+  try {
+    const ok = await loadRooms();
+    if (ok && selected) await loadParticipants(selected);
+  } finally {
+    inFlight = false;
+    if (running) {
+      if (again) {
+        again = false;
+        void refresh();
+      } else {
+        timer = setTimeout(() => void refresh(), REFRESH_MS);
+      }
+    }
+  }
+}
+
+async function loadRooms(): Promise<boolean> {
+  try {
+    const answer = await client.listRooms({});
+    rooms = [...answer.rooms].sort((a, b) => a.name.localeCompare(b.name));
+    roomsUpdatedAt = new Date();
+  } catch (error) {
+    showError(describe("Could not list the rooms", error), true);
+    $("#rooms-table").classList.add("stale");
+    $("#rooms-status").textContent = roomsUpdatedAt
+      ? `refresh failed at ${clock(new Date())}; showing the rooms of ${clock(roomsUpdatedAt)}`
+      : `could not list the rooms (${clock(new Date())}); retrying every ${REFRESH_MS / 1000} s`;
+    return false;
+  }
+  if (bannerFromRefresh) clearError();
+  $("#rooms-table").classList.remove("stale");
+  $("#rooms-status").textContent =
+    `${rooms.length} ${rooms.length === 1 ? "room" : "rooms"} · updated ${clock(roomsUpdatedAt!)} · ` +
+    `refreshing every ${REFRESH_MS / 1000} s`;
+  if (selected && !rooms.some((r) => r.name === selected)) {
+    notice(`Room ${selected} is no longer active.`);
+    select(null);
+  }
+  renderRooms();
+  if (selected) renderFacts();
+  return true;
+}
+
+async function loadParticipants(room: string): Promise<void> {
+  try {
+    const answer = await client.listParticipants({ room });
+    if (room !== selected) return;
+    renderParticipants(answer.participants);
+  } catch (error) {
+    showError(describe(`Could not list the participants of ${room}`, error), true);
+  }
+}
+
+// --- rendering ----------------------------------------------------------
+
+function created(room: Room): Date | undefined {
+  return room.creationTime ? timestampDate(room.creationTime) : undefined;
+}
+
+function short(text: string, max = 40): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function renderRooms(): void {
+  const key = JSON.stringify([
+    selected,
+    rooms.map((r) => [r.name, r.sid, r.numParticipants, r.numPublishers, r.metadata, String(r.creationTime?.seconds)]),
+  ]);
+  if (key === roomsKey) return;
+  roomsKey = key;
+  $("#rooms-empty").hidden = rooms.length > 0;
+  $("#rooms-body").replaceChildren(
+    ...rooms.map((room) =>
+      h(
+        "tr",
+        { "data-room": room.name, class: room.name === selected ? "selected" : null },
+        h("td", { class: "name" }, h("button", { type: "button", class: "link", onclick: () => select(room.name) }, room.name)),
+        h("td", { class: "num", "data-field": "participants" }, room.numParticipants),
+        h("td", { class: "num", "data-field": "publishers" }, room.numPublishers),
+        h("td", { class: "created", title: dateTime(created(room)) }, when(created(room))),
+        h("td", { class: "metadata", title: room.metadata }, room.metadata ? short(room.metadata) : h("span", { class: "muted" }, "—")),
+        h(
+          "td",
+          { class: "actions" },
+          h("button", { type: "button", onclick: () => select(room.name) }, "Participants"),
+          h(
+            "button",
+            { type: "button", class: "danger", onclick: (e: Event) => void deleteRoom(room.name, e.currentTarget as HTMLButtonElement) },
+            "Delete",
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function select(name: string | null): void {
+  if (name !== selected) {
+    selected = name;
+    participantsKey = "";
+    metadataDirty = false;
+    $("#participants").replaceChildren();
+    $("#participants-count").textContent = "";
+    $("#participants-empty").hidden = true;
+  }
+  $("#room-detail").hidden = name === null;
+  roomsKey = "";
+  renderRooms();
+  if (name === null) return;
+  $("#detail-name").textContent = name;
+  const room = rooms.find((r) => r.name === name);
+  if (!metadataDirty) ($("#room-metadata") as HTMLTextAreaElement).value = room?.metadata ?? "";
+  renderFacts();
+  void loadParticipants(name);
+}
+
+function renderFacts(): void {
+  const room = rooms.find((r) => r.name === selected);
+  if (!room) return;
+  const seconds = (s: number, fallback: string) => (s ? `${s} s` : fallback);
+  const facts: [string, string][] = [
+    ["Sid", room.sid],
+    ["Created", dateTime(created(room))],
+    ["Max participants", room.maxParticipants ? String(room.maxParticipants) : "no limit"],
+    ["Empty timeout", seconds(room.emptyTimeout, "server default")],
+    ["Departure timeout", seconds(room.departureTimeout, "server default")],
+    ["Recording", room.activeRecording ? "yes" : "no"],
+  ];
+  $("#detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  const textarea = $("#room-metadata") as HTMLTextAreaElement;
+  if (!metadataDirty && document.activeElement !== textarea) textarea.value = room.metadata;
+}
+
+function label(name: string | undefined): string {
+  return (name ?? "unknown").toLowerCase().replaceAll("_", " ");
+}
+
+function describeTrack(track: Track): string {
+  const parts = [label(TrackType[track.type]), label(TrackSource[track.source])];
+  if (track.width && track.height) parts.push(`${track.width}×${track.height}`);
+  if (track.simulcast) parts.push("simulcast");
+  if (track.mimeType) parts.push(track.mimeType);
+  return parts.join(" · ");
+}
+
+function renderParticipants(participants: Participant[]): void {
+  const key = JSON.stringify(
+    participants.map((p) => [
+      p.sid,
+      p.identity,
+      p.name,
+      p.state,
+      p.metadata,
+      p.tracks.map((t) => [t.sid, t.name, t.muted, t.type, t.source]),
+    ]),
+  );
+  if (key === participantsKey) return;
+  participantsKey = key;
+  const room = selected!;
+  $("#participants-count").textContent = `(${participants.length})`;
+  $("#participants-empty").hidden = participants.length > 0;
+  $("#participants").replaceChildren(
+    ...participants.map((p) => {
+      const joined = p.joinedAt ? dateTime(timestampDate(p.joinedAt)) : "—";
+      const kind = p.kind === ParticipantKind.STANDARD ? "" : label(ParticipantKind[p.kind]);
+      return h(
+        "article",
+        { class: "participant", "data-identity": p.identity },
+        h(
+          "header",
+          {},
+          h("strong", { class: "identity" }, p.identity),
+          p.name && p.name !== p.identity ? h("span", {}, ` (${p.name})`) : null,
+          h("span", { class: "badge" }, label(ParticipantState[p.state])),
+          kind ? h("span", { class: "badge" }, kind) : null,
+          h("span", { class: "muted" }, ` joined ${joined} · ${p.sid}`),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "danger",
+              onclick: (e: Event) => void removeParticipant(room, p.identity, e.currentTarget as HTMLButtonElement),
+            },
+            "Remove",
+          ),
+        ),
+        p.metadata ? h("p", { class: "muted" }, `metadata: ${short(p.metadata, 120)}`) : null,
+        p.tracks.length === 0
+          ? h("p", { class: "muted" }, "No published tracks.")
+          : h(
+              "ul",
+              { class: "tracks" },
+              ...p.tracks.map((t) =>
+                h(
+                  "li",
+                  { class: "track", "data-track-sid": t.sid, "data-track-name": t.name, "data-muted": String(t.muted) },
+                  h("strong", {}, t.name || t.sid),
+                  h("span", { class: "muted" }, ` ${describeTrack(t)} · ${t.sid} `),
+                  h("span", { class: t.muted ? "badge muted-badge" : "badge live-badge" }, t.muted ? "muted" : "live"),
+                  h(
+                    "button",
+                    {
+                      type: "button",
+                      onclick: (e: Event) => void mute(room, p.identity, t, !t.muted, e.currentTarget as HTMLButtonElement),
+                    },
+                    t.muted ? "Unmute" : "Mute",
+                  ),
+                ),
+              ),
+            ),
+      );
+    }),
+  );
+}
+
+// --- messages -----------------------------------------------------------
+
+function showError(failure: Failure, fromRefresh = false): void {
+  const banner = $("#rooms-error");
+  banner.replaceChildren(
+    h("strong", {}, `${failure.action}. `),
+    h("span", { class: "error-text" }, failureText(failure)),
+    failure.hint ? h("span", { class: "hint" }, ` ${failure.hint}`) : "",
+    h("button", { type: "button", class: "link dismiss", "aria-label": "dismiss", onclick: clearError }, "×"),
+  );
+  banner.hidden = false;
+  bannerFromRefresh = fromRefresh;
+  $("#rooms-notice").hidden = true;
+}
+
+function clearError(): void {
+  $("#rooms-error").hidden = true;
+  $("#rooms-error").replaceChildren();
+  bannerFromRefresh = false;
+}
+
+function notice(text: string): void {
+  const el = $("#rooms-notice");
+  el.textContent = text;
+  el.hidden = false;
+}
+
+/** Runs one action with its button disabled; failures go to the banner. */
+async function act(button: HTMLButtonElement | null, action: string, run: () => Promise<string>): Promise<boolean> {
+  if (button) button.disabled = true;
+  clearError();
+  $("#rooms-notice").hidden = true;
+  try {
+    notice(await run());
+    return true;
+  } catch (error) {
+    showError(describe(action, error));
+    return false;
+  } finally {
+    if (button) button.disabled = false;
+    void refresh();
+  }
+}
+
+// --- actions ------------------------------------------------------------
+
+function optionalNumber(selector: string): number {
+  const value = input(selector).value.trim();
+  return value === "" ? 0 : Number(value);
+}
+
+async function createRoom(button: HTMLButtonElement | null): Promise<void> {
+  const name = input("#create-name").value.trim();
+  const ok = await act(button, `Could not create room ${name}`, async () => {
+    const room = await client.createRoom({
+      name,
+      maxParticipants: optionalNumber("#create-max"),
+      emptyTimeout: optionalNumber("#create-empty-timeout"),
+      metadata: input("#create-metadata").value,
+    });
+    rooms = [...rooms.filter((r) => r.name !== room.name), room].sort((a, b) => a.name.localeCompare(b.name));
+    return `Room ${room.name} is ready (${room.sid}).`;
+  });
+  if (ok) {
+    (input("#create-name").form as HTMLFormElement).reset();
+    select(name);
+  }
+}
+
+async function deleteRoom(name: string, button: HTMLButtonElement): Promise<void> {
+  if (!confirm(`Delete room ${name}? Everyone in it is disconnected.`)) return;
+  await act(button, `Could not delete room ${name}`, async () => {
+    await client.deleteRoom({ name });
+    rooms = rooms.filter((r) => r.name !== name);
+    if (selected === name) select(null);
+    return `Room ${name} deleted.`;
+  });
+}
+
+async function saveMetadata(button: HTMLButtonElement | null): Promise<void> {
+  const room = selected;
+  if (!room) return;
+  const metadata = ($("#room-metadata") as HTMLTextAreaElement).value;
+  await act(button, `Could not update the metadata of ${room}`, async () => {
+    const updated = await client.updateRoomMetadata({ room, metadata });
+    metadataDirty = false;
+    rooms = rooms.map((r) => (r.name === room ? updated : r));
+    return `Metadata of ${room} saved.`;
+  });
+}
+
+async function mute(room: string, identity: string, track: Track, muted: boolean, button: HTMLButtonElement): Promise<void> {
+  const what = `${track.name || track.sid} of ${identity}`;
+  await act(button, `Could not ${muted ? "mute" : "unmute"} ${what}`, async () => {
+    const answer = await client.mutePublishedTrack({ room, identity, trackSid: track.sid, muted });
+    participantsKey = "";
+    return `${answer.muted ? "Muted" : "Unmuted"} ${what}.`;
+  });
+}
+
+async function removeParticipant(room: string, identity: string, button: HTMLButtonElement): Promise<void> {
+  if (!confirm(`Remove ${identity} from ${room}? (Not a ban: a valid token can rejoin.)`)) return;
+  await act(button, `Could not remove ${identity}`, async () => {
+    await client.removeParticipant({ room, identity });
+    participantsKey = "";
+    return `${identity} removed from ${room}.`;
+  });
+}

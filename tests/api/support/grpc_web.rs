@@ -51,15 +51,7 @@ impl GrpcWebClient {
     /// Like [`call`](Self::call), but a transport failure is an error, not
     /// a panic.
     pub async fn try_call<M: Message>(&self, method: &str, request: &M) -> Result<GrpcWebReply, String> {
-        let path = format!("/roomcontrol.v1.RoomControl/{method}");
-        let probe = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/grpc-web+proto");
-        let encoded = request.encode_to_vec();
-        let mut body = BytesMut::new();
-        body.put_u8(0);
-        body.put_u32(encoded.len() as u32);
-        body.put_slice(&encoded);
-        probe.body(body.freeze()).send().await.map_err(|error| format!("{error:?}"))?;
-        Ok(self.call_encoded(&path, encoded, &[]).await)
+        self.send(&format!("/roomcontrol.v1.RoomControl/{method}"), request.encode_to_vec(), &[]).await
     }
 
     /// Over HTTP/2 without TLS (prior knowledge), as a proxy might.
@@ -79,6 +71,11 @@ impl GrpcWebClient {
 
     /// Calls any path with an already encoded message.
     pub async fn call_encoded(&self, path: &str, encoded: Vec<u8>, headers: &[(&str, &str)]) -> GrpcWebReply {
+        self.send(path, encoded, headers).await.expect("the grpc-web request goes through")
+    }
+
+    /// Sends one grpc-web call; a transport failure is an error.
+    async fn send(&self, path: &str, encoded: Vec<u8>, headers: &[(&str, &str)]) -> Result<GrpcWebReply, String> {
         let mut body = BytesMut::new();
         body.put_u8(0);
         body.put_u32(encoded.len() as u32);
@@ -92,11 +89,11 @@ impl GrpcWebClient {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let response = builder.send().await.expect("the grpc-web request goes through");
+        let response = builder.send().await.map_err(|error| format!("{error:?}"))?;
         let version = response.version();
         let http_status = response.status().as_u16();
         let headers = response.headers().clone();
-        let mut payload = response.bytes().await.expect("a body");
+        let mut payload = response.bytes().await.map_err(|error| format!("{error:?}"))?;
         let mut messages = Vec::new();
         let mut trailers = HashMap::new();
         while payload.has_remaining() {
@@ -120,7 +117,7 @@ impl GrpcWebClient {
             .cloned()
             .or_else(|| header("grpc-message"))
             .map(|m| percent_encoding::percent_decode_str(&m).decode_utf8_lossy().into_owned());
-        GrpcWebReply { version, http_status, headers, messages, grpc_status, grpc_message }
+        Ok(GrpcWebReply { version, http_status, headers, messages, grpc_status, grpc_message })
     }
 
     /// A CORS preflight for a grpc-web call from `origin`.

@@ -168,7 +168,7 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| Scenario | RoomControl | Baseline | Ratio | p50 / p99 RoomControl | p50 / p99 baseline | Server CPU per call (RC / baseline) | Target | Verdict |"
+        "| Scenario | RoomControl | Baseline | Ratio | p50 / p99 RoomControl | p50 / p99 baseline | Server CPU per call, RC / baseline (per-core ratio) | Target | Verdict |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|---|");
     for scenario in scenarios(records) {
@@ -213,6 +213,17 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
             let (target, verdict) = verdict(&load_checks(rc, base));
             let cpu =
                 |r: &LoadRecord| r.server.as_ref().map_or("?".to_owned(), |s| format!("{:.1}", s.cpu_us_per_call));
+            // Calls per second of CPU, RoomControl's over the baseline's:
+            // unlike calls/s, it holds when the run did not get a whole core.
+            // Not against Twirp: that baseline's server is LiveKit, whose work
+            // RoomControl does not do.
+            let same_work = base.is_some_and(|b| b.protocol != Protocol::Twirp);
+            let per_core = match (rc.server.as_ref(), base.and_then(|b| b.server.as_ref()).filter(|_| same_work)) {
+                (Some(rc), Some(base)) if rc.cpu_us_per_call > 0.0 => {
+                    format!(" ({:.2}x)", base.cpu_us_per_call / rc.cpu_us_per_call)
+                }
+                _ => String::new(),
+            };
             let latency =
                 |r: &LoadRecord| format!("{} / {}", duration_us(r.latency_us.p50), duration_us(r.latency_us.p99));
             let mut verdict = verdict;
@@ -226,7 +237,7 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
             }
             let _ = writeln!(
                 out,
-                "| {scenario} | {} calls/s | {} | {} | {} | {} | {} / {} us | {target} | {verdict} |",
+                "| {scenario} | {} calls/s | {} | {} | {} | {} | {} / {} us{per_core} | {target} | {verdict} |",
                 thousands(rc.calls_per_s),
                 base.map_or("-".to_owned(), |b| format!("{} calls/s", thousands(b.calls_per_s))),
                 base.map_or("-".to_owned(), |b| format!("{:.2}x", ratio(rc.calls_per_s, b.calls_per_s))),

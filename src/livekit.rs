@@ -1,11 +1,13 @@
 //! The LiveKit adapter: the only module that talks to the LiveKit server.
 //!
 //! Calls go through `livekit-api`'s [`RoomClient`], which keeps one pooled
-//! HTTP client and signs a short-lived service token per call. Two calls are
-//! sent directly as Twirp with the `livekit-protocol` types instead:
+//! HTTP client and signs a short-lived service token per call. Three calls
+//! are sent directly as Twirp with the `livekit-protocol` types instead:
 //! MutePublishedTrack, because the crate unwraps the reply's track and would
-//! panic on a reply without one, and SendData, because the crate always
-//! picks its own nonce and a caller's retry needs to send the same one.
+//! panic on a reply without one; SendData, because the crate always picks
+//! its own nonce and a caller's retry needs to send the same one; and
+//! ListRooms (ListRooms and GetRoom), the hot read, with a prepared URL and
+//! a service token reused for half its lifetime.
 //!
 //! Every failure becomes a [`LiveKitError`] here, once, with what the caller
 //! needs to know; `error.rs` turns it into a gRPC status.
@@ -32,7 +34,8 @@ use crate::metrics::Metrics;
 const PROBE_ROOM: &str = "roomcontrol-readiness-probe";
 
 /// Lifetime of the service tokens RoomControl signs for its own direct
-/// Twirp calls; each call signs a fresh one.
+/// Twirp calls. The `room_list` token of ListRooms is reused for half of
+/// it; the others are signed per call.
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(600);
 
 /// Why a LiveKit call failed.
@@ -67,6 +70,28 @@ pub enum LiveKitError {
     Signing(String),
 }
 
+/// The error codes of the Twirp protocol.
+const TWIRP_CODES: [&str; 18] = [
+    "canceled",
+    "unknown",
+    "invalid_argument",
+    "malformed",
+    "deadline_exceeded",
+    "not_found",
+    "bad_route",
+    "already_exists",
+    "permission_denied",
+    "unauthenticated",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "dataloss",
+];
+
 /// Which limit ended a LiveKit call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutCause {
@@ -90,16 +115,18 @@ fn describe_timeout(method: &str, after: &Duration, cause: TimeoutCause) -> Stri
 
 impl LiveKitError {
     /// A short, bounded label for metrics.
-    pub fn outcome(&self) -> String {
+    pub fn outcome(&self) -> &'static str {
         match self {
-            LiveKitError::Twirp { code, .. } => code.clone(),
-            LiveKitError::Unreachable { .. } => "unreachable".to_owned(),
-            LiveKitError::Timeout { .. } => "timeout".to_owned(),
-            LiveKitError::CredentialsRejected { .. } | LiveKitError::GrantRefused { .. } => {
-                "credentials_rejected".to_owned()
+            // Twirp's own codes; anything else LiveKit might send shares one
+            // label, so a reply cannot grow the label set.
+            LiveKitError::Twirp { code, .. } => {
+                TWIRP_CODES.iter().find(|known| **known == code).copied().unwrap_or("twirp_other")
             }
-            LiveKitError::NotTwirp { .. } => "not_twirp".to_owned(),
-            LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => "bad_reply".to_owned(),
+            LiveKitError::Unreachable { .. } => "unreachable",
+            LiveKitError::Timeout { .. } => "timeout",
+            LiveKitError::CredentialsRejected { .. } | LiveKitError::GrantRefused { .. } => "credentials_rejected",
+            LiveKitError::NotTwirp { .. } => "not_twirp",
+            LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => "bad_reply",
         }
     }
 }
@@ -200,7 +227,13 @@ impl LiveKit {
         names: Vec<String>,
         deadline: Option<Instant>,
     ) -> Result<Vec<lk::Room>, LiveKitError> {
-        self.bounded("ListRooms", deadline, self.rooms.list_rooms(names)).await
+        // Sent directly: the most frequent read (GetRoom is a ListRooms by
+        // name), with a prepared URL and a reused service token, where the
+        // crate would parse the URL and sign a token on every call.
+        const METHOD: &str = "ListRooms";
+        let reply: lk::ListRoomsResponse =
+            self.bounded_direct(METHOD, deadline, self.direct.call(METHOD, "", lk::ListRoomsRequest { names })).await?;
+        Ok(reply.rooms)
     }
 
     pub async fn delete_room(&self, name: &str, deadline: Option<Instant>) -> Result<(), LiveKitError> {
@@ -350,10 +383,10 @@ impl LiveKit {
 
     fn count<T>(&self, method: &'static str, result: &Result<T, LiveKitError>, started: Instant) {
         let outcome = match result {
-            Ok(_) => "ok".to_owned(),
+            Ok(_) => "ok",
             Err(error) => error.outcome(),
         };
-        self.metrics.livekit_request(method, &outcome, started.elapsed());
+        self.metrics.livekit_request(method, outcome, started.elapsed());
     }
 
     async fn classified<T>(
@@ -453,12 +486,17 @@ fn twirp_error(method: &'static str, code: String, msg: String) -> LiveKitError 
     LiveKitError::Twirp { method, code, msg }
 }
 
-/// Twirp over HTTP for the calls the crate cannot make safely.
+/// Twirp over HTTP for the calls the crate cannot make safely, and for
+/// ListRooms, the hot read.
 struct DirectTwirp {
     http: reqwest::Client,
     base: Url,
+    list_rooms_url: Url,
     api_key: String,
     api_secret: SecretString,
+    /// The `room_list` service token ListRooms sends, and when it was
+    /// signed: reused for half its lifetime.
+    list_token: std::sync::Mutex<Option<(Arc<str>, Instant)>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -471,7 +509,50 @@ struct TwirpErrorBody {
 impl DirectTwirp {
     fn new(base: Url, api_key: &str, api_secret: SecretString, timeout: Duration) -> Result<Self, String> {
         let http = crate::crypto::http_client(timeout)?;
-        Ok(Self { http, base, api_key: api_key.to_owned(), api_secret })
+        let list_rooms_url = Self::method_url(&base, "ListRooms");
+        Ok(Self {
+            http,
+            base,
+            list_rooms_url,
+            api_key: api_key.to_owned(),
+            api_secret,
+            list_token: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn method_url(base: &Url, method: &str) -> Url {
+        let mut url = base.clone();
+        url.set_path(&format!("/twirp/livekit.RoomService/{method}"));
+        url
+    }
+
+    /// A service token with the grants `method` needs: `room_list` for
+    /// ListRooms (signed once and reused for half its lifetime), otherwise
+    /// `room_admin` on the room, signed for this call.
+    fn service_token(&self, method: &str, room: &str) -> Result<Arc<str>, LiveKitError> {
+        if method != "ListRooms" {
+            let grants = VideoGrants { room_admin: true, room: room.to_owned(), ..Default::default() };
+            return self.sign_service_token(grants).map(Arc::from);
+        }
+        // A poisoned lock only means another call panicked mid-update;
+        // the cached value is still a whole token or none.
+        let mut cached = self.list_token.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((token, signed)) = cached.as_ref()
+            && signed.elapsed() < SERVICE_TOKEN_TTL / 2
+        {
+            return Ok(token.clone());
+        }
+        let token: Arc<str> = self.sign_service_token(VideoGrants { room_list: true, ..Default::default() })?.into();
+        *cached = Some((token.clone(), Instant::now()));
+        Ok(token)
+    }
+
+    fn sign_service_token(&self, grants: VideoGrants) -> Result<String, LiveKitError> {
+        AccessToken::with_api_key(&self.api_key, self.api_secret.expose_secret())
+            .with_grants(grants)
+            .with_ttl(SERVICE_TOKEN_TTL)
+            .to_jwt()
+            .map_err(|error| LiveKitError::Signing(error.to_string()))
     }
 
     async fn call<Req: Message, Resp: Message + Default>(
@@ -480,24 +561,15 @@ impl DirectTwirp {
         room: &str,
         request: Req,
     ) -> Result<Resp, LiveKitError> {
-        let grants = if method == "ListRooms" {
-            VideoGrants { room_list: true, ..Default::default() }
-        } else {
-            VideoGrants { room_admin: true, room: room.to_owned(), ..Default::default() }
-        };
-        let token = AccessToken::with_api_key(&self.api_key, self.api_secret.expose_secret())
-            .with_grants(grants)
-            .with_ttl(SERVICE_TOKEN_TTL)
-            .to_jwt()
-            .map_err(|error| LiveKitError::Signing(error.to_string()))?;
-        let mut url = self.base.clone();
-        url.set_path(&format!("/twirp/livekit.RoomService/{method}"));
+        let token = self.service_token(method, room)?;
+        let url =
+            if method == "ListRooms" { self.list_rooms_url.clone() } else { Self::method_url(&self.base, method) };
         let display_url = self.base.as_str().trim_end_matches('/');
         let transport = |error: reqwest::Error| transport_error(method, display_url, Duration::ZERO, &error);
         let response = self
             .http
             .post(url)
-            .bearer_auth(token)
+            .bearer_auth(&*token)
             .header(http::header::CONTENT_TYPE, "application/protobuf")
             .body(request.encode_to_vec())
             .send()

@@ -14,20 +14,20 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
-    rpc: String,
-    code: String,
+    rpc: &'static str,
+    code: &'static str,
     protocol: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
-    rpc: String,
+    rpc: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     method: &'static str,
-    outcome: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,14 +120,14 @@ impl Metrics {
         InFlight(self.clone())
     }
 
-    pub fn call_finished(&self, rpc: &str, protocol: &'static str, code: tonic::Code, duration: Duration) {
-        let rpc = known_rpc(rpc);
-        self.calls.get_or_create(&CallLabels { rpc: rpc.clone(), code: format!("{code:?}"), protocol }).inc();
+    /// Counts a finished call. `rpc` is the label [`rpc_label`] gives its path.
+    pub fn call_finished(&self, rpc: &'static str, protocol: &'static str, code: tonic::Code, duration: Duration) {
+        self.calls.get_or_create(&CallLabels { rpc, code: code_label(code), protocol }).inc();
         self.call_duration.get_or_create(&RpcLabels { rpc }).observe(duration.as_secs_f64());
     }
 
-    pub fn livekit_request(&self, method: &'static str, outcome: &str, duration: Duration) {
-        self.upstream.get_or_create(&UpstreamLabels { method, outcome: outcome.to_owned() }).inc();
+    pub fn livekit_request(&self, method: &'static str, outcome: &'static str, duration: Duration) {
+        self.upstream.get_or_create(&UpstreamLabels { method, outcome }).inc();
         self.upstream_duration.get_or_create(&MethodLabels { method }).observe(duration.as_secs_f64());
     }
 
@@ -151,38 +151,59 @@ impl Drop for InFlight {
     }
 }
 
-/// The RPC label: the method path for RoomControl's own services, "other"
-/// for anything else, so made-up paths cannot grow the label set.
-fn known_rpc(path: &str) -> String {
-    const SERVICES: [&str; 4] = [
-        "/roomcontrol.v1.RoomControl/",
-        "/grpc.health.v1.Health/",
-        "/grpc.reflection.v1.ServerReflection/",
-        "/grpc.reflection.v1alpha.ServerReflection/",
-    ];
-    const ROOM_CONTROL: [&str; 13] = [
-        "CreateRoom",
-        "ListRooms",
-        "GetRoom",
-        "DeleteRoom",
-        "UpdateRoomMetadata",
-        "ListParticipants",
-        "GetParticipant",
-        "RemoveParticipant",
-        "UpdateParticipant",
-        "MutePublishedTrack",
-        "UpdateSubscriptions",
-        "SendData",
-        "CreateToken",
-    ];
-    let known = SERVICES.iter().any(|service| {
-        path.strip_prefix(service).is_some_and(|method| match *service {
-            "/roomcontrol.v1.RoomControl/" => ROOM_CONTROL.contains(&method),
-            "/grpc.health.v1.Health/" => matches!(method, "Check" | "Watch"),
-            _ => method == "ServerReflectionInfo",
-        })
-    });
-    if known { path.trim_start_matches('/').to_owned() } else { "other".to_owned() }
+/// Every method RoomControl serves, as its `rpc` label.
+const RPC_LABELS: [&str; 18] = [
+    "roomcontrol.v1.RoomControl/CreateRoom",
+    "roomcontrol.v1.RoomControl/ListRooms",
+    "roomcontrol.v1.RoomControl/GetRoom",
+    "roomcontrol.v1.RoomControl/DeleteRoom",
+    "roomcontrol.v1.RoomControl/UpdateRoomMetadata",
+    "roomcontrol.v1.RoomControl/ListParticipants",
+    "roomcontrol.v1.RoomControl/GetParticipant",
+    "roomcontrol.v1.RoomControl/RemoveParticipant",
+    "roomcontrol.v1.RoomControl/UpdateParticipant",
+    "roomcontrol.v1.RoomControl/MutePublishedTrack",
+    "roomcontrol.v1.RoomControl/UpdateSubscriptions",
+    "roomcontrol.v1.RoomControl/SendData",
+    "roomcontrol.v1.RoomControl/CreateToken",
+    "grpc.health.v1.Health/Check",
+    "grpc.health.v1.Health/Watch",
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    "other",
+];
+
+/// The `rpc` label of a request path: the method path without its leading
+/// slash for RoomControl's own services, "other" for anything else, so
+/// made-up paths cannot grow the label set. Static, so counting a call
+/// allocates nothing.
+pub fn rpc_label(path: &str) -> &'static str {
+    let method = path.strip_prefix('/').unwrap_or("");
+    RPC_LABELS[..RPC_LABELS.len() - 1].iter().find(|label| **label == method).copied().unwrap_or("other")
+}
+
+/// The `code` label: the status code's name, as tonic spells it.
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
 }
 
 #[cfg(test)]
@@ -191,17 +212,27 @@ mod tests {
 
     #[test]
     fn unknown_paths_share_one_label() {
-        assert_eq!(known_rpc("/roomcontrol.v1.RoomControl/CreateRoom"), "roomcontrol.v1.RoomControl/CreateRoom");
-        assert_eq!(known_rpc("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
-        assert_eq!(known_rpc("/roomcontrol.v1.RoomControl/Nope"), "other");
-        assert_eq!(known_rpc("/random/path/12345"), "other");
+        assert_eq!(rpc_label("/roomcontrol.v1.RoomControl/CreateRoom"), "roomcontrol.v1.RoomControl/CreateRoom");
+        assert_eq!(rpc_label("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
+        assert_eq!(rpc_label("/roomcontrol.v1.RoomControl/Nope"), "other");
+        assert_eq!(rpc_label("/random/path/12345"), "other");
+        assert_eq!(rpc_label("/other"), "other");
+        assert_eq!(rpc_label(""), "other");
+    }
+
+    #[test]
+    fn code_labels_are_the_debug_names() {
+        for value in 0..=16 {
+            let code = tonic::Code::from_i32(value);
+            assert_eq!(code_label(code), format!("{code:?}"));
+        }
     }
 
     #[test]
     fn the_text_format_carries_every_family() {
         let metrics = Metrics::new();
         metrics.call_finished(
-            "/roomcontrol.v1.RoomControl/GetRoom",
+            rpc_label("/roomcontrol.v1.RoomControl/GetRoom"),
             "grpc",
             tonic::Code::NotFound,
             Duration::from_millis(3),

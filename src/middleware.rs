@@ -8,13 +8,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use tower::{Layer, Service};
 use tracing::{Instrument, field};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, rpc_label};
 
 /// Adds a span, a closing log line and the call metrics to every call.
 #[derive(Debug, Clone)]
@@ -57,20 +57,21 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let rpc = request.uri().path().to_owned();
-        let rpc_for_span = rpc.clone();
+        let path = request.uri().path();
+        let rpc = rpc_label(path);
         let grpc_web = request
             .headers()
             .get(http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("application/grpc-web"));
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc-web"));
         let protocol = if grpc_web { "grpc-web" } else { "grpc" };
         // Probes and reflection are frequent and dull: debug level.
-        let routine = rpc.starts_with("/grpc.");
+        let routine = path.starts_with("/grpc.");
+        // The path as sent (not its label): a log reader wants to see what
+        // an unknown path was. Formatted only if the span is enabled.
         let span = if routine {
-            tracing::debug_span!("call", rpc = %rpc_for_span, protocol, caller = field::Empty, room = field::Empty)
+            tracing::debug_span!("call", rpc = %path, protocol, caller = field::Empty, room = field::Empty)
         } else {
-            tracing::info_span!("call", rpc = %rpc_for_span, protocol, caller = field::Empty, room = field::Empty)
+            tracing::info_span!("call", rpc = %path, protocol, caller = field::Empty, room = field::Empty)
         };
         let started = Instant::now();
         let in_flight = self.metrics.call_started();
@@ -80,13 +81,12 @@ where
             async move {
                 let result = future.await;
                 let elapsed = started.elapsed();
-                let latency_ms = elapsed.as_secs_f64() * 1000.0;
                 match &result {
                     Ok(response) => {
-                        let code = log_response(response, latency_ms, routine);
-                        metrics.call_finished(&rpc, protocol, code, elapsed);
+                        let code = log_response(response, elapsed, routine);
+                        metrics.call_finished(rpc, protocol, code, elapsed);
                     }
-                    Err(_) => tracing::warn!(latency_ms, "call failed in transport"),
+                    Err(_) => tracing::warn!(latency_ms = elapsed.as_secs_f64() * 1000.0, "call failed in transport"),
                 }
                 drop(in_flight);
                 result
@@ -98,7 +98,7 @@ where
 
 /// The gRPC status of a unary response: in the headers of a trailers-only
 /// (error) response, otherwise OK (sent later in the trailers).
-fn log_response<B>(response: &Response<B>, latency_ms: f64, routine: bool) -> tonic::Code {
+fn log_response<B>(response: &Response<B>, elapsed: Duration, routine: bool) -> tonic::Code {
     let headers = response.headers();
     let code = headers
         .get("grpc-status")
@@ -106,11 +106,14 @@ fn log_response<B>(response: &Response<B>, latency_ms: f64, routine: bool) -> to
         .and_then(|value| value.parse::<i32>().ok())
         .unwrap_or(if response.status().is_success() { 0 } else { 2 });
     let code = tonic::Code::from_i32(code);
-    let grpc_message = headers
-        .get("grpc-message")
-        .map(|value| percent_encoding::percent_decode(value.as_bytes()).decode_utf8_lossy().into_owned())
-        .unwrap_or_default();
-    let http_status = response.status().as_u16();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Decoded only for the lines that carry it.
+    let grpc_message = || {
+        headers
+            .get("grpc-message")
+            .map(|value| percent_encoding::percent_decode(value.as_bytes()).decode_utf8_lossy().into_owned())
+            .unwrap_or_default()
+    };
     match code {
         tonic::Code::Ok if routine => tracing::debug!(code = ?code, latency_ms, "call finished"),
         tonic::Code::Ok => tracing::info!(code = ?code, latency_ms, "call finished"),
@@ -119,9 +122,10 @@ fn log_response<B>(response: &Response<B>, latency_ms: f64, routine: bool) -> to
         | tonic::Code::Unavailable
         | tonic::Code::Internal
         | tonic::Code::DataLoss => {
-            tracing::warn!(code = ?code, http_status, grpc_message, latency_ms, "call failed")
+            let http_status = response.status().as_u16();
+            tracing::warn!(code = ?code, http_status, grpc_message = grpc_message(), latency_ms, "call failed")
         }
-        _ => tracing::info!(code = ?code, grpc_message, latency_ms, "call refused"),
+        _ => tracing::info!(code = ?code, grpc_message = grpc_message(), latency_ms, "call refused"),
     }
     code
 }
@@ -263,17 +267,69 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The clone is not ready; the one `poll_ready` prepared serves this call.
+        if !request.uri().path().starts_with("/roomcontrol.v1.RoomControl/") {
+            return Box::pin(self.inner.call(request));
+        }
+        // A free slot (the usual case): serve now, holding the slot until
+        // the answer is ready.
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            let future = self.inner.call(request);
+            return Box::pin(async move {
+                let response = future.await;
+                drop(slot);
+                response
+            });
+        }
+        // Wait for a slot. The clone is not ready; the one `poll_ready`
+        // prepared serves this call once a slot frees up.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !request.uri().path().starts_with("/roomcontrol.v1.RoomControl/") {
-            return Box::pin(inner.call(request));
-        }
         let slots = self.slots.clone();
         Box::pin(async move {
             // The semaphore is never closed, so acquiring cannot fail.
             let _slot = slots.acquire_owned().await.ok();
             inner.call(request).await
         })
+    }
+}
+
+/// Sends each request to `yes` when `choose` says so, else to `no`, with
+/// no allocation: how requests without `Origin` skip CORS, and how the
+/// console's paths leave the gRPC stack.
+#[derive(Debug, Clone)]
+pub struct Branch<Yes, No, F> {
+    choose: F,
+    yes: Yes,
+    no: No,
+}
+
+impl<Yes, No, F> Branch<Yes, No, F> {
+    pub fn new(choose: F, yes: Yes, no: No) -> Self {
+        Self { choose, yes, no }
+    }
+}
+
+impl<Yes, No, F, Req> Service<Req> for Branch<Yes, No, F>
+where
+    Yes: Service<Req>,
+    No: Service<Req, Response = Yes::Response, Error = Yes::Error>,
+    F: Fn(&Req) -> bool,
+{
+    type Response = Yes::Response;
+    type Error = Yes::Error;
+    type Future = futures_util::future::Either<Yes::Future, No::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Both, since either may get the call.
+        std::task::ready!(self.yes.poll_ready(cx))?;
+        self.no.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        if (self.choose)(&request) {
+            futures_util::future::Either::Left(self.yes.call(request))
+        } else {
+            futures_util::future::Either::Right(self.no.call(request))
+        }
     }
 }

@@ -19,7 +19,7 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -28,7 +28,7 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{Config, CorsConfig};
 use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
-use crate::middleware::{CallLogLayer, EndWatchesLayer, LimitCallsLayer};
+use crate::middleware::{Branch, CallLogLayer, EndWatchesLayer, LimitCallsLayer};
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::tls::{self, Tls};
@@ -126,9 +126,7 @@ impl Application {
             .add_service(reflection_v1alpha);
 
         // Outermost first.
-        let service = ServiceBuilder::new()
-            // Browsers: answer CORS preflights, label cross-origin replies.
-            .layer(cors_layer(&config.server.cors))
+        let grpc = ServiceBuilder::new()
             // One span and one log line per call, grpc and grpc-web alike.
             .layer(CallLogLayer::new(metrics.clone()))
             // grpc-web (HTTP/1.1 or HTTP/2) in, gRPC to the services.
@@ -149,10 +147,16 @@ impl Application {
                 tonic::Status::internal("internal error").into_http::<Body>()
             }))
             .service(routes.routes().prepare());
-        let grpc: HttpService = BoxCloneSyncService::new(service);
-        let service = match console_service(&config.console.dir) {
-            Some(console) => BoxCloneSyncService::new(route_console(grpc, console)),
-            None => grpc,
+        // Browsers send `Origin`: CORS answers their preflights and labels
+        // cross-origin replies. Backends send none and skip it.
+        let grpc = Branch::new(
+            |request: &http::Request<Body>| request.headers().contains_key(http::header::ORIGIN),
+            cors_layer(&config.server.cors).layer(grpc.clone()),
+            grpc,
+        );
+        let service: HttpService = match console_service(&config.console.dir) {
+            Some(console) => BoxCloneSyncService::new(Branch::new(is_console_request, console, grpc)),
+            None => BoxCloneSyncService::new(grpc),
         };
 
         let addr = config.listen_addr();
@@ -441,43 +445,27 @@ fn console_service(dir: &std::path::Path) -> Option<HttpService> {
         })
         .map_response(|response: http::Response<_>| response.map(Body::new))
         .service(files);
-    Some(BoxCloneSyncService::new(files))
+    // `/console` itself redirects to `/console/`, so relative asset paths
+    // resolve under it.
+    let redirect = tower::service_fn(|_request: http::Request<Body>| async {
+        Ok::<_, Infallible>(
+            http::Response::builder()
+                .status(http::StatusCode::PERMANENT_REDIRECT)
+                .header(http::header::LOCATION, "/console/")
+                .body(Body::empty())
+                .expect("a static response is valid"),
+        )
+    });
+    let console = Branch::new(|request: &http::Request<Body>| request.uri().path() == "/console", redirect, files);
+    Some(BoxCloneSyncService::new(console))
 }
 
-/// `/console` and below go to the console; everything else to gRPC.
-fn route_console(
-    grpc: HttpService,
-    console: HttpService,
-) -> impl tower::Service<
-    http::Request<Body>,
-    Response = http::Response<Body>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-+ Send
-+ Sync
-+ 'static {
-    tower::service_fn(move |request: http::Request<Body>| {
-        let path = request.uri().path();
-        let is_console = request.method() == Method::GET || request.method() == Method::HEAD;
-        let target = if is_console && path == "/console" {
-            None
-        } else if is_console && path.starts_with("/console/") {
-            Some(console.clone())
-        } else {
-            Some(grpc.clone())
-        };
-        async move {
-            match target {
-                Some(mut service) => service.ready().await?.call(request).await,
-                None => Ok(http::Response::builder()
-                    .status(http::StatusCode::PERMANENT_REDIRECT)
-                    .header(http::header::LOCATION, "/console/")
-                    .body(Body::empty())
-                    .expect("a static response is valid")),
-            }
-        }
-    })
+/// Whether a request is for the console: a GET or HEAD of `/console` or
+/// below. Everything else goes to gRPC.
+fn is_console_request(request: &http::Request<Body>) -> bool {
+    let path = request.uri().path();
+    (request.method() == Method::GET || request.method() == Method::HEAD)
+        && (path == "/console" || path.starts_with("/console/"))
 }
 
 /// Accept errors that concern one connection are skipped; running out of

@@ -57,6 +57,12 @@ fn audit(caller: &Caller, rpc: &str, room: &str, identity: &str, detail: &str) {
     tracing::info!(target: "roomcontrol::audit", caller = %caller, rpc, room, identity, detail, "audit");
 }
 
+/// Whether audit lines are written (`log.level` lets them through), so a
+/// handler builds an expensive detail only when it is used.
+fn audit_enabled() -> bool {
+    tracing::enabled!(target: "roomcontrol::audit", tracing::Level::INFO)
+}
+
 /// When the caller stops waiting: the `grpc-timeout` it sent, if any.
 fn deadline<T>(request: &Request<T>) -> Option<Instant> {
     let header = request.metadata().get("grpc-timeout")?.to_str().ok()?;

@@ -3,7 +3,7 @@
 use prost_types::Timestamp;
 
 use super::participants::check_sources;
-use super::{audit, convert, record_room};
+use super::{audit, audit_enabled, convert, record_room};
 use crate::auth::{Caller, Scope, policy};
 use crate::config::{SelfServiceConfig, TokenConfig};
 use crate::error::ApiError;
@@ -46,10 +46,21 @@ pub fn authorized_create_token(
         validate(limits, &request)?;
         request
     };
-    let reply = sign(signer, request.clone(), ttl)?;
-    let permissions = request.permissions.unwrap_or_default();
+    // The audit line's detail, built only when the line is written.
+    let detail = audit_enabled().then(|| token_detail(&request, ttl, for_anyone));
+    let reply = sign(signer, request, ttl)?;
+    if let Some(detail) = detail {
+        audit(caller, "CreateToken", &reply.room, &reply.identity, &detail);
+    }
+    Ok(reply)
+}
+
+/// What the audit line says about a minted token: its lifetime and
+/// permissions (never the token).
+fn token_detail(request: &CreateTokenRequest, ttl: std::time::Duration, for_anyone: bool) -> String {
+    let permissions = request.permissions.clone().unwrap_or_default();
     let flag = |value: Option<bool>| value.map_or("default", |set| if set { "yes" } else { "no" });
-    let detail = format!(
+    format!(
         "{}ttl {}, publish {}, subscribe {}, data {}, sources [{}], update own metadata {}, hidden {}",
         if for_anyone { "" } else { "self-service, " },
         humantime::format_duration(ttl),
@@ -64,9 +75,7 @@ pub fn authorized_create_token(
             .join(" "),
         flag(permissions.can_update_own_metadata),
         flag(permissions.hidden),
-    );
-    audit(caller, "CreateToken", &reply.room, &reply.identity, &detail);
-    Ok(reply)
+    )
 }
 
 /// Validates a token request and signs the token, with no caller policy:

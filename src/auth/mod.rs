@@ -252,6 +252,8 @@ pub struct Authenticator {
     max_credential_bytes: usize,
     api_keys: api_keys::ApiKeys,
     issuers: Vec<jwt::Issuer>,
+    /// The caller of every call when authentication is off, built once.
+    anonymous: Arc<Caller>,
 }
 
 impl Authenticator {
@@ -265,6 +267,7 @@ impl Authenticator {
             max_credential_bytes: config.max_credential_bytes,
             api_keys: api_keys::ApiKeys::new(&config.api_keys)?,
             issuers,
+            anonymous: Arc::new(Caller::anonymous()),
         })
     }
 
@@ -280,11 +283,11 @@ impl Authenticator {
     }
 
     /// The caller behind an `authorization` header value.
-    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AuthFailure> {
+    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Arc<Caller>, AuthFailure> {
         if !self.enabled {
-            return Ok(Caller::anonymous());
+            return Ok(self.anonymous.clone());
         }
-        self.check_credential(authorization).await
+        self.check_credential(authorization).await.map(Arc::new)
     }
 
     async fn check_credential(&self, authorization: Option<&[u8]>) -> Result<Caller, AuthFailure> {
@@ -445,27 +448,36 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        // The clone is not ready; the one `poll_ready` prepared serves this call.
+        if is_public(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let authenticator = &self.authenticator;
+        if !authenticator.enabled {
+            if authenticator.local_only && !addressed_to_loopback(&request) {
+                return Box::pin(async {
+                    Ok(tonic::Status::permission_denied(
+                        "RoomControl runs without authentication and answers only requests addressed to localhost, 127.0.0.1 or [::1]; configure authentication (auth.issuers or auth.api_keys) to serve other names",
+                    )
+                    .into_http())
+                });
+            }
+            // Nothing to wait for: the shared anonymous caller, at once
+            // (inside the call's span: `call` runs in its scope).
+            tracing::Span::current().record("caller", tracing::field::display(&authenticator.anonymous));
+            request.extensions_mut().insert(authenticator.anonymous.clone());
+            return Box::pin(self.inner.call(request));
+        }
+        // The clone is not ready; the one `poll_ready` prepared serves this
+        // call once the credential is checked.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if is_public(request.uri().path()) {
-            return Box::pin(inner.call(request));
-        }
         let authenticator = self.authenticator.clone();
-        if authenticator.local_only && !addressed_to_loopback(&request) {
-            return Box::pin(async {
-                Ok(tonic::Status::permission_denied(
-                    "RoomControl runs without authentication and answers only requests addressed to localhost, 127.0.0.1 or [::1]; configure authentication (auth.issuers or auth.api_keys) to serve other names",
-                )
-                .into_http())
-            });
-        }
         Box::pin(async move {
-            let header = request.headers().get(http::header::AUTHORIZATION).map(|value| value.as_bytes().to_vec());
-            match authenticator.authenticate(header.as_deref()).await {
+            let header = request.headers().get(http::header::AUTHORIZATION).cloned();
+            match authenticator.authenticate(header.as_ref().map(http::HeaderValue::as_bytes)).await {
                 Ok(caller) => {
                     tracing::Span::current().record("caller", tracing::field::display(&caller));
-                    request.extensions_mut().insert(Arc::new(caller));
+                    request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
                 Err(AuthFailure::Unauthenticated(Unauthenticated(message))) => {

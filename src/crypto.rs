@@ -24,21 +24,23 @@ pub fn install_providers() {
     });
 }
 
-/// An HTTP client for RoomControl's own outbound calls (LiveKit, JWKS):
-/// rustls with ring and the webpki roots, like `livekit-api`'s own, every
-/// request bounded by `timeout`.
-pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
+/// rustls with ring and the webpki roots, like `livekit-api`'s own.
+fn tls_config() -> Result<rustls::ClientConfig, String> {
     install_providers();
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS set-up failed: {error}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS set-up failed: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// An HTTP client for RoomControl's own outbound calls (JWKS), every
+/// request bounded by `timeout`.
+pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(tls_config()?)
         .connect_timeout(timeout)
         .timeout(timeout)
         // Never follow a redirect: it could leave https, or carry a bearer
@@ -46,4 +48,32 @@ pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, Stri
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|error| format!("HTTP client set-up failed: {error}"))
+}
+
+/// The pooled HTTP/1.1 client of the direct LiveKit calls.
+pub type LiveKitHttp = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// A bare hyper client for the hot LiveKit calls: a pooled connection and
+/// a prepared URI per call, none of reqwest's per-request URL handling.
+/// It follows no redirect; callers bound each request's time themselves.
+pub fn livekit_http(connect_timeout: std::time::Duration) -> Result<LiveKitHttp, String> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config()?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        // Below the idle timeouts of common proxies and servers, so a
+        // pooled connection is rarely closed under a request (and such a
+        // request is retried on a new connection).
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(https))
 }

@@ -461,13 +461,7 @@ fn transport_error(method: &'static str, url: &str, timeout: Duration, error: &r
     if error.is_timeout() {
         return LiveKitError::Timeout { method, after: timeout, cause: TimeoutCause::Configured };
     }
-    // The innermost cause says what happened ("Connection refused");
-    // reqwest's outer layers only repeat the URL.
-    let mut innermost: &dyn std::error::Error = error;
-    while let Some(cause) = innermost.source() {
-        innermost = cause;
-    }
-    LiveKitError::Unreachable { url: url.to_owned(), detail: innermost.to_string() }
+    LiveKitError::Unreachable { url: url.to_owned(), detail: innermost(error).to_string() }
 }
 
 fn twirp_error(method: &'static str, code: String, msg: String) -> LiveKitError {
@@ -489,14 +483,14 @@ fn twirp_error(method: &'static str, code: String, msg: String) -> LiveKitError 
 /// Twirp over HTTP for the calls the crate cannot make safely, and for
 /// ListRooms, the hot read.
 struct DirectTwirp {
-    http: reqwest::Client,
+    http: crate::crypto::LiveKitHttp,
     base: Url,
-    list_rooms_url: Url,
+    list_rooms_uri: http::Uri,
     api_key: String,
     api_secret: SecretString,
-    /// The `room_list` service token ListRooms sends, and when it was
-    /// signed: reused for half its lifetime.
-    list_token: std::sync::Mutex<Option<(Arc<str>, Instant)>>,
+    /// The `authorization` header ListRooms sends (a `room_list` service
+    /// token), and when it was signed: reused for half its lifetime.
+    list_authorization: std::sync::Mutex<Option<(http::HeaderValue, Instant)>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -508,51 +502,55 @@ struct TwirpErrorBody {
 
 impl DirectTwirp {
     fn new(base: Url, api_key: &str, api_secret: SecretString, timeout: Duration) -> Result<Self, String> {
-        let http = crate::crypto::http_client(timeout)?;
-        let list_rooms_url = Self::method_url(&base, "ListRooms");
+        let http = crate::crypto::livekit_http(timeout)?;
+        let list_rooms_uri = Self::method_uri(&base, "ListRooms")?;
         Ok(Self {
             http,
             base,
-            list_rooms_url,
+            list_rooms_uri,
             api_key: api_key.to_owned(),
             api_secret,
-            list_token: std::sync::Mutex::new(None),
+            list_authorization: std::sync::Mutex::new(None),
         })
     }
 
-    fn method_url(base: &Url, method: &str) -> Url {
+    fn method_uri(base: &Url, method: &str) -> Result<http::Uri, String> {
         let mut url = base.clone();
         url.set_path(&format!("/twirp/livekit.RoomService/{method}"));
-        url
+        url.as_str().parse().map_err(|error| format!("livekit.url {base} cannot be used: {error}"))
     }
 
-    /// A service token with the grants `method` needs: `room_list` for
-    /// ListRooms (signed once and reused for half its lifetime), otherwise
-    /// `room_admin` on the room, signed for this call.
-    fn service_token(&self, method: &str, room: &str) -> Result<Arc<str>, LiveKitError> {
+    /// The `authorization` header for `method`: a `room_list` service token
+    /// for ListRooms (signed once and reused for half its lifetime),
+    /// otherwise `room_admin` on the room, signed for this call.
+    fn authorization(&self, method: &str, room: &str) -> Result<http::HeaderValue, LiveKitError> {
         if method != "ListRooms" {
             let grants = VideoGrants { room_admin: true, room: room.to_owned(), ..Default::default() };
-            return self.sign_service_token(grants).map(Arc::from);
+            return self.sign_authorization(grants);
         }
         // A poisoned lock only means another call panicked mid-update;
-        // the cached value is still a whole token or none.
-        let mut cached = self.list_token.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((token, signed)) = cached.as_ref()
+        // the cached value is still a whole header or none.
+        let mut cached = self.list_authorization.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((header, signed)) = cached.as_ref()
             && signed.elapsed() < SERVICE_TOKEN_TTL / 2
         {
-            return Ok(token.clone());
+            return Ok(header.clone());
         }
-        let token: Arc<str> = self.sign_service_token(VideoGrants { room_list: true, ..Default::default() })?.into();
-        *cached = Some((token.clone(), Instant::now()));
-        Ok(token)
+        let header = self.sign_authorization(VideoGrants { room_list: true, ..Default::default() })?;
+        *cached = Some((header.clone(), Instant::now()));
+        Ok(header)
     }
 
-    fn sign_service_token(&self, grants: VideoGrants) -> Result<String, LiveKitError> {
-        AccessToken::with_api_key(&self.api_key, self.api_secret.expose_secret())
+    fn sign_authorization(&self, grants: VideoGrants) -> Result<http::HeaderValue, LiveKitError> {
+        let token = AccessToken::with_api_key(&self.api_key, self.api_secret.expose_secret())
             .with_grants(grants)
             .with_ttl(SERVICE_TOKEN_TTL)
             .to_jwt()
-            .map_err(|error| LiveKitError::Signing(error.to_string()))
+            .map_err(|error| LiveKitError::Signing(error.to_string()))?;
+        let mut header = http::HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|error| LiveKitError::Signing(error.to_string()))?;
+        header.set_sensitive(true);
+        Ok(header)
     }
 
     async fn call<Req: Message, Resp: Message + Default>(
@@ -561,22 +559,28 @@ impl DirectTwirp {
         room: &str,
         request: Req,
     ) -> Result<Resp, LiveKitError> {
-        let token = self.service_token(method, room)?;
-        let url =
-            if method == "ListRooms" { self.list_rooms_url.clone() } else { Self::method_url(&self.base, method) };
+        use http_body_util::BodyExt;
+
         let display_url = self.base.as_str().trim_end_matches('/');
-        let transport = |error: reqwest::Error| transport_error(method, display_url, Duration::ZERO, &error);
-        let response = self
-            .http
-            .post(url)
-            .bearer_auth(&*token)
+        let authorization = self.authorization(method, room)?;
+        let uri = if method == "ListRooms" {
+            self.list_rooms_uri.clone()
+        } else {
+            Self::method_uri(&self.base, method)
+                .map_err(|detail| LiveKitError::Unreachable { url: display_url.to_owned(), detail })?
+        };
+        let request = http::Request::post(uri)
+            .header(http::header::AUTHORIZATION, authorization)
             .header(http::header::CONTENT_TYPE, "application/protobuf")
-            .body(request.encode_to_vec())
-            .send()
-            .await
-            .map_err(transport)?;
+            .body(http_body_util::Full::new(bytes::Bytes::from(request.encode_to_vec())))
+            .map_err(|error| LiveKitError::Unreachable { url: display_url.to_owned(), detail: error.to_string() })?;
+        let unreachable = |error: &(dyn std::error::Error + 'static)| LiveKitError::Unreachable {
+            url: display_url.to_owned(),
+            detail: innermost(error).to_string(),
+        };
+        let response = self.http.request(request).await.map_err(|error| unreachable(&error))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(transport)?;
+        let body = response.into_body().collect().await.map_err(|error| unreachable(&error))?.to_bytes();
         if status == http::StatusCode::OK {
             return Resp::decode(body)
                 .map_err(|error| LiveKitError::BadReply { method, detail: format!("undecodable protobuf ({error})") });
@@ -589,6 +593,16 @@ impl DirectTwirp {
         }
         Err(LiveKitError::NotTwirp { method, status: Some(status.as_u16()) })
     }
+}
+
+/// The innermost cause of an error, which says what happened ("Connection
+/// refused"); the outer layers only repeat the URL or the client's name.
+fn innermost<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    let mut innermost = error;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
+    }
+    innermost
 }
 
 /// Signs LiveKit join tokens with RoomControl's API key. Never leaves the

@@ -294,8 +294,7 @@ where
 }
 
 /// Sends each request to `yes` when `choose` says so, else to `no`, with
-/// no allocation: how requests without `Origin` skip CORS, and how the
-/// console's paths leave the gRPC stack.
+/// no allocation: how the console's paths leave the gRPC stack.
 #[derive(Debug, Clone)]
 pub struct Branch<Yes, No, F> {
     choose: F,
@@ -330,6 +329,46 @@ where
             futures_util::future::Either::Left(self.yes.call(request))
         } else {
             futures_util::future::Either::Right(self.no.call(request))
+        }
+    }
+}
+
+/// CORS for browsers only: requests that carry `Origin` (every browser
+/// request the CORS rules concern) go through `tower-http`'s [`Cors`];
+/// the others (backends, probes) skip it and get no CORS headers.
+///
+/// [`Cors`]: tower_http::cors::Cors
+#[derive(Debug, Clone)]
+pub struct BrowserCors<S> {
+    cors: tower_http::cors::Cors<S>,
+}
+
+impl<S> BrowserCors<S> {
+    pub fn new(cors: tower_http::cors::CorsLayer, inner: S) -> Self {
+        Self { cors: cors.layer(inner) }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BrowserCors<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<<tower_http::cors::Cors<S> as Service<Request<ReqBody>>>::Future, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // `Cors` only asks its inner service.
+        self.cors.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if request.headers().contains_key(http::header::ORIGIN) {
+            futures_util::future::Either::Left(self.cors.call(request))
+        } else {
+            futures_util::future::Either::Right(self.cors.get_mut().call(request))
         }
     }
 }

@@ -19,7 +19,7 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -28,7 +28,7 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{Config, CorsConfig};
 use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
-use crate::middleware::{Branch, CallLogLayer, EndWatchesLayer, LimitCallsLayer};
+use crate::middleware::{Branch, BrowserCors, CallLogLayer, EndWatchesLayer, LimitCallsLayer};
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::tls::{self, Tls};
@@ -149,11 +149,7 @@ impl Application {
             .service(routes.routes().prepare());
         // Browsers send `Origin`: CORS answers their preflights and labels
         // cross-origin replies. Backends send none and skip it.
-        let grpc = Branch::new(
-            |request: &http::Request<Body>| request.headers().contains_key(http::header::ORIGIN),
-            cors_layer(&config.server.cors).layer(grpc.clone()),
-            grpc,
-        );
+        let grpc = BrowserCors::new(cors_layer(&config.server.cors), grpc);
         let service: HttpService = match console_service(&config.console.dir) {
             Some(console) => BoxCloneSyncService::new(Branch::new(is_console_request, console, grpc)),
             None => BoxCloneSyncService::new(grpc),

@@ -461,9 +461,9 @@ where
                     .into_http())
                 });
             }
-            // Nothing to wait for: the shared anonymous caller, at once
-            // (inside the call's span: `call` runs in its scope).
-            tracing::Span::current().record("caller", tracing::field::display(&authenticator.anonymous));
+            // Nothing to wait for: the shared anonymous caller, at once. Not
+            // recorded in the call's span: recording re-serializes the span's
+            // JSON fields, and "anonymous" tells a log reader nothing.
             request.extensions_mut().insert(authenticator.anonymous.clone());
             return Box::pin(self.inner.call(request));
         }

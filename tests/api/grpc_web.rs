@@ -144,6 +144,14 @@ async fn cors_preflight_allows_configured_origins_and_the_headers_grpc_web_sends
     assert_eq!(reply.headers["access-control-allow-origin"], "https://app.example.com");
     let exposed = reply.headers["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
     assert!(exposed.contains("grpc-status") && exposed.contains("grpc-message"), "{exposed}");
+
+    // A caller that sends no Origin (a backend, a probe) is no browser: no
+    // CORS headers on its reply.
+    let backend = web.call_with("/roomcontrol.v1.RoomControl/ListRooms", &ListRoomsRequest::default(), &[]).await;
+    assert_eq!(backend.code(), Code::Ok);
+    let cors_headers: Vec<_> =
+        backend.headers.keys().filter(|name| name.as_str().starts_with("access-control-") || *name == "vary").collect();
+    assert!(cors_headers.is_empty(), "CORS headers without Origin: {cors_headers:?}");
 }
 
 #[tokio::test]

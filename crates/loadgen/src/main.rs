@@ -85,6 +85,10 @@ struct LabelArgs {
     /// `roomcontrol` or `baseline`, for the report.
     #[arg(long, default_value = "")]
     side: String,
+    /// A measurement for information (sizing): the report checks no
+    /// target on it, only that no call failed.
+    #[arg(long)]
+    informational: bool,
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -92,7 +96,7 @@ struct LabelArgs {
 
 impl LabelArgs {
     fn labels(&self) -> Labels {
-        Labels { scenario: self.scenario.clone(), side: self.side.clone() }
+        Labels { scenario: self.scenario.clone(), side: self.side.clone(), informational: self.informational }
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Labels {
     pub scenario: String,
     #[serde(default)]
     pub side: String,
+    /// Measured for information (sizing), not against issue 4's targets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub informational: bool,
 }
 
 /// A fixed-concurrency, fixed-duration run.

@@ -59,12 +59,43 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
-    call_duration: HistogramFamily<RpcLabels>,
     in_flight: Gauge,
     upstream: Family<UpstreamLabels, Counter>,
     upstream_duration: HistogramFamily<MethodLabels>,
     ready: Gauge,
-    tokens: Family<TokenLabels, Counter>,
+    /// The series every call touches, by RPC ([`RPC_LABELS`]' order),
+    /// resolved once: counting a call takes no lock and hashes nothing.
+    per_rpc: Vec<RpcSeries>,
+    /// `tokens_minted_total` for kind "any" and "self".
+    tokens_any: Counter,
+    tokens_self: Counter,
+}
+
+#[derive(Debug)]
+struct RpcSeries {
+    duration: Histogram,
+    /// `calls_total` with code "Ok", over gRPC and over grpc-web.
+    ok_grpc: Counter,
+    ok_grpc_web: Counter,
+}
+
+/// An RPC, as its `rpc` label: see [`Rpc::of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rpc(usize);
+
+impl Rpc {
+    /// The RPC a request path names: the method path without its leading
+    /// slash for RoomControl's own services, "other" for anything else, so
+    /// made-up paths cannot grow the label set.
+    pub fn of(path: &str) -> Rpc {
+        let method = path.strip_prefix('/').unwrap_or("");
+        let known = &RPC_LABELS[..RPC_LABELS.len() - 1];
+        Rpc(known.iter().position(|label| *label == method).unwrap_or(RPC_LABELS.len() - 1))
+    }
+
+    pub fn label(self) -> &'static str {
+        RPC_LABELS[self.0]
+    }
 }
 
 impl Metrics {
@@ -104,7 +135,32 @@ impl Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "RoomControl's version, as a label; always 1", build);
-        Arc::new(Self { registry, calls, call_duration, in_flight, upstream, upstream_duration, ready, tokens })
+        // Every RPC's latency histogram and success counters exist from the
+        // start (at zero), as Prometheus advises for known label values.
+        let per_rpc = RPC_LABELS
+            .iter()
+            .map(|&rpc| {
+                let ok = |protocol| calls.get_or_create(&CallLabels { rpc, code: "Ok", protocol }).clone();
+                RpcSeries {
+                    duration: call_duration.get_or_create(&RpcLabels { rpc }).clone(),
+                    ok_grpc: ok("grpc"),
+                    ok_grpc_web: ok("grpc-web"),
+                }
+            })
+            .collect();
+        let tokens_any = tokens.get_or_create(&TokenLabels { kind: "any" }).clone();
+        let tokens_self = tokens.get_or_create(&TokenLabels { kind: "self" }).clone();
+        Arc::new(Self {
+            registry,
+            calls,
+            in_flight,
+            upstream,
+            upstream_duration,
+            ready,
+            per_rpc,
+            tokens_any,
+            tokens_self,
+        })
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -120,10 +176,18 @@ impl Metrics {
         InFlight(self.clone())
     }
 
-    /// Counts a finished call. `rpc` is the label [`rpc_label`] gives its path.
-    pub fn call_finished(&self, rpc: &'static str, protocol: &'static str, code: tonic::Code, duration: Duration) {
-        self.calls.get_or_create(&CallLabels { rpc, code: code_label(code), protocol }).inc();
-        self.call_duration.get_or_create(&RpcLabels { rpc }).observe(duration.as_secs_f64());
+    /// Counts a finished call.
+    pub fn call_finished(&self, rpc: Rpc, grpc_web: bool, code: tonic::Code, duration: Duration) {
+        let series = &self.per_rpc[rpc.0];
+        match code {
+            tonic::Code::Ok if grpc_web => series.ok_grpc_web.inc(),
+            tonic::Code::Ok => series.ok_grpc.inc(),
+            _ => {
+                let protocol = if grpc_web { "grpc-web" } else { "grpc" };
+                self.calls.get_or_create(&CallLabels { rpc: rpc.label(), code: code_label(code), protocol }).inc()
+            }
+        };
+        series.duration.observe(duration.as_secs_f64());
     }
 
     pub fn livekit_request(&self, method: &'static str, outcome: &'static str, duration: Duration) {
@@ -136,7 +200,11 @@ impl Metrics {
     }
 
     pub fn token_minted(&self, self_service: bool) {
-        self.tokens.get_or_create(&TokenLabels { kind: if self_service { "self" } else { "any" } }).inc();
+        if self_service {
+            self.tokens_self.inc()
+        } else {
+            self.tokens_any.inc()
+        };
     }
 }
 
@@ -151,7 +219,7 @@ impl Drop for InFlight {
     }
 }
 
-/// Every method RoomControl serves, as its `rpc` label.
+/// Every method RoomControl serves, as its `rpc` label, and "other" last.
 const RPC_LABELS: [&str; 18] = [
     "roomcontrol.v1.RoomControl/CreateRoom",
     "roomcontrol.v1.RoomControl/ListRooms",
@@ -172,15 +240,6 @@ const RPC_LABELS: [&str; 18] = [
     "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
     "other",
 ];
-
-/// The `rpc` label of a request path: the method path without its leading
-/// slash for RoomControl's own services, "other" for anything else, so
-/// made-up paths cannot grow the label set. Static, so counting a call
-/// allocates nothing.
-pub fn rpc_label(path: &str) -> &'static str {
-    let method = path.strip_prefix('/').unwrap_or("");
-    RPC_LABELS[..RPC_LABELS.len() - 1].iter().find(|label| **label == method).copied().unwrap_or("other")
-}
 
 /// The `code` label: the status code's name, as tonic spells it.
 fn code_label(code: tonic::Code) -> &'static str {
@@ -212,12 +271,13 @@ mod tests {
 
     #[test]
     fn unknown_paths_share_one_label() {
-        assert_eq!(rpc_label("/roomcontrol.v1.RoomControl/CreateRoom"), "roomcontrol.v1.RoomControl/CreateRoom");
-        assert_eq!(rpc_label("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
-        assert_eq!(rpc_label("/roomcontrol.v1.RoomControl/Nope"), "other");
-        assert_eq!(rpc_label("/random/path/12345"), "other");
-        assert_eq!(rpc_label("/other"), "other");
-        assert_eq!(rpc_label(""), "other");
+        let label = |path| Rpc::of(path).label();
+        assert_eq!(label("/roomcontrol.v1.RoomControl/CreateRoom"), "roomcontrol.v1.RoomControl/CreateRoom");
+        assert_eq!(label("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
+        assert_eq!(label("/roomcontrol.v1.RoomControl/Nope"), "other");
+        assert_eq!(label("/random/path/12345"), "other");
+        assert_eq!(label("/other"), "other");
+        assert_eq!(label(""), "other");
     }
 
     #[test]
@@ -232,8 +292,8 @@ mod tests {
     fn the_text_format_carries_every_family() {
         let metrics = Metrics::new();
         metrics.call_finished(
-            rpc_label("/roomcontrol.v1.RoomControl/GetRoom"),
-            "grpc",
+            Rpc::of("/roomcontrol.v1.RoomControl/GetRoom"),
+            false,
             tonic::Code::NotFound,
             Duration::from_millis(3),
         );

@@ -16,7 +16,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 use tracing::{Instrument, field};
 
-use crate::metrics::{Metrics, rpc_label};
+use crate::metrics::{Metrics, Rpc};
 
 /// Adds a span, a closing log line and the call metrics to every call.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
-        let rpc = rpc_label(path);
+        let rpc = Rpc::of(path);
         let grpc_web = request
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -86,7 +86,7 @@ where
                 match &result {
                     Ok(response) => {
                         let code = log_response(response, elapsed);
-                        metrics.call_finished(rpc, protocol, code, elapsed);
+                        metrics.call_finished(rpc, grpc_web, code, elapsed);
                     }
                     Err(_) => tracing::warn!(latency_ms = elapsed.as_secs_f64() * 1000.0, "call failed in transport"),
                 }
@@ -339,23 +339,25 @@ where
 
 /// CORS for browsers only: requests that carry `Origin` (every browser
 /// request the CORS rules concern) go through `tower-http`'s [`Cors`];
-/// the others (backends, probes) skip it and get no CORS headers.
+/// the others (backends, probes) skip it and get no CORS headers. The
+/// policy is shared, so serving a backend's call copies none of it.
 ///
 /// [`Cors`]: tower_http::cors::Cors
 #[derive(Debug, Clone)]
 pub struct BrowserCors<S> {
-    cors: tower_http::cors::Cors<S>,
+    inner: S,
+    policy: Arc<tower_http::cors::CorsLayer>,
 }
 
 impl<S> BrowserCors<S> {
-    pub fn new(cors: tower_http::cors::CorsLayer, inner: S) -> Self {
-        Self { cors: cors.layer(inner) }
+    pub fn new(policy: tower_http::cors::CorsLayer, inner: S) -> Self {
+        Self { inner, policy: Arc::new(policy) }
     }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BrowserCors<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ResBody: Default,
 {
     type Response = Response<ResBody>;
@@ -364,15 +366,17 @@ where
         futures_util::future::Either<<tower_http::cors::Cors<S> as Service<Request<ReqBody>>>::Future, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // `Cors` only asks its inner service.
-        self.cors.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if request.headers().contains_key(http::header::ORIGIN) {
-            futures_util::future::Either::Left(self.cors.call(request))
-        } else {
-            futures_util::future::Either::Right(self.cors.get_mut().call(request))
+        if !request.headers().contains_key(http::header::ORIGIN) {
+            return futures_util::future::Either::Right(self.inner.call(request));
         }
+        // The service `poll_ready` prepared, wrapped in the policy (`Cors`
+        // asks nothing more of it); a clone stays for the next call.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        futures_util::future::Either::Left(self.policy.layer(ready).call(request))
     }
 }

@@ -63,7 +63,10 @@ pub fn livekit_http(connect_timeout: std::time::Duration) -> Result<LiveKitHttp,
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
+    // A backstop: callers bound every request (connection included) by
+    // `livekit.timeout` and report that; this only ends a connection
+    // attempt the pool would otherwise leave running.
+    http.set_connect_timeout(Some(connect_timeout + std::time::Duration::from_secs(1)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config()?)
         .https_or_http()

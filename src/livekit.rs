@@ -232,9 +232,10 @@ impl LiveKit {
         // Sent directly: the most frequent read (GetRoom is a ListRooms by
         // name), with a prepared URL and a reused service token, where the
         // crate would parse the URL and sign a token on every call.
-        const METHOD: &str = "ListRooms";
-        let reply: lk::ListRoomsResponse =
-            self.bounded_direct(METHOD, deadline, self.direct.call(METHOD, "", lk::ListRoomsRequest { names })).await?;
+        const METHOD: DirectMethod = DirectMethod::ListRooms;
+        let reply: lk::ListRoomsResponse = self
+            .bounded_direct(METHOD.name(), deadline, self.direct.call(METHOD, "", lk::ListRoomsRequest { names }))
+            .await?;
         Ok(reply.rooms)
     }
 
@@ -306,7 +307,7 @@ impl LiveKit {
         muted: bool,
         deadline: Option<Instant>,
     ) -> Result<Option<lk::TrackInfo>, LiveKitError> {
-        const METHOD: &str = "MutePublishedTrack";
+        const METHOD: DirectMethod = DirectMethod::MutePublishedTrack;
         let request = lk::MuteRoomTrackRequest {
             room: room.to_owned(),
             identity: identity.to_owned(),
@@ -314,7 +315,7 @@ impl LiveKit {
             muted,
         };
         let reply: lk::MuteRoomTrackResponse =
-            self.bounded_direct(METHOD, deadline, self.direct.call(METHOD, room, request)).await?;
+            self.bounded_direct(METHOD.name(), deadline, self.direct.call(METHOD, room, request)).await?;
         Ok(reply.track)
     }
 
@@ -336,7 +337,7 @@ impl LiveKit {
 
     /// Sent directly: the crate cannot send a caller's nonce.
     pub async fn send_data(&self, packet: DataPacket, deadline: Option<Instant>) -> Result<(), LiveKitError> {
-        const METHOD: &str = "SendData";
+        const METHOD: DirectMethod = DirectMethod::SendData;
         let nonce = if packet.nonce.is_empty() { rand::random::<[u8; 16]>().to_vec() } else { packet.nonce };
         let kind = if packet.reliable { lk::data_packet::Kind::Reliable } else { lk::data_packet::Kind::Lossy };
         #[allow(deprecated)] // destination_sids: LiveKit's deprecated field, left empty.
@@ -350,7 +351,7 @@ impl LiveKit {
             nonce,
         };
         let _: lk::SendDataResponse =
-            self.bounded_direct(METHOD, deadline, self.direct.call(METHOD, &packet.room, request)).await?;
+            self.bounded_direct(METHOD.name(), deadline, self.direct.call(METHOD, &packet.room, request)).await?;
         Ok(())
     }
 
@@ -412,7 +413,7 @@ impl LiveKit {
     /// tells which.
     async fn explain_unreadable_error(&self, method: &'static str, deadline: Option<Instant>) -> LiveKitError {
         let request = lk::ListRoomsRequest { names: vec![PROBE_ROOM.to_owned()] };
-        let probe = self.direct.call::<_, lk::ListRoomsResponse>("ListRooms", "", request);
+        let probe = self.direct.call::<_, lk::ListRoomsResponse>(DirectMethod::ListRooms, "", request);
         match self.time_limited(method, deadline, probe).await {
             Err(LiveKitError::CredentialsRejected { .. }) => LiveKitError::CredentialsRejected { method },
             Err(LiveKitError::NotTwirp { status, .. }) => LiveKitError::NotTwirp { method, status },
@@ -482,12 +483,35 @@ fn twirp_error(method: &'static str, code: String, msg: String) -> LiveKitError 
     LiveKitError::Twirp { method, code, msg }
 }
 
+/// The LiveKit methods RoomControl sends as Twirp itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirectMethod {
+    /// The hot read: its `room_list` service token is reused.
+    ListRooms,
+    MutePublishedTrack,
+    SendData,
+}
+
+impl DirectMethod {
+    const ALL: [DirectMethod; 3] = [DirectMethod::ListRooms, DirectMethod::MutePublishedTrack, DirectMethod::SendData];
+
+    fn name(self) -> &'static str {
+        match self {
+            DirectMethod::ListRooms => "ListRooms",
+            DirectMethod::MutePublishedTrack => "MutePublishedTrack",
+            DirectMethod::SendData => "SendData",
+        }
+    }
+}
+
 /// Twirp over HTTP for the calls the crate cannot make safely, and for
 /// ListRooms, the hot read.
 struct DirectTwirp {
     http: crate::crypto::LiveKitHttp,
-    base: Url,
-    list_rooms_uri: http::Uri,
+    /// LiveKit's URL, for messages.
+    display_url: String,
+    /// Each method's URI, in [`DirectMethod::ALL`]'s order, prepared once.
+    uris: [http::Uri; 3],
     api_key: String,
     api_secret: SecretString,
     /// The `authorization` header ListRooms sends (a `room_list` service
@@ -505,28 +529,27 @@ struct TwirpErrorBody {
 impl DirectTwirp {
     fn new(base: Url, api_key: &str, api_secret: SecretString, timeout: Duration) -> Result<Self, String> {
         let http = crate::crypto::livekit_http(timeout)?;
-        let list_rooms_uri = Self::method_uri(&base, "ListRooms")?;
+        let uri = |method: DirectMethod| {
+            let mut url = base.clone();
+            url.set_path(&format!("/twirp/livekit.RoomService/{}", method.name()));
+            url.as_str().parse::<http::Uri>().map_err(|error| format!("livekit.url {base} cannot be used: {error}"))
+        };
+        let [list_rooms, mute, send_data] = DirectMethod::ALL;
         Ok(Self {
             http,
-            base,
-            list_rooms_uri,
+            display_url: base.as_str().trim_end_matches('/').to_owned(),
+            uris: [uri(list_rooms)?, uri(mute)?, uri(send_data)?],
             api_key: api_key.to_owned(),
             api_secret,
             list_authorization: std::sync::Mutex::new(None),
         })
     }
 
-    fn method_uri(base: &Url, method: &str) -> Result<http::Uri, String> {
-        let mut url = base.clone();
-        url.set_path(&format!("/twirp/livekit.RoomService/{method}"));
-        url.as_str().parse().map_err(|error| format!("livekit.url {base} cannot be used: {error}"))
-    }
-
     /// The `authorization` header for `method`: a `room_list` service token
     /// for ListRooms (signed once and reused for half its lifetime),
     /// otherwise `room_admin` on the room, signed for this call.
-    fn authorization(&self, method: &str, room: &str) -> Result<http::HeaderValue, LiveKitError> {
-        if method != "ListRooms" {
+    fn authorization(&self, method: DirectMethod, room: &str) -> Result<http::HeaderValue, LiveKitError> {
+        if method != DirectMethod::ListRooms {
             let grants = VideoGrants { room_admin: true, room: room.to_owned(), ..Default::default() };
             return self.sign_authorization(grants);
         }
@@ -557,20 +580,16 @@ impl DirectTwirp {
 
     async fn call<Req: Message, Resp: Message + Default>(
         &self,
-        method: &'static str,
+        method: DirectMethod,
         room: &str,
         request: Req,
     ) -> Result<Resp, LiveKitError> {
         use http_body_util::BodyExt;
 
-        let display_url = self.base.as_str().trim_end_matches('/');
+        let display_url = self.display_url.as_str();
         let authorization = self.authorization(method, room)?;
-        let uri = if method == "ListRooms" {
-            self.list_rooms_uri.clone()
-        } else {
-            Self::method_uri(&self.base, method)
-                .map_err(|detail| LiveKitError::Unreachable { url: display_url.to_owned(), detail })?
-        };
+        let uri = self.uris[method as usize].clone();
+        let method = method.name();
         let request = http::Request::post(uri)
             .header(http::header::AUTHORIZATION, authorization)
             .header(http::header::CONTENT_TYPE, "application/protobuf")

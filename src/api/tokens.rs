@@ -58,7 +58,8 @@ pub fn authorized_create_token(
 /// What the audit line says about a minted token: its lifetime and
 /// permissions (never the token).
 fn token_detail(request: &CreateTokenRequest, ttl: std::time::Duration, for_anyone: bool) -> String {
-    let permissions = request.permissions.clone().unwrap_or_default();
+    let default = TokenPermissions::default();
+    let permissions = request.permissions.as_ref().unwrap_or(&default);
     let flag = |value: Option<bool>| value.map_or("default", |set| if set { "yes" } else { "no" });
     format!(
         "{}ttl {}, publish {}, subscribe {}, data {}, sources [{}], update own metadata {}, hidden {}",

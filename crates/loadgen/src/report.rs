@@ -163,6 +163,9 @@ fn find<'a, T>(
 
 const ROOMCONTROL: &str = "roomcontrol";
 const BASELINE: &str = "baseline";
+/// The bare tonic proxy of `baseline-server --livekit-url`: for the calls
+/// that reach LiveKit, the limit of the stack RoomControl is built on.
+const PROXY: &str = "proxy";
 
 /// Renders the table (Markdown) and, below it, every run's details.
 pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
@@ -231,8 +234,15 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
             if let Some(base) = base {
                 let added = rc.latency_us.p50 - base.latency_us.p50;
                 verdict = format!("{verdict}; p50 {added:+.0} us");
+                if let Some(proxy) = load(PROXY) {
+                    verdict = format!(
+                        "{verdict}; a bare tonic proxy: p50 {:+.0} us, {:.2}x",
+                        proxy.latency_us.p50 - base.latency_us.p50,
+                        ratio(proxy.calls_per_s, base.calls_per_s),
+                    );
+                }
             }
-            let errors = rc.errors + base.map_or(0, |b| b.errors);
+            let errors = rc.errors + base.map_or(0, |b| b.errors) + load(PROXY).map_or(0, |p| p.errors);
             if errors > 0 {
                 verdict = format!("{verdict}; {errors} ERRORS");
             }
@@ -354,5 +364,26 @@ mod tests {
         let table = render(&records, None);
         assert!(table.contains("| CreateToken gRPC c=64 | 45,000 calls/s | 50,000 calls/s | 0.90x |"), "{table}");
         assert!(table.contains("| met; p50 +0 us |"), "{table}");
+    }
+
+    #[test]
+    fn a_room_read_shows_the_bare_proxy_beside_roomcontrol() {
+        let line = |side: &str, protocol: &str, calls_per_s: f64, p50: f64| {
+            format!(
+                r#"{{"kind":"load","scenario":"GetRoom, c=1","side":"{side}","rpc":"get-room","protocol":"{protocol}","target":"http://x","concurrency":1,"connections":1,"duration_s":5.0,"warmup_s":1.0,"calls":10,"errors":0,"error_kinds":{{}},"calls_per_s":{calls_per_s},"latency_us":{{"p50":{p50},"p90":1000.0,"p99":1500.0,"p999":2000.0,"max":3000.0,"mean":950.0}},"client_cpu_util":0.5,"server":null}}"#
+            )
+        };
+        let text = [
+            line("baseline", "twirp", 10_000.0, 90.0),
+            line("proxy", "grpc", 5_000.0, 190.0),
+            line("roomcontrol", "grpc", 4_000.0, 200.0),
+        ]
+        .join("\n");
+        let table = render(&parse_records(&text).unwrap(), None);
+        assert!(
+            table.contains("| MISSED (adds <= 60 us at p50); p50 +110 us; a bare tonic proxy: p50 +100 us, 0.50x |"),
+            "{table}"
+        );
+        assert!(table.contains("| GetRoom, c=1 | proxy | 1 | 5,000 |"), "{table}");
     }
 }

@@ -114,7 +114,7 @@ impl Proxy {
     }
 
     async fn list_rooms(&self, names: Vec<String>) -> Result<Vec<Room>, Status> {
-        let body = livekit_protocol::ListRoomsRequest { names, ..Default::default() }.encode_to_vec();
+        let body = livekit_protocol::ListRoomsRequest { names }.encode_to_vec();
         let mut request = http::Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();

@@ -213,8 +213,11 @@ impl Application {
             closing,
             admin_health,
         } = self;
+        let runtime = tokio::runtime::Handle::current();
         tracing::info!(
             address = %local_addr,
+            worker_threads = runtime.metrics().num_workers(),
+            runtime = ?runtime.runtime_flavor(),
             tls = tls.is_some(),
             livekit = %config.livekit.url,
             authentication = authenticator.is_enabled(),

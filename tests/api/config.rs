@@ -83,7 +83,7 @@ fn an_explicit_config_file_is_read_and_must_exist() {
 #[test]
 fn bad_values_stop_start_up_with_one_line_naming_the_key_and_its_source() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 7] = [
         (
             &[("PORT", "http")],
             "server.port: invalid type: found string \"http\", expected u16 (from PORT environment variable)",
@@ -103,6 +103,10 @@ fn bad_values_stop_start_up_with_one_line_naming_the_key_and_its_source() {
         (
             &[("ROOMCONTROL_SERVER__CORS__ALLOWED_ORIGINS", "[\"https://app.example.com/path\"]")],
             "server.cors.allowed_origins = \"https://app.example.com/path\"",
+        ),
+        (
+            &[("ROOMCONTROL_SERVER__WORKER_THREADS", "4096")],
+            "server.worker_threads = 4096 (from ROOMCONTROL_SERVER__WORKER_THREADS environment variable): expected 0 (one per CPU) to 1024",
         ),
         (
             &[("ROOMCONTROL_LIVEKIT__API_SECRET", "")],

@@ -86,6 +86,40 @@ async fn the_served_process_stops_cleanly_on_sigterm_and_never_logs_its_secret()
     assert!(!log.contains(SECRET), "the secret never reaches the logs");
 }
 
+#[tokio::test]
+async fn the_process_serves_on_a_single_threaded_or_a_multi_threaded_runtime() {
+    let standin = StandIn::start(StandInConfig::default()).await.unwrap();
+    standin.create_room("on-any-runtime");
+    let dir = tempfile::tempdir().unwrap();
+    for (threads, flavor) in [("1", "CurrentThread"), ("3", "MultiThread")] {
+        let env = [
+            ("LIVEKIT_URL", standin.url()),
+            ("LIVEKIT_API_KEY", standin.api_key().to_owned()),
+            ("LIVEKIT_API_SECRET", standin.api_secret().to_owned()),
+            ("ROOMCONTROL_SERVER__WORKER_THREADS", threads.to_owned()),
+        ];
+        let (child, address, lines, mut log) = start_binary(dir.path(), &env).await;
+        let listening: serde_json::Value = serde_json::from_str(log.last().unwrap()).unwrap();
+        assert_eq!(listening["worker_threads"].to_string(), threads, "{listening}");
+        assert_eq!(listening["runtime"], flavor, "{listening}");
+        // A call that reaches LiveKit and one that does not.
+        let mut client = RoomControlClient::connect(format!("http://{address}")).await.unwrap();
+        let room = client.get_room(GetRoomRequest { name: "on-any-runtime".into() }).await.unwrap().into_inner();
+        assert_eq!(room.name, "on-any-runtime");
+        let token = client
+            .create_token(CreateTokenRequest {
+                room: "on-any-runtime".into(),
+                identity: "ann".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!token.token.is_empty());
+        stop_binary(child, lines, &mut log).await;
+    }
+}
+
 /// Starts the binary in `dir` with JSON logs; returns it, its address and
 /// its log lines.
 pub async fn start_binary(

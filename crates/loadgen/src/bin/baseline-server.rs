@@ -172,9 +172,22 @@ fn constant_reply() -> Result<CreateTokenResponse, String> {
     })
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+/// The runtime RoomControl would choose here (`server.worker_threads = 0`):
+/// single-threaded on one CPU, else one worker per CPU. The stack's limit
+/// is measured on the same runtime as RoomControl.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()?.block_on(serve(Args::parse()))
+}
+
+async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let reply = constant_reply()?;
     let proxy = match &args.livekit_url {
         Some(url) => Some(Proxy::new(url, &args.api_key, &args.api_secret)?),

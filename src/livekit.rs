@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use livekit_api::access_token::{AccessToken, Claims, VideoGrants};
 use livekit_api::services::room::{CreateRoomOptions, RoomClient, UpdateParticipantOptions};
@@ -26,6 +27,7 @@ use livekit_api::services::{ServerError, ServiceError};
 use livekit_protocol as lk;
 use prost::Message;
 use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
 use url::Url;
 
 use crate::config::{self, LiveKitConfig};
@@ -630,7 +632,9 @@ fn innermost<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::
 /// process.
 pub struct TokenSigner {
     api_key: String,
-    key: jsonwebtoken::EncodingKey,
+    /// HMAC-SHA256 keyed with the API secret once; each token signs with a
+    /// copy, skipping the key schedule (the same crate jsonwebtoken uses).
+    mac: Hmac<Sha256>,
     /// The JWS header, `{"typ":"JWT","alg":"HS256"}`, serialized and
     /// base64url-encoded once: it is the same for every token.
     encoded_header: String,
@@ -693,9 +697,11 @@ impl TokenSigner {
         };
         let header = serde_json::to_vec(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256))
             .map_err(|error| format!("cannot encode the token header: {error}"))?;
+        let mac = Hmac::<Sha256>::new_from_slice(config.api_secret.expose_secret().as_bytes())
+            .map_err(|error| format!("cannot key HMAC-SHA256 with livekit.api_secret: {error}"))?;
         Ok(Self {
             api_key: config.api_key.clone(),
-            key: jsonwebtoken::EncodingKey::from_secret(config.api_secret.expose_secret().as_bytes()),
+            mac,
             encoded_header: URL_SAFE_NO_PAD.encode(header),
             server_url,
         })
@@ -746,9 +752,10 @@ impl TokenSigner {
         token.push_str(&self.encoded_header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
-        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), &self.key, jsonwebtoken::Algorithm::HS256)?;
+        let mut mac = self.mac.clone();
+        mac.update(token.as_bytes());
         token.push('.');
-        token.push_str(&signature);
+        URL_SAFE_NO_PAD.encode_string(mac.finalize().into_bytes(), &mut token);
         Ok(token)
     }
 }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use livekit_api::access_token::{AccessToken, Claims, VideoGrants};
 use livekit_api::services::room::{CreateRoomOptions, RoomClient, UpdateParticipantOptions};
 use livekit_api::services::{ServerError, ServiceError};
@@ -699,12 +699,7 @@ impl TokenSigner {
             .map_err(|error| format!("cannot encode the token header: {error}"))?;
         let mac = Hmac::<Sha256>::new_from_slice(config.api_secret.expose_secret().as_bytes())
             .map_err(|error| format!("cannot key HMAC-SHA256 with livekit.api_secret: {error}"))?;
-        Ok(Self {
-            api_key: config.api_key.clone(),
-            mac,
-            encoded_header: URL_SAFE_NO_PAD.encode(header),
-            server_url,
-        })
+        Ok(Self { api_key: config.api_key.clone(), mac, encoded_header: URL_SAFE_NO_PAD.encode(header), server_url })
     }
 
     /// The URL clients connect to.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use http::{Request, Response};
 use tower::{Layer, Service};
 use tracing::{Instrument, field};
@@ -171,7 +172,8 @@ where
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    /// Every call but a Watch passes straight through, unboxed.
+    type Future = Either<S::Future, Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -181,14 +183,14 @@ where
         let watch = request.uri().path() == "/grpc.health.v1.Health/Watch";
         let future = self.inner.call(request);
         if !watch {
-            return Box::pin(future);
+            return Either::Left(future);
         }
         let mut closing = self.closing.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let response = future.await?;
             let closed = Box::pin(async move { crate::shutdown::stopped(&mut closing).await });
             Ok(response.map(|body| tonic::body::Body::new(EndOnClose { inner: body, closed, ended: false })))
-        })
+        }))
     }
 }
 
@@ -264,7 +266,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    /// Served now (the usual case, unboxed), or boxed while it waits.
+    type Future = Either<Holding<S::Future>, Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -272,28 +275,43 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if !request.uri().path().starts_with("/roomcontrol.v1.RoomControl/") {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(Holding { future: self.inner.call(request), slot: None });
         }
         // A free slot (the usual case): serve now, holding the slot until
         // the answer is ready.
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-            let future = self.inner.call(request);
-            return Box::pin(async move {
-                let response = future.await;
-                drop(slot);
-                response
-            });
+            return Either::Left(Holding { future: self.inner.call(request), slot: Some(slot) });
         }
         // Wait for a slot. The clone is not ready; the one `poll_ready`
         // prepared serves this call once a slot frees up.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let slots = self.slots.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             // The semaphore is never closed, so acquiring cannot fail.
             let _slot = slots.acquire_owned().await.ok();
             inner.call(request).await
-        })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call's future and the concurrency slot it holds until it is ready.
+    pub struct Holding<F> {
+        #[pin]
+        future: F,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    }
+}
+
+impl<F: Future> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.future.poll(cx));
+        this.slot.take();
+        Poll::Ready(output)
     }
 }
 
@@ -320,7 +338,7 @@ where
 {
     type Response = Yes::Response;
     type Error = Yes::Error;
-    type Future = futures_util::future::Either<Yes::Future, No::Future>;
+    type Future = Either<Yes::Future, No::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Both, since either may get the call.
@@ -330,9 +348,9 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         if (self.choose)(&request) {
-            futures_util::future::Either::Left(self.yes.call(request))
+            Either::Left(self.yes.call(request))
         } else {
-            futures_util::future::Either::Right(self.no.call(request))
+            Either::Right(self.no.call(request))
         }
     }
 }
@@ -362,8 +380,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future =
-        futures_util::future::Either<<tower_http::cors::Cors<S> as Service<Request<ReqBody>>>::Future, S::Future>;
+    type Future = Either<<tower_http::cors::Cors<S> as Service<Request<ReqBody>>>::Future, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -371,12 +388,12 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if !request.headers().contains_key(http::header::ORIGIN) {
-            return futures_util::future::Either::Right(self.inner.call(request));
+            return Either::Right(self.inner.call(request));
         }
         // The service `poll_ready` prepared, wrapped in the policy (`Cors`
         // asks nothing more of it); a clone stays for the next call.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        futures_util::future::Either::Left(self.policy.layer(ready).call(request))
+        Either::Left(self.policy.layer(ready).call(request))
     }
 }

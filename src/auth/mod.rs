@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::{Request, Response};
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -388,17 +389,17 @@ pub fn check_config(config: &AuthConfig) -> Result<(), (String, String, String)>
 /// Whether the request names a loopback host (`Host`, or `:authority` in
 /// HTTP/2); a request naming none is allowed.
 fn addressed_to_loopback<B>(request: &Request<B>) -> bool {
-    let authority = request.uri().authority().map(|authority| authority.host().to_owned()).or_else(|| {
-        let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
-        let host = host.parse::<http::uri::Authority>().ok()?;
-        Some(host.host().to_owned())
-    });
-    match authority {
-        None => true,
-        Some(host) => {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        }
+    let loopback = |host: &str| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    };
+    if let Some(authority) = request.uri().authority() {
+        return loopback(authority.host());
+    }
+    match request.headers().get(http::header::HOST).map(|host| http::uri::Authority::try_from(host.as_bytes())) {
+        Some(Ok(authority)) => loopback(authority.host()),
+        // No Host, or one that is not a host name at all.
+        None | Some(Err(_)) => true,
     }
 }
 
@@ -441,7 +442,8 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    /// Calls that need no check pass straight through, unboxed.
+    type Future = Either<S::Future, Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -449,30 +451,30 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         if is_public(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
         let authenticator = &self.authenticator;
         if !authenticator.enabled {
             if authenticator.local_only && !addressed_to_loopback(&request) {
-                return Box::pin(async {
+                return Either::Right(Box::pin(async {
                     Ok(tonic::Status::permission_denied(
                         "RoomControl runs without authentication and answers only requests addressed to localhost, 127.0.0.1 or [::1]; configure authentication (auth.issuers or auth.api_keys) to serve other names",
                     )
                     .into_http())
-                });
+                }));
             }
             // Nothing to wait for: the shared anonymous caller, at once. Not
             // recorded in the call's span: recording re-serializes the span's
             // JSON fields, and "anonymous" tells a log reader nothing.
             request.extensions_mut().insert(authenticator.anonymous.clone());
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
         // The clone is not ready; the one `poll_ready` prepared serves this
         // call once the credential is checked.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = self.authenticator.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let header = request.headers().get(http::header::AUTHORIZATION).cloned();
             match authenticator.authenticate(header.as_ref().map(http::HeaderValue::as_bytes)).await {
                 Ok(caller) => {
@@ -485,7 +487,7 @@ where
                 }
                 Err(AuthFailure::Unavailable(message)) => Ok(tonic::Status::unavailable(message).into_http()),
             }
-        })
+        }))
     }
 }
 

@@ -692,6 +692,32 @@ async fn health_answers_even_when_every_call_slot_is_taken() {
 }
 
 #[tokio::test]
+async fn a_call_beyond_the_limit_waits_for_a_slot_and_is_served_once_one_frees() {
+    let app = spawn_app_with(|config| config.server.max_concurrent_calls = 1).await;
+    let standin = crate::standin_or_skip!(app);
+    standin.set_delay(Duration::from_millis(300));
+    let (mut first_client, mut second_client) = (app.client.clone(), app.client.clone());
+    let first = tokio::spawn(async move {
+        first_client.list_rooms(ListRoomsRequest::default()).await.map(|_| std::time::Instant::now())
+    });
+    standin.wait_for_calls("ListRooms", 1).await;
+    let second = tokio::spawn(async move {
+        second_client.list_rooms(ListRoomsRequest::default()).await.map(|_| std::time::Instant::now())
+    });
+    let first_done = first.await.unwrap().expect("the first call is served");
+    let second_done = second.await.unwrap().expect("the waiting call is served once the slot frees");
+    // LiveKit takes 300 ms per call: the second one reached it only after
+    // the first one's answer freed the slot.
+    assert!(
+        second_done.duration_since(first_done) >= Duration::from_millis(300),
+        "the second call waited for the first one's slot"
+    );
+    // The slots are back: a third call goes straight through.
+    standin.set_delay(Duration::ZERO);
+    app.client.clone().list_rooms(ListRoomsRequest::default()).await.expect("a free slot");
+}
+
+#[tokio::test]
 async fn without_authentication_only_requests_addressed_to_loopback_are_served() {
     let app = crate::support::spawn_app().await;
     let web = app.grpc_web();

@@ -24,6 +24,17 @@ pub mod proto {
     tonic::include_proto!("roomcontrol.v1");
 }
 
+/// A tokio runtime with `threads` workers; with one, the single-threaded
+/// runtime (cheapest on one core). `baseline-server` passes the CPUs it may
+/// use, as RoomControl does with `server.worker_threads = 0`.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    }
+}
+
 /// Parses `name:value`.
 pub fn parse_header(header: &str) -> Result<(String, String), String> {
     let (name, value) = header.split_once(':').ok_or_else(|| format!("{header:?}: expected name:value"))?;

@@ -186,12 +186,7 @@ struct ReportArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = if cli.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads).enable_all().build()
-    };
-    let runtime = match runtime {
+    let runtime = match loadgen::runtime(cli.threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("loadgen: cannot start the runtime: {error}");

@@ -177,14 +177,7 @@ fn constant_reply() -> Result<CreateTokenResponse, String> {
 /// is measured on the same runtime as RoomControl.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    builder.enable_all().build()?.block_on(serve(Args::parse()))
+    loadgen::runtime(threads)?.block_on(serve(Args::parse()))
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {

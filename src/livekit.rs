@@ -495,8 +495,6 @@ enum DirectMethod {
 }
 
 impl DirectMethod {
-    const ALL: [DirectMethod; 3] = [DirectMethod::ListRooms, DirectMethod::MutePublishedTrack, DirectMethod::SendData];
-
     fn name(self) -> &'static str {
         match self {
             DirectMethod::ListRooms => "ListRooms",
@@ -512,7 +510,7 @@ struct DirectTwirp {
     http: crate::crypto::LiveKitHttp,
     /// LiveKit's URL, for messages.
     display_url: String,
-    /// Each method's URI, in [`DirectMethod::ALL`]'s order, prepared once.
+    /// Each method's URI, prepared once, indexed by `DirectMethod as usize`.
     uris: [http::Uri; 3],
     api_key: String,
     api_secret: SecretString,
@@ -536,11 +534,10 @@ impl DirectTwirp {
             url.set_path(&format!("/twirp/livekit.RoomService/{}", method.name()));
             url.as_str().parse::<http::Uri>().map_err(|error| format!("livekit.url {base} cannot be used: {error}"))
         };
-        let [list_rooms, mute, send_data] = DirectMethod::ALL;
         Ok(Self {
             http,
             display_url: base.as_str().trim_end_matches('/').to_owned(),
-            uris: [uri(list_rooms)?, uri(mute)?, uri(send_data)?],
+            uris: [uri(DirectMethod::ListRooms)?, uri(DirectMethod::MutePublishedTrack)?, uri(DirectMethod::SendData)?],
             api_key: api_key.to_owned(),
             api_secret,
             list_authorization: std::sync::Mutex::new(None),
@@ -740,7 +737,7 @@ impl TokenSigner {
 
     /// What `jsonwebtoken::encode` makes, byte for byte, with the header
     /// encoded once and one buffer instead of four: the JWS compact form
-    /// `header.claims.signature`, signed by `jsonwebtoken`'s provider.
+    /// `header.claims.signature`, signed with a copy of the pre-keyed HMAC.
     fn encode(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = serde_json::to_vec(claims)?;
         let mut token = String::with_capacity(self.encoded_header.len() + claims.len() * 4 / 3 + 48);

@@ -21,12 +21,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use livekit_api::access_token::{AccessToken, Claims, VideoGrants};
+use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_api::services::room::{CreateRoomOptions, RoomClient, UpdateParticipantOptions};
 use livekit_api::services::{ServerError, ServiceError};
 use livekit_protocol as lk;
 use prost::Message;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
 use sha2::Sha256;
 use url::Url;
 
@@ -706,39 +707,41 @@ impl TokenSigner {
 
     /// Signs a join token: HS256, `iss` the API key, `sub` the identity,
     /// `nbf` now, `exp` now + ttl (whole seconds), LiveKit's `video` grant.
-    pub fn sign(&self, grant: JoinGrant) -> Result<SignedToken, LiveKitError> {
+    pub fn sign(&self, grant: &JoinGrant) -> Result<SignedToken, LiveKitError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let expires_at = now.saturating_add(grant.ttl.as_secs());
-        let video = VideoGrants {
-            room_join: true,
-            room: grant.room,
-            can_publish: grant.can_publish,
-            can_subscribe: grant.can_subscribe,
-            can_publish_data: grant.can_publish_data,
-            can_publish_sources: grant.can_publish_sources.into_iter().map(str::to_owned).collect(),
-            can_update_own_metadata: grant.can_update_own_metadata,
-            hidden: grant.hidden,
-            ..Default::default()
-        };
-        let claims = Claims {
-            exp: expires_at as usize,
-            iss: self.api_key.clone(),
-            nbf: now as usize,
-            sub: grant.identity,
-            name: grant.name,
-            video,
-            metadata: grant.metadata,
-            attributes: grant.attributes,
-            ..Default::default()
-        };
+        let claims = self.claims(grant, now);
         let token = self.encode(&claims).map_err(|error| LiveKitError::Signing(error.to_string()))?;
-        Ok(SignedToken { token, server_url: self.server_url.clone(), expires_at })
+        Ok(SignedToken { token, server_url: self.server_url.clone(), expires_at: claims.exp })
+    }
+
+    /// The claims of a token for `grant` issued at `now` (seconds since the
+    /// Unix epoch).
+    fn claims<'a>(&'a self, grant: &'a JoinGrant, now: u64) -> JoinClaims<'a> {
+        JoinClaims {
+            exp: now.saturating_add(grant.ttl.as_secs()),
+            iss: &self.api_key,
+            nbf: now,
+            sub: &grant.identity,
+            name: &grant.name,
+            video: JoinVideoGrant {
+                room_join: true,
+                room: &grant.room,
+                can_publish: grant.can_publish,
+                can_subscribe: grant.can_subscribe,
+                can_publish_data: grant.can_publish_data,
+                can_publish_sources: &grant.can_publish_sources,
+                can_update_own_metadata: grant.can_update_own_metadata,
+                hidden: grant.hidden,
+            },
+            metadata: &grant.metadata,
+            attributes: &grant.attributes,
+        }
     }
 
     /// What `jsonwebtoken::encode` makes, byte for byte, with the header
     /// encoded once and one buffer instead of four: the JWS compact form
     /// `header.claims.signature`, signed with a copy of the pre-keyed HMAC.
-    fn encode(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    fn encode(&self, claims: &impl Serialize) -> Result<String, serde_json::Error> {
         let claims = serde_json::to_vec(claims)?;
         let mut token = String::with_capacity(self.encoded_header.len() + claims.len() * 4 / 3 + 48);
         token.push_str(&self.encoded_header);
@@ -752,28 +755,147 @@ impl TokenSigner {
     }
 }
 
+/// A join token's claims, serialized as livekit-api's `Claims` serializes
+/// them (the same names, order and omissions; the tests compare the bytes),
+/// borrowed from the grant instead of copied into one.
+#[derive(Serialize)]
+struct JoinClaims<'a> {
+    exp: u64,
+    iss: &'a str,
+    nbf: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    sub: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    video: JoinVideoGrant<'a>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    metadata: &'a str,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    attributes: &'a HashMap<String, String>,
+}
+
+/// The part of livekit-api's `VideoGrants` a join token uses, in its order.
+/// `None` is left out, so LiveKit applies its default.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinVideoGrant<'a> {
+    room_join: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    room: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    can_publish: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    can_subscribe: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    can_publish_data: Option<bool>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    can_publish_sources: &'a [&'static str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    can_update_own_metadata: Option<bool>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hidden: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use livekit_api::access_token::Claims;
+
+    /// The claims livekit-api's `AccessToken` would sign for `grant`.
+    fn livekit_claims(api_key: &str, grant: &JoinGrant, now: u64) -> Claims {
+        Claims {
+            exp: (now + grant.ttl.as_secs()) as usize,
+            iss: api_key.to_owned(),
+            nbf: now as usize,
+            sub: grant.identity.clone(),
+            name: grant.name.clone(),
+            video: VideoGrants {
+                room_join: true,
+                room: grant.room.clone(),
+                can_publish: grant.can_publish,
+                can_subscribe: grant.can_subscribe,
+                can_publish_data: grant.can_publish_data,
+                can_publish_sources: grant.can_publish_sources.iter().map(|s| (*s).to_owned()).collect(),
+                can_update_own_metadata: grant.can_update_own_metadata,
+                hidden: grant.hidden,
+                ..Default::default()
+            },
+            metadata: grant.metadata.clone(),
+            // A clone iterates in the same order: the JSON objects match.
+            attributes: grant.attributes.clone(),
+            ..Default::default()
+        }
+    }
 
     #[test]
-    fn join_tokens_are_what_jsonwebtoken_encodes() {
+    fn join_tokens_are_what_jsonwebtoken_encodes_from_livekit_claims() {
         let config = crate::config::Config::default().livekit;
         let signer = TokenSigner::new(&config).unwrap();
-        let claims = Claims {
-            exp: 1_900_000_000,
-            iss: config.api_key.clone(),
-            nbf: 1_800_000_000,
-            sub: "ada".to_owned(),
-            name: "Ada \"the first\" Lovelace ✓".to_owned(),
-            video: VideoGrants { room_join: true, room: "math-101".to_owned(), ..Default::default() },
-            metadata: "{\"seat\":3}".to_owned(),
-            attributes: HashMap::from([("team".to_owned(), "blue".to_owned())]),
+        let key = jsonwebtoken::EncodingKey::from_secret(config.api_secret.expose_secret().as_bytes());
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        let minimal = JoinGrant {
+            room: "math-101".to_owned(),
+            identity: "ada".to_owned(),
+            name: "ada".to_owned(),
+            ttl: Duration::from_secs(3600),
             ..Default::default()
         };
-        let key = jsonwebtoken::EncodingKey::from_secret(config.api_secret.expose_secret().as_bytes());
-        let expected =
-            jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).unwrap();
-        assert_eq!(signer.encode(&claims).unwrap(), expected);
+        let grants = [
+            minimal.clone(),
+            JoinGrant {
+                name: "Ada \"the first\" Lovelace ✓ </script>\n\u{1}\u{7f}".to_owned(),
+                metadata: "{\"seat\":3}".to_owned(),
+                attributes: HashMap::from([
+                    ("team".to_owned(), "blue".to_owned()),
+                    ("role".to_owned(), "tab\there".to_owned()),
+                    ("seat".to_owned(), String::new()),
+                ]),
+                can_publish: Some(false),
+                can_subscribe: Some(true),
+                can_publish_data: Some(false),
+                can_publish_sources: vec!["camera", "microphone", "screen_share", "screen_share_audio"],
+                can_update_own_metadata: Some(true),
+                hidden: true,
+                ..minimal.clone()
+            },
+            JoinGrant {
+                can_publish: Some(true),
+                can_subscribe: Some(false),
+                can_publish_data: Some(true),
+                can_publish_sources: vec!["screen_share"],
+                can_update_own_metadata: Some(false),
+                ..minimal.clone()
+            },
+            JoinGrant { name: String::new(), identity: "\u{1F600}".to_owned(), ttl: Duration::ZERO, ..minimal },
+        ];
+        for grant in &grants {
+            let now = 1_800_000_000;
+            let expected = jsonwebtoken::encode(&header, &livekit_claims(&config.api_key, grant, now), &key).unwrap();
+            assert_eq!(signer.encode(&signer.claims(grant, now)).unwrap(), expected, "{grant:?}");
+        }
+    }
+
+    #[test]
+    fn a_signed_token_says_when_it_expires_and_decodes_to_its_grant() {
+        let config = crate::config::Config::default().livekit;
+        let signer = TokenSigner::new(&config).unwrap();
+        let grant = JoinGrant {
+            room: "math-101".to_owned(),
+            identity: "ada".to_owned(),
+            name: "Ada".to_owned(),
+            ttl: Duration::from_secs(600),
+            can_publish: Some(false),
+            ..Default::default()
+        };
+        let signed = signer.sign(&grant).unwrap();
+        let claims =
+            livekit_api::access_token::TokenVerifier::with_api_key(&config.api_key, config.api_secret.expose_secret())
+                .verify(&signed.token)
+                .unwrap();
+        assert_eq!(claims.exp as u64, signed.expires_at);
+        assert_eq!(claims.exp - claims.nbf, 600);
+        assert_eq!((claims.sub.as_str(), claims.name.as_str()), ("ada", "Ada"));
+        assert_eq!((claims.video.room.as_str(), claims.video.room_join), ("math-101", true));
+        assert_eq!(claims.video.can_publish, Some(false));
     }
 }

@@ -116,8 +116,8 @@ fn sign(
 
     let name = if request.name.is_empty() { request.identity.clone() } else { request.name };
     let grant = JoinGrant {
-        room: request.room.clone(),
-        identity: request.identity.clone(),
+        room: request.room,
+        identity: request.identity,
         name,
         metadata: request.metadata,
         attributes: request.attributes,
@@ -133,12 +133,12 @@ fn sign(
         can_update_own_metadata: permissions.can_update_own_metadata,
         hidden: permissions.hidden.unwrap_or(false),
     };
-    let signed = signer.sign(grant)?;
+    let signed = signer.sign(&grant)?;
     Ok(CreateTokenResponse {
         token: signed.token,
         server_url: signed.server_url,
-        identity: request.identity,
-        room: request.room,
+        identity: grant.identity,
+        room: grant.room,
         expires_at: Some(Timestamp { seconds: signed.expires_at as i64, nanos: 0 }),
     })
 }

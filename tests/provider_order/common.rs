@@ -81,7 +81,7 @@ pub fn livekit_signing_works() {
 
     let signer = roomcontrol::livekit::TokenSigner::new(&roomcontrol::Config::default().livekit).unwrap();
     let signed = signer
-        .sign(roomcontrol::livekit::JoinGrant {
+        .sign(&roomcontrol::livekit::JoinGrant {
             room: "r".into(),
             identity: "i".into(),
             ttl: std::time::Duration::from_secs(60),

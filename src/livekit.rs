@@ -741,7 +741,7 @@ impl TokenSigner {
     /// What `jsonwebtoken::encode` makes, byte for byte, with the header
     /// encoded once and one buffer instead of four: the JWS compact form
     /// `header.claims.signature`, signed with a copy of the pre-keyed HMAC.
-    fn encode(&self, claims: &impl Serialize) -> Result<String, serde_json::Error> {
+    fn encode(&self, claims: &JoinClaims<'_>) -> Result<String, serde_json::Error> {
         let claims = serde_json::to_vec(claims)?;
         let mut token = String::with_capacity(self.encoded_header.len() + claims.len() * 4 / 3 + 48);
         token.push_str(&self.encoded_header);

@@ -150,6 +150,17 @@ fn scenarios(records: &[Record]) -> Vec<String> {
     names
 }
 
+/// Every record of a scenario and side matching `pick`, in the order they ran.
+fn runs<'a, T>(
+    records: &'a [Record],
+    scenario: &str,
+    side: &str,
+    pick: impl Fn(&'a Record) -> Option<&'a T>,
+    labels: impl Fn(&T) -> (&str, &str),
+) -> Vec<&'a T> {
+    records.iter().filter_map(pick).filter(|r| labels(r) == (scenario, side)).collect()
+}
+
 /// The last record of a scenario and side matching `pick`.
 fn find<'a, T>(
     records: &'a [Record],
@@ -158,16 +169,18 @@ fn find<'a, T>(
     pick: impl Fn(&'a Record) -> Option<&'a T>,
     labels: impl Fn(&T) -> (&str, &str),
 ) -> Option<&'a T> {
-    records.iter().filter_map(pick).filter(|r| labels(r) == (scenario, side)).last()
+    runs(records, scenario, side, pick, labels).pop()
 }
 
 /// Every load record of a scenario and side, in the order they ran.
 fn loads<'a>(records: &'a [Record], scenario: &str, side: &str) -> Vec<&'a LoadRecord> {
-    records
-        .iter()
-        .filter_map(|r| if let Record::Load(r) = r { Some(r) } else { None })
-        .filter(|r| r.labels.scenario == scenario && r.labels.side == side)
-        .collect()
+    runs(
+        records,
+        scenario,
+        side,
+        |r| if let Record::Load(r) = r { Some(r) } else { None },
+        |r: &LoadRecord| (r.labels.scenario.as_str(), r.labels.side.as_str()),
+    )
 }
 
 /// For a scenario measured in rounds (its baseline, then RoomControl, run
@@ -230,8 +243,9 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
             let baseline = loads(records, &scenario, BASELINE);
             let proxy = loads(records, &scenario, PROXY);
             let rounds = roomcontrol.len();
-            let round =
-                if rounds > 1 && baseline.len() == rounds { median_round(&roomcontrol, &baseline) } else { rounds - 1 };
+            // Measured in rounds: one baseline run per RoomControl run.
+            let in_rounds = rounds > 1 && baseline.len() == rounds;
+            let round = if in_rounds { median_round(&roomcontrol, &baseline) } else { rounds - 1 };
             let rc = roomcontrol[round];
             let base = baseline.get(round).or(baseline.last()).copied();
             let proxy_run = proxy.get(round).or(proxy.last()).copied();
@@ -263,7 +277,7 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
                     );
                 }
             }
-            if rounds > 1 && baseline.len() == rounds {
+            if in_rounds {
                 let ratios: Vec<String> = (0..rounds)
                     .map(|i| format!("{:.2}x", ratio(roomcontrol[i].calls_per_s, baseline[i].calls_per_s)))
                     .collect();

@@ -11,8 +11,8 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
 use roomcontrol::Config;
-use roomcontrol::livekit::{JoinGrant, TokenSigner};
 use roomcontrol::proto::v1::CreateTokenRequest;
+use roomcontrol::tokens::{JoinGrant, TokenSigner};
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::livekit::TokenSigner;
 use crate::proto::v1::{CreateTokenRequest, TokenPermissions, TrackSource};
+use crate::tokens::TokenSigner;
 
 /// RoomControl: a control plane for LiveKit.
 ///

@@ -162,6 +162,13 @@ impl AuthConfig {
     pub fn is_enabled(&self) -> bool {
         !self.issuers.is_empty() || !self.api_keys.is_empty()
     }
+
+    /// Without authentication, RoomControl serves only on loopback and
+    /// answers only requests addressed to a loopback name, unless
+    /// `allow_unauthenticated` says otherwise.
+    pub fn loopback_only(&self) -> bool {
+        !self.is_enabled() && !self.allow_unauthenticated
+    }
 }
 
 /// One identity provider. Exactly one key source: `secret`, `secret_file`,
@@ -628,12 +635,29 @@ impl Config {
         if let Err((key, shown, expected)) = crate::auth::check_config(&self.auth) {
             return fail(&key, &shown, &expected);
         }
+        if let Err(why) = self.check_unauthenticated_reach() {
+            return fail("server.host", &self.server.host.to_string(), &why);
+        }
         if let Err(error) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return fail(
                 "log.level",
                 &format!("{:?}", self.log.level),
                 &format!("expected a tracing filter such as \"info\" ({error})"),
             );
+        }
+        Ok(())
+    }
+
+    /// The rule for serving without authentication: on a loopback address
+    /// only, unless `auth.allow_unauthenticated` says otherwise. Checked by
+    /// [`Config::load`] (so `roomcontrol config` reports it) and again when
+    /// a server is built from a configuration made in code.
+    pub fn check_unauthenticated_reach(&self) -> Result<(), String> {
+        if self.auth.loopback_only() && !self.server.host.is_loopback() {
+            return Err(format!(
+                "refusing to serve on {} without authentication: configure auth.issuers or auth.api_keys (see the README's Authentication section), listen on a loopback address, or set auth.allow_unauthenticated = true to accept calls from anyone who can reach the port",
+                self.server.host
+            ));
         }
         Ok(())
     }

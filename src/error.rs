@@ -1,12 +1,14 @@
 //! RoomControl's one error type, turned into a gRPC status at the edge.
 //!
-//! The table from LiveKit's Twirp codes to gRPC codes is here and nowhere
-//! else. Messages say what to fix; they never carry a secret or a token.
+//! The table from LiveKit's failures (its Twirp codes included) to gRPC
+//! codes is here and nowhere else. Messages say what to fix; they never
+//! carry a secret or a token.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::livekit::{LiveKitError, TimeoutCause};
+use crate::livekit::{LiveKitError, TimeoutCause, TwirpCode};
+use crate::tokens::SigningError;
 use crate::validate::Violations;
 
 /// Why a call failed.
@@ -21,12 +23,12 @@ pub enum ApiError {
     /// No caller identity reached the handler (authentication layer missing).
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
-    /// What the caller asked for does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// LiveKit failed or refused the call.
+    /// LiveKit failed or refused the call, or has no such thing.
     #[error(transparent)]
     LiveKit(#[from] LiveKitError),
+    /// A join token could not be signed.
+    #[error(transparent)]
+    Signing(#[from] SigningError),
 }
 
 impl From<Violations> for ApiError {
@@ -46,10 +48,10 @@ impl From<ApiError> for Status {
                 }
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
-            ApiError::NotFound(_) => Status::not_found(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
             ApiError::Unauthenticated(_) => Status::unauthenticated(message),
             ApiError::LiveKit(error) => Status::new(livekit_code(&error), message),
+            ApiError::Signing(_) => Status::internal(message),
         }
     }
 }
@@ -58,6 +60,7 @@ impl From<ApiError> for Status {
 fn livekit_code(error: &LiveKitError) -> Code {
     match error {
         LiveKitError::Twirp { code, .. } => twirp_code(code),
+        LiveKitError::NotFound(_) => Code::NotFound,
         LiveKitError::Unreachable { .. } => Code::Unavailable,
         LiveKitError::Timeout { cause: TimeoutCause::Configured | TimeoutCause::CallerDeadline, .. } => {
             Code::DeadlineExceeded
@@ -72,26 +75,27 @@ fn livekit_code(error: &LiveKitError) -> Code {
 }
 
 /// Twirp's error codes and their gRPC twins, by name.
-pub fn twirp_code(code: &str) -> Code {
+fn twirp_code(code: &TwirpCode) -> Code {
     match code {
-        "canceled" => Code::Cancelled,
-        "invalid_argument" => Code::InvalidArgument,
-        "out_of_range" => Code::OutOfRange,
-        "deadline_exceeded" => Code::DeadlineExceeded,
-        "not_found" => Code::NotFound,
-        "already_exists" => Code::AlreadyExists,
-        "permission_denied" => Code::PermissionDenied,
-        "unauthenticated" => Code::Unauthenticated,
-        "resource_exhausted" => Code::ResourceExhausted,
-        "failed_precondition" => Code::FailedPrecondition,
-        "aborted" => Code::Aborted,
-        "unimplemented" | "bad_route" => Code::Unimplemented,
-        "internal" => Code::Internal,
-        "unavailable" => Code::Unavailable,
-        "dataloss" => Code::DataLoss,
-        // `malformed`: LiveKit could not read what RoomControl sent.
-        "malformed" => Code::Internal,
-        _ => Code::Unknown,
+        TwirpCode::Canceled => Code::Cancelled,
+        TwirpCode::Unknown => Code::Unknown,
+        TwirpCode::InvalidArgument => Code::InvalidArgument,
+        TwirpCode::OutOfRange => Code::OutOfRange,
+        TwirpCode::DeadlineExceeded => Code::DeadlineExceeded,
+        TwirpCode::NotFound => Code::NotFound,
+        TwirpCode::AlreadyExists => Code::AlreadyExists,
+        TwirpCode::PermissionDenied => Code::PermissionDenied,
+        TwirpCode::Unauthenticated => Code::Unauthenticated,
+        TwirpCode::ResourceExhausted => Code::ResourceExhausted,
+        TwirpCode::FailedPrecondition => Code::FailedPrecondition,
+        TwirpCode::Aborted => Code::Aborted,
+        TwirpCode::Unimplemented | TwirpCode::BadRoute => Code::Unimplemented,
+        TwirpCode::Internal => Code::Internal,
+        TwirpCode::Unavailable => Code::Unavailable,
+        TwirpCode::Dataloss => Code::DataLoss,
+        // LiveKit could not read what RoomControl sent.
+        TwirpCode::Malformed => Code::Internal,
+        TwirpCode::Other(_) => Code::Unknown,
     }
 }
 
@@ -123,7 +127,9 @@ mod tests {
             ("something_new", Code::Unknown),
         ];
         for (twirp, grpc) in table {
-            assert_eq!(twirp_code(twirp), grpc, "{twirp}");
+            let code = TwirpCode::parse(twirp);
+            assert_eq!(code.as_str(), twirp, "the code round-trips");
+            assert_eq!(twirp_code(&code), grpc, "{twirp}");
         }
     }
 

@@ -1,9 +1,11 @@
 //! RoomControl: a control plane for LiveKit.
 //!
 //! A request enters in [`server`] (one port: gRPC, grpc-web, health,
-//! reflection), is handled in [`api`] after [`validate`] checked it, and
-//! leaves for LiveKit through [`livekit`], the only module that talks to the
-//! LiveKit server. [`error`] turns every failure into a gRPC status once.
+//! reflection), passes the [`middleware`] and [`auth`] layers, is admitted
+//! and handled in [`api`] (the RPC's entry in the [`rpc`] registry, the
+//! rules in [`validate`]), and leaves for LiveKit through [`livekit`], the
+//! only module that talks to the LiveKit server. [`error`] turns every
+//! failure into a gRPC status once. docs/architecture.md walks the path.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -17,10 +19,13 @@ pub mod livekit;
 pub mod metrics;
 pub mod middleware;
 pub mod proto;
+pub mod rpc;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
+pub mod track_sources;
 pub mod validate;
 
 pub use config::Config;

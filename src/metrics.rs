@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::rpc::Route;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     rpc: &'static str,
@@ -63,7 +65,7 @@ pub struct Metrics {
     upstream: Family<UpstreamLabels, Counter>,
     upstream_duration: HistogramFamily<MethodLabels>,
     ready: Gauge,
-    /// The series every call touches, by RPC ([`RPC_LABELS`]' order),
+    /// The series every call touches, by [`Route::index`],
     /// resolved once: counting a call takes no lock and hashes nothing.
     per_rpc: Vec<RpcSeries>,
     /// `tokens_minted_total` for kind "any" and "self".
@@ -77,25 +79,6 @@ struct RpcSeries {
     /// `calls_total` with code "Ok", over gRPC and over grpc-web.
     ok_grpc: Counter,
     ok_grpc_web: Counter,
-}
-
-/// An RPC, as its `rpc` label: see [`Rpc::of`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rpc(usize);
-
-impl Rpc {
-    /// The RPC a request path names: the method path without its leading
-    /// slash for RoomControl's own services, "other" for anything else, so
-    /// made-up paths cannot grow the label set.
-    pub fn of(path: &str) -> Rpc {
-        let method = path.strip_prefix('/').unwrap_or("");
-        let known = &RPC_LABELS[..RPC_LABELS.len() - 1];
-        Rpc(known.iter().position(|label| *label == method).unwrap_or(RPC_LABELS.len() - 1))
-    }
-
-    pub fn label(self) -> &'static str {
-        RPC_LABELS[self.0]
-    }
 }
 
 impl Metrics {
@@ -137,9 +120,9 @@ impl Metrics {
         registry.register("build_info", "RoomControl's version, as a label; always 1", build);
         // Every RPC's latency histogram and success counters exist from the
         // start (at zero), as Prometheus advises for known label values.
-        let per_rpc = RPC_LABELS
-            .iter()
-            .map(|&rpc| {
+        let per_rpc = Route::all()
+            .map(|route| {
+                let rpc = route.label();
                 let ok = |protocol| calls.get_or_create(&CallLabels { rpc, code: "Ok", protocol }).clone();
                 RpcSeries {
                     duration: call_duration.get_or_create(&RpcLabels { rpc }).clone(),
@@ -177,14 +160,14 @@ impl Metrics {
     }
 
     /// Counts a finished call.
-    pub fn call_finished(&self, rpc: Rpc, grpc_web: bool, code: tonic::Code, duration: Duration) {
-        let series = &self.per_rpc[rpc.0];
+    pub fn call_finished(&self, route: Route, grpc_web: bool, code: tonic::Code, duration: Duration) {
+        let series = &self.per_rpc[route.index()];
         match code {
             tonic::Code::Ok if grpc_web => series.ok_grpc_web.inc(),
             tonic::Code::Ok => series.ok_grpc.inc(),
             _ => {
                 let protocol = if grpc_web { "grpc-web" } else { "grpc" };
-                self.calls.get_or_create(&CallLabels { rpc: rpc.label(), code: code_label(code), protocol }).inc()
+                self.calls.get_or_create(&CallLabels { rpc: route.label(), code: code_label(code), protocol }).inc()
             }
         };
         series.duration.observe(duration.as_secs_f64());
@@ -219,28 +202,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Every method RoomControl serves, as its `rpc` label, and "other" last.
-const RPC_LABELS: [&str; 18] = [
-    "roomcontrol.v1.RoomControl/CreateRoom",
-    "roomcontrol.v1.RoomControl/ListRooms",
-    "roomcontrol.v1.RoomControl/GetRoom",
-    "roomcontrol.v1.RoomControl/DeleteRoom",
-    "roomcontrol.v1.RoomControl/UpdateRoomMetadata",
-    "roomcontrol.v1.RoomControl/ListParticipants",
-    "roomcontrol.v1.RoomControl/GetParticipant",
-    "roomcontrol.v1.RoomControl/RemoveParticipant",
-    "roomcontrol.v1.RoomControl/UpdateParticipant",
-    "roomcontrol.v1.RoomControl/MutePublishedTrack",
-    "roomcontrol.v1.RoomControl/UpdateSubscriptions",
-    "roomcontrol.v1.RoomControl/SendData",
-    "roomcontrol.v1.RoomControl/CreateToken",
-    "grpc.health.v1.Health/Check",
-    "grpc.health.v1.Health/Watch",
-    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-    "other",
-];
-
 /// The `code` label: the status code's name, as tonic spells it.
 fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code;
@@ -270,17 +231,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_paths_share_one_label() {
-        let label = |path| Rpc::of(path).label();
-        assert_eq!(label("/roomcontrol.v1.RoomControl/CreateRoom"), "roomcontrol.v1.RoomControl/CreateRoom");
-        assert_eq!(label("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
-        assert_eq!(label("/roomcontrol.v1.RoomControl/Nope"), "other");
-        assert_eq!(label("/random/path/12345"), "other");
-        assert_eq!(label("/other"), "other");
-        assert_eq!(label(""), "other");
-    }
-
-    #[test]
     fn code_labels_are_the_debug_names() {
         for value in 0..=16 {
             let code = tonic::Code::from_i32(value);
@@ -292,7 +242,7 @@ mod tests {
     fn the_text_format_carries_every_family() {
         let metrics = Metrics::new();
         metrics.call_finished(
-            Rpc::of("/roomcontrol.v1.RoomControl/GetRoom"),
+            Route::of("/roomcontrol.v1.RoomControl/GetRoom"),
             false,
             tonic::Code::NotFound,
             Duration::from_millis(3),

@@ -1,12 +1,17 @@
-//! The input rules, in one place. Limits are LiveKit's defaults
-//! (`../shared/docs/livekit-facts.md`), so a request RoomControl accepts is
-//! one a default LiveKit server accepts too.
+//! The input rules, in one place: the limits (LiveKit's own defaults, so a
+//! request RoomControl accepts is one a default LiveKit server accepts
+//! too), the checks on each kind of field, and each request's rules
+//! ([`Validate`]).
 //!
-//! Handlers collect every broken rule of a request in [`Violations`] and
-//! answer them all at once as INVALID_ARGUMENT.
+//! Every broken rule of a request is collected in [`Violations`] and
+//! answered at once as INVALID_ARGUMENT, before LiveKit is called.
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use crate::config::TokenConfig;
+use crate::proto::v1::*;
+use crate::track_sources;
 
 /// Longest room name, in bytes.
 pub const ROOM_NAME_MAX_BYTES: usize = 256;
@@ -186,6 +191,18 @@ impl Violations {
         ttl
     }
 
+    /// Track sources must be named ones: not UNSPECIFIED, not unknown numbers.
+    pub fn track_sources(&mut self, field: &str, sources: &[i32]) {
+        for (index, source) in sources.iter().enumerate() {
+            if track_sources::from_proto(*source).is_none() {
+                self.add(
+                    format!("{field}[{index}]"),
+                    format!("must be {}, got {source}", track_sources::proto_names()),
+                );
+            }
+        }
+    }
+
     fn required_text(&mut self, field: &str, value: &str, max: usize, what: &str) {
         if value.is_empty() {
             self.add(field, format!("must not be empty: give the {what}"));
@@ -205,6 +222,224 @@ impl std::fmt::Display for Violations {
         }
         Ok(())
     }
+}
+
+/// A request's own rules, checked by the admission helper (`api::admit`)
+/// before anything else is done with it.
+pub trait Validate {
+    /// Every rule the request breaks.
+    fn violations(&self) -> Violations;
+
+    /// The room the call is about, which the caller must be allowed to
+    /// touch; `None` for calls about no single room.
+    fn room(&self) -> Option<&str>;
+}
+
+impl Validate for CreateRoomRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("name", &self.name);
+        violations.metadata("metadata", &self.metadata);
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Validate for ListRoomsRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.count("names", self.names.len(), 0, LIST_ROOMS_MAX_NAMES);
+        for (index, name) in self.names.iter().enumerate() {
+            violations.room_name(&format!("names[{index}]"), name);
+        }
+        violations
+    }
+
+    /// ListRooms answers only the rooms the caller may touch instead.
+    fn room(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Validate for GetRoomRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("name", &self.name);
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Validate for DeleteRoomRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("name", &self.name);
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Validate for UpdateRoomMetadataRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        violations.metadata("metadata", &self.metadata);
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.room)
+    }
+}
+
+impl Validate for ListParticipantsRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.room)
+    }
+}
+
+/// The room and identity every call about one participant names.
+fn room_and_identity(room: &str, identity: &str) -> Violations {
+    let mut violations = Violations::new();
+    violations.room_name("room", room);
+    violations.identity("identity", identity);
+    violations
+}
+
+impl Validate for GetParticipantRequest {
+    fn violations(&self) -> Violations {
+        room_and_identity(&self.room, &self.identity)
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.room)
+    }
+}
+
+impl Validate for RemoveParticipantRequest {
+    fn violations(&self) -> Violations {
+        room_and_identity(&self.room, &self.identity)
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.room)
+    }
+}
+
+impl Validate for UpdateParticipantRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = room_and_identity(&self.room, &self.identity);
+        if let Some(metadata) = &self.metadata {
+            if metadata.is_empty() {
+                violations.add(
+                    "metadata",
+                    "must not be empty: LiveKit reads empty as \"unchanged\"; leave it unset to keep the metadata, or set a placeholder such as \"{}\"",
+                );
+            }
+            violations.metadata("metadata", metadata);
+        }
+        if let Some(name) = &self.name {
+            if name.is_empty() {
+                violations.add(
+                    "name",
+                    "must not be empty: LiveKit reads empty as \"unchanged\"; leave it unset to keep the name",
+                );
+            }
+            violations.display_name("name", name);
+        }
+        violations.attributes("attributes", &self.attributes);
+        if let Some(permission) = &self.permission {
+            violations.track_sources("permission.can_publish_sources", &permission.can_publish_sources);
+        }
+        if self.metadata.is_none() && self.name.is_none() && self.attributes.is_empty() && self.permission.is_none() {
+            violations.add("metadata, name, attributes, permission", "set at least one: there is nothing to update");
+        }
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.room)
+    }
+}
+
+impl Validate for MutePublishedTrackRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = room_and_identity(&self.room, &self.identity);
+        violations.track_sid("track_sid", &self.track_sid);
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.room)
+    }
+}
+
+impl Validate for UpdateSubscriptionsRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = room_and_identity(&self.room, &self.identity);
+        violations.count("track_sids", self.track_sids.len(), 1, TRACK_SIDS_MAX);
+        for (index, sid) in self.track_sids.iter().enumerate() {
+            violations.track_sid(&format!("track_sids[{index}]"), sid);
+        }
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.room)
+    }
+}
+
+impl Validate for SendDataRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        violations.nonce("nonce", &self.nonce);
+        violations.count("destination_identities", self.destination_identities.len(), 0, DESTINATIONS_MAX);
+        for (index, identity) in self.destination_identities.iter().enumerate() {
+            violations.identity(&format!("destination_identities[{index}]"), identity);
+        }
+        if let Some(topic) = &self.topic {
+            violations.max_bytes("topic", topic, TOPIC_MAX_BYTES);
+        }
+        violations
+    }
+
+    fn room(&self) -> Option<&str> {
+        Some(&self.room)
+    }
+}
+
+/// CreateToken's rules, which depend on the configured lifetimes: returns
+/// the lifetime to give the token. (CreateToken is admitted by its own
+/// policy; see `api::tokens`.)
+pub fn create_token(limits: &TokenConfig, request: &CreateTokenRequest) -> Result<Duration, Violations> {
+    let mut violations = Violations::new();
+    violations.room_name("room", &request.room);
+    violations.identity("identity", &request.identity);
+    violations.display_name("name", &request.name);
+    violations.metadata("metadata", &request.metadata);
+    violations.attributes("attributes", &request.attributes);
+    let ttl = violations.ttl("ttl", request.ttl.as_ref(), limits.default_ttl, limits.max_ttl);
+    if let Some(permissions) = &request.permissions {
+        violations.track_sources("permissions.can_publish_sources", &permissions.can_publish_sources);
+    }
+    violations.into_result()?;
+    Ok(ttl)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use prost_types::Timestamp;
 use crate::proto::v1::{
     Participant, ParticipantKind, ParticipantPermission, ParticipantState, Room, Track, TrackSource, TrackType,
 };
+use crate::track_sources;
 
 pub fn room(room: lk::Room) -> Room {
     Room {
@@ -77,36 +78,13 @@ pub fn permission_to_livekit(permission: &ParticipantPermission) -> lk::Particip
         can_publish_sources: permission
             .can_publish_sources
             .iter()
-            .filter_map(|source| source_to_livekit(*source))
-            .map(|source| source as i32)
+            .filter_map(|source| track_sources::from_proto(*source))
+            .map(|source| source.livekit as i32)
             .collect(),
         hidden: permission.hidden,
         can_update_metadata: permission.can_update_metadata,
         ..Default::default()
     }
-}
-
-/// A RoomControl track source as LiveKit's enum; `None` for UNSPECIFIED or
-/// an unknown value.
-pub fn source_to_livekit(source: i32) -> Option<lk::TrackSource> {
-    match TrackSource::try_from(source).ok()? {
-        TrackSource::Unspecified => None,
-        TrackSource::Camera => Some(lk::TrackSource::Camera),
-        TrackSource::Microphone => Some(lk::TrackSource::Microphone),
-        TrackSource::ScreenShare => Some(lk::TrackSource::ScreenShare),
-        TrackSource::ScreenShareAudio => Some(lk::TrackSource::ScreenShareAudio),
-    }
-}
-
-/// A RoomControl track source as a join token names it.
-pub fn source_token_name(source: i32) -> Option<&'static str> {
-    Some(match source_to_livekit(source)? {
-        lk::TrackSource::Camera => "camera",
-        lk::TrackSource::Microphone => "microphone",
-        lk::TrackSource::ScreenShare => "screen_share",
-        lk::TrackSource::ScreenShareAudio => "screen_share_audio",
-        lk::TrackSource::Unknown => return None,
-    })
 }
 
 /// Seconds (and, when LiveKit sends them, milliseconds) since the epoch.
@@ -156,13 +134,7 @@ fn track_type(kind: i32) -> TrackType {
 }
 
 fn track_source(source: i32) -> TrackSource {
-    match lk::TrackSource::try_from(source) {
-        Ok(lk::TrackSource::Camera) => TrackSource::Camera,
-        Ok(lk::TrackSource::Microphone) => TrackSource::Microphone,
-        Ok(lk::TrackSource::ScreenShare) => TrackSource::ScreenShare,
-        Ok(lk::TrackSource::ScreenShareAudio) => TrackSource::ScreenShareAudio,
-        Ok(lk::TrackSource::Unknown) | Err(_) => TrackSource::Unspecified,
-    }
+    track_sources::from_livekit(source).map_or(TrackSource::Unspecified, |source| source.proto)
 }
 
 #[cfg(test)]

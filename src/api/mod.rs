@@ -1,8 +1,12 @@
 //! The RoomControl gRPC service: one file per group of RPCs.
 //!
-//! Each handler unwraps the request, validates it into what LiveKit needs,
-//! calls the LiveKit adapter and maps the reply. Transport, CORS and logging
-//! are layers (`server.rs`, `middleware.rs`), not handler code.
+//! Every call is admitted the same way ([`admit`]): the caller holds one of
+//! the RPC's scopes (from the registry, `crate::rpc`), the request keeps its
+//! rules (`crate::validate`), the room is recorded on the call's span, and
+//! the caller may touch the room. Only then does a handler run: it maps the
+//! request to a question for the LiveKit adapter and the answer to the
+//! reply. Transport, CORS, authentication and logging are layers
+//! (`crate::server`, `crate::middleware`), not handler code.
 
 mod convert;
 mod participants;
@@ -21,6 +25,9 @@ use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
 use crate::proto::v1::room_control_server::RoomControl;
 use crate::proto::v1::*;
+use crate::rpc::Rpc;
+use crate::tokens::TokenSigner;
+use crate::validate::Validate;
 
 pub use tokens::create_token;
 
@@ -28,6 +35,7 @@ pub use tokens::create_token;
 #[derive(Debug, Clone)]
 pub struct RoomControlService {
     livekit: Arc<LiveKit>,
+    signer: Arc<TokenSigner>,
     metrics: Arc<Metrics>,
     tokens: TokenConfig,
     self_service: SelfServiceConfig,
@@ -36,12 +44,38 @@ pub struct RoomControlService {
 impl RoomControlService {
     pub fn new(
         livekit: Arc<LiveKit>,
+        signer: TokenSigner,
         metrics: Arc<Metrics>,
         tokens: TokenConfig,
         self_service: SelfServiceConfig,
     ) -> Self {
-        Self { livekit, metrics, tokens, self_service }
+        Self { livekit, signer: Arc::new(signer), metrics, tokens, self_service }
     }
+}
+
+/// A call that passed admission: who is calling, until when, and what it
+/// asked for, checked.
+pub(crate) struct Admitted<T> {
+    pub caller: Arc<Caller>,
+    pub deadline: Option<Instant>,
+    pub request: T,
+}
+
+/// The security order every RPC but CreateToken follows, in one place:
+/// scope, validation, the room on the call's span, the room's
+/// authorization. PERMISSION_DENIED or INVALID_ARGUMENT name the rule that
+/// failed; nothing reaches LiveKit before all of it passed.
+fn admit<T: Validate>(rpc: Rpc, request: Request<T>) -> Result<Admitted<T>, ApiError> {
+    let caller = caller(&request)?;
+    let deadline = deadline(&request);
+    let request = request.into_inner();
+    caller.authorize(rpc, None)?;
+    request.violations().into_result()?;
+    if let Some(room) = request.room() {
+        record_room(room);
+        caller.authorize_room(room)?;
+    }
+    Ok(Admitted { caller, deadline, request })
 }
 
 /// The caller the authentication layer identified.
@@ -53,8 +87,9 @@ fn caller<T>(request: &Request<T>) -> Result<Arc<Caller>, ApiError> {
 
 /// One audit line for a call that changed something or minted a token.
 /// Never carries a token or a secret.
-fn audit(caller: &Caller, rpc: &str, room: &str, identity: &str, detail: &str) {
-    tracing::info!(target: "roomcontrol::audit", caller = %caller, rpc, room, identity, detail, "audit");
+fn audit(caller: &Caller, rpc: Rpc, room: &str, identity: &str, detail: &str) {
+    debug_assert!(rpc.info().changes_state, "{rpc} changes nothing: it writes no audit line");
+    tracing::info!(target: "roomcontrol::audit", caller = %caller, rpc = rpc.name(), room, identity, detail, "audit");
 }
 
 /// Whether audit lines are written (`log.level` lets them through), so a
@@ -95,103 +130,96 @@ fn record_room(room: &str) {
     tracing::Span::current().record("room", room);
 }
 
+/// Each RPC: admitted, then handled in its group's file.
 #[tonic::async_trait]
 impl RoomControl for RoomControlService {
     async fn create_room(&self, request: Request<CreateRoomRequest>) -> Result<Response<Room>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(rooms::create_room(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        let call = admit(Rpc::CreateRoom, request)?;
+        Ok(Response::new(rooms::create_room(&self.livekit, call).await?))
     }
 
     async fn list_rooms(&self, request: Request<ListRoomsRequest>) -> Result<Response<ListRoomsResponse>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(rooms::list_rooms(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        let call = admit(Rpc::ListRooms, request)?;
+        Ok(Response::new(rooms::list_rooms(&self.livekit, call).await?))
     }
 
     async fn get_room(&self, request: Request<GetRoomRequest>) -> Result<Response<Room>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(rooms::get_room(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        let call = admit(Rpc::GetRoom, request)?;
+        Ok(Response::new(rooms::get_room(&self.livekit, call).await?))
     }
 
     async fn delete_room(&self, request: Request<DeleteRoomRequest>) -> Result<Response<DeleteRoomResponse>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(rooms::delete_room(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        let call = admit(Rpc::DeleteRoom, request)?;
+        Ok(Response::new(rooms::delete_room(&self.livekit, call).await?))
     }
 
     async fn update_room_metadata(
         &self,
         request: Request<UpdateRoomMetadataRequest>,
     ) -> Result<Response<Room>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(rooms::update_room_metadata(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        let call = admit(Rpc::UpdateRoomMetadata, request)?;
+        Ok(Response::new(rooms::update_room_metadata(&self.livekit, call).await?))
     }
 
     async fn list_participants(
         &self,
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(
-            participants::list_participants(&self.livekit, &caller, request.into_inner(), deadline).await?,
-        ))
+        let call = admit(Rpc::ListParticipants, request)?;
+        Ok(Response::new(participants::list_participants(&self.livekit, call).await?))
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(participants::get_participant(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        let call = admit(Rpc::GetParticipant, request)?;
+        Ok(Response::new(participants::get_participant(&self.livekit, call).await?))
     }
 
     async fn remove_participant(
         &self,
         request: Request<RemoveParticipantRequest>,
     ) -> Result<Response<RemoveParticipantResponse>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(
-            participants::remove_participant(&self.livekit, &caller, request.into_inner(), deadline).await?,
-        ))
+        let call = admit(Rpc::RemoveParticipant, request)?;
+        Ok(Response::new(participants::remove_participant(&self.livekit, call).await?))
     }
 
     async fn update_participant(
         &self,
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(
-            participants::update_participant(&self.livekit, &caller, request.into_inner(), deadline).await?,
-        ))
+        let call = admit(Rpc::UpdateParticipant, request)?;
+        Ok(Response::new(participants::update_participant(&self.livekit, call).await?))
     }
 
     async fn mute_published_track(
         &self,
         request: Request<MutePublishedTrackRequest>,
     ) -> Result<Response<Track>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(
-            participants::mute_published_track(&self.livekit, &caller, request.into_inner(), deadline).await?,
-        ))
+        let call = admit(Rpc::MutePublishedTrack, request)?;
+        Ok(Response::new(participants::mute_published_track(&self.livekit, call).await?))
     }
 
     async fn update_subscriptions(
         &self,
         request: Request<UpdateSubscriptionsRequest>,
     ) -> Result<Response<UpdateSubscriptionsResponse>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(
-            participants::update_subscriptions(&self.livekit, &caller, request.into_inner(), deadline).await?,
-        ))
+        let call = admit(Rpc::UpdateSubscriptions, request)?;
+        Ok(Response::new(participants::update_subscriptions(&self.livekit, call).await?))
     }
 
     async fn send_data(&self, request: Request<SendDataRequest>) -> Result<Response<SendDataResponse>, Status> {
-        let (caller, deadline) = (caller(&request)?, deadline(&request));
-        Ok(Response::new(participants::send_data(&self.livekit, &caller, request.into_inner(), deadline).await?))
+        let call = admit(Rpc::SendData, request)?;
+        Ok(Response::new(participants::send_data(&self.livekit, call).await?))
     }
 
+    /// Admitted by the token policy instead (self-service callers get
+    /// their own identity filled in before the rules are checked).
     async fn create_token(
         &self,
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let caller = caller(&request)?;
         let reply = tokens::authorized_create_token(
-            self.livekit.signer(),
+            &self.signer,
             &self.tokens,
             &self.self_service,
             &caller,

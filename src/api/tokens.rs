@@ -2,14 +2,14 @@
 
 use prost_types::Timestamp;
 
-use super::participants::check_sources;
-use super::{audit, audit_enabled, convert, record_room};
+use super::{audit, audit_enabled, record_room};
 use crate::auth::{Caller, Scope, policy};
 use crate::config::{SelfServiceConfig, TokenConfig};
 use crate::error::ApiError;
-use crate::livekit::{JoinGrant, TokenSigner};
 use crate::proto::v1::*;
-use crate::validate::Violations;
+use crate::rpc::Rpc;
+use crate::tokens::{JoinGrant, TokenSigner};
+use crate::{track_sources, validate};
 
 /// CreateToken for an authenticated caller: `tokens:create` mints for any
 /// identity in the caller's rooms; `tokens:create:self` only for the caller
@@ -21,13 +21,8 @@ pub fn authorized_create_token(
     caller: &Caller,
     mut request: CreateTokenRequest,
 ) -> Result<CreateTokenResponse, ApiError> {
+    caller.authorize(Rpc::CreateToken, None)?;
     let for_anyone = caller.has(Scope::TokensCreate);
-    if !for_anyone && !caller.has(Scope::TokensCreateSelf) {
-        return Err(ApiError::PermissionDenied(format!(
-            "CreateToken needs scope tokens:create or tokens:create:self; {caller} has {}",
-            caller.scope_list()
-        )));
-    }
     if !for_anyone && request.identity.is_empty() {
         request.identity = caller.subject().to_owned();
     }
@@ -50,7 +45,7 @@ pub fn authorized_create_token(
     let detail = audit_enabled().then(|| token_detail(&request, ttl, for_anyone));
     let reply = sign(signer, request, ttl)?;
     if let Some(detail) = detail {
-        audit(caller, "CreateToken", &reply.room, &reply.identity, &detail);
+        audit(caller, Rpc::CreateToken, &reply.room, &reply.identity, &detail);
     }
     Ok(reply)
 }
@@ -71,7 +66,8 @@ fn token_detail(request: &CreateTokenRequest, ttl: std::time::Duration, for_anyo
         permissions
             .can_publish_sources
             .iter()
-            .filter_map(|s| convert::source_token_name(*s))
+            .filter_map(|source| track_sources::from_proto(*source))
+            .map(|source| source.name)
             .collect::<Vec<_>>()
             .join(" "),
         flag(permissions.can_update_own_metadata),
@@ -92,17 +88,7 @@ pub fn create_token(
 
 /// Checks the request's fields; returns the lifetime to give the token.
 fn validate(limits: &TokenConfig, request: &CreateTokenRequest) -> Result<std::time::Duration, ApiError> {
-    let mut violations = Violations::new();
-    violations.room_name("room", &request.room);
-    violations.identity("identity", &request.identity);
-    violations.display_name("name", &request.name);
-    violations.metadata("metadata", &request.metadata);
-    violations.attributes("attributes", &request.attributes);
-    let ttl = violations.ttl("ttl", request.ttl.as_ref(), limits.default_ttl, limits.max_ttl);
-    if let Some(permissions) = &request.permissions {
-        check_sources(&mut violations, "permissions.can_publish_sources", &permissions.can_publish_sources);
-    }
-    violations.into_result()?;
+    let ttl = validate::create_token(limits, request)?;
     record_room(&request.room);
     Ok(ttl)
 }
@@ -124,11 +110,15 @@ fn sign(
         ttl,
         can_publish: permissions.can_publish,
         can_subscribe: permissions.can_subscribe,
-        can_publish_data: permissions.can_publish_data,
+        // LiveKit reads an absent canPublishData as canPublish, while its
+        // SDKs' verifiers read it as true: when publishing is refused, say
+        // that data is refused too, so every reader agrees.
+        can_publish_data: permissions.can_publish_data.or((permissions.can_publish == Some(false)).then_some(false)),
         can_publish_sources: permissions
             .can_publish_sources
             .iter()
-            .filter_map(|s| convert::source_token_name(*s))
+            .filter_map(|source| track_sources::from_proto(*source))
+            .map(|source| source.name)
             .collect(),
         can_update_own_metadata: permissions.can_update_own_metadata,
         hidden: permissions.hidden.unwrap_or(false),

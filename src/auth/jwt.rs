@@ -18,7 +18,8 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::api_keys::scope_names;
-use super::{AuthFailure, Caller, CallerKind, RoomPatterns, Scope, Unauthenticated, truncate};
+use super::authenticator::truncate;
+use super::{AuthFailure, Caller, CallerKind, RoomPatterns, Scope, Unauthenticated};
 use crate::config::IssuerConfig;
 
 /// What can be read from a token before it is verified.

@@ -6,17 +6,7 @@ use super::Caller;
 use crate::config::SelfServiceConfig;
 use crate::error::ApiError;
 use crate::proto::v1::{CreateTokenRequest, TokenPermissions, TrackSource};
-
-/// A track source from its configuration name.
-pub fn source_from_name(name: &str) -> Option<TrackSource> {
-    match name {
-        "camera" => Some(TrackSource::Camera),
-        "microphone" => Some(TrackSource::Microphone),
-        "screen_share" => Some(TrackSource::ScreenShare),
-        "screen_share_audio" => Some(TrackSource::ScreenShareAudio),
-        _ => None,
-    }
-}
+use crate::track_sources;
 
 /// Checks a self-service request against the policy and returns the request
 /// to sign: the caller's own identity, permissions made explicit within the
@@ -75,8 +65,12 @@ pub fn self_service(
     if asked.hidden == Some(true) && !policy.allow_hidden {
         return deny("a hidden participant is not allowed (auth.self_service.allow_hidden)".to_owned());
     }
-    let allowed_sources: Vec<i32> =
-        policy.can_publish_sources.iter().filter_map(|name| source_from_name(name)).map(|s| s as i32).collect();
+    let allowed_sources: Vec<i32> = policy
+        .can_publish_sources
+        .iter()
+        .filter_map(|name| track_sources::from_name(name))
+        .map(|s| s.proto as i32)
+        .collect();
     let can_publish_sources = if allowed_sources.is_empty() {
         asked.can_publish_sources
     } else if asked.can_publish_sources.is_empty() {

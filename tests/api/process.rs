@@ -244,7 +244,19 @@ async fn the_binary_refuses_to_serve_beyond_loopback_without_authentication() {
         &[("ROOMCONTROL_SERVER__HOST", "0.0.0.0"), ("PORT", "0"), ("ROOMCONTROL_LOG__FORMAT", "json")],
         &[],
     );
-    assert_eq!(output.status.code(), Some(1));
+    // A configuration error: exit code 2, like every other.
+    assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("refusing to serve on 0.0.0.0 without authentication"), "{stderr}");
+}
+
+#[tokio::test]
+async fn roomcontrol_config_reports_serving_beyond_loopback_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = roomcontrol(dir.path(), &[("ROOMCONTROL_SERVER__HOST", "0.0.0.0")], &["config"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server.host = 0.0.0.0 (from ROOMCONTROL_SERVER__HOST"), "{stderr}");
+    assert!(stderr.contains("refusing to serve on 0.0.0.0 without authentication"), "{stderr}");
+    assert!(stderr.contains("auth.allow_unauthenticated"), "{stderr}");
 }

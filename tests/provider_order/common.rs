@@ -79,9 +79,9 @@ pub fn livekit_signing_works() {
         .expect("livekit-api signs");
     TokenVerifier::with_api_key("devkey", "secret").verify(&token).expect("and verifies");
 
-    let signer = roomcontrol::livekit::TokenSigner::new(&roomcontrol::Config::default().livekit).unwrap();
+    let signer = roomcontrol::tokens::TokenSigner::new(&roomcontrol::Config::default().livekit).unwrap();
     let signed = signer
-        .sign(&roomcontrol::livekit::JoinGrant {
+        .sign(&roomcontrol::tokens::JoinGrant {
             room: "r".into(),
             identity: "i".into(),
             ttl: std::time::Duration::from_secs(60),

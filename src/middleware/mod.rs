@@ -1,0 +1,15 @@
+//! Tower middleware of RoomControl's own, one file per service. Each is
+//! stacked in `server` with `tower::layer::layer_fn`, in the order the
+//! comments there explain.
+
+mod branch;
+pub mod browser_cors;
+mod call_log;
+mod end_watches;
+mod limit;
+
+pub use branch::Branch;
+pub use browser_cors::BrowserCors;
+pub use call_log::CallLog;
+pub use end_watches::EndWatches;
+pub use limit::{Holding, LimitCalls};

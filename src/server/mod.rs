@@ -1,0 +1,264 @@
+//! Where RoomControl is assembled: the services, the layer stack every call
+//! passes through (top to bottom below), the listening sockets, and the
+//! lifecycle from the first accepted connection to the end of the drain.
+//!
+//! - [`accept`]: the main port's accept loop, connections, the drain;
+//! - [`admin`]: the admin port (metrics and health);
+//! - [`console`]: the browser console's files.
+
+mod accept;
+mod admin;
+mod console;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::body::Body;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+use tower::layer::layer_fn;
+use tower::util::BoxCloneSyncService;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::api::RoomControlService;
+use crate::auth::{Authenticate, Authenticator};
+use crate::config::Config;
+use crate::livekit::LiveKit;
+use crate::metrics::Metrics;
+use crate::middleware::{Branch, BrowserCors, CallLog, EndWatches, LimitCalls, browser_cors};
+use crate::proto::v1::room_control_server::RoomControlServer;
+use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use crate::tls::Tls;
+use crate::tokens::TokenSigner;
+use crate::{crypto, health};
+
+/// Why RoomControl could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source} (server.host / server.port)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} for the admin port: {source} (admin.host / admin.port)")]
+    AdminBind { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
+    #[error("invalid LiveKit settings: {0}")]
+    LiveKit(String),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    #[error("invalid authentication settings: {0}")]
+    Auth(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+}
+
+/// Any HTTP service of the stack, type-erased.
+type HttpService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
+
+/// A bound, ready-to-run RoomControl.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    /// The admin port's listener and the health service it serves.
+    admin: Option<(TcpListener, HttpService)>,
+    /// What every connection of the main port serves.
+    service: HttpService,
+    livekit: Arc<LiveKit>,
+    authenticator: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    tls: Option<Tls>,
+    reporter: HealthReporter,
+    config: Config,
+    /// Turns true when the drain closes connections (and health Watches).
+    close_connections: watch::Sender<bool>,
+}
+
+impl Application {
+    /// Builds the service stack and binds the listening sockets. Port 0
+    /// picks a free port; [`Application::local_addr`] tells which.
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        crypto::install_providers();
+        let metrics = Metrics::new();
+        let livekit = Arc::new(LiveKit::new(&config.livekit, metrics.clone()).map_err(StartupError::LiveKit)?);
+        let signer = TokenSigner::new(&config.livekit).map_err(StartupError::LiveKit)?;
+        let tls = config.server.tls.as_ref().map(Tls::load).transpose().map_err(StartupError::Tls)?;
+        config.check_unauthenticated_reach().map_err(StartupError::Unauthenticated)?;
+        let authenticator = Arc::new(Authenticator::new(&config.auth).map_err(StartupError::Auth)?);
+        if !authenticator.is_enabled() {
+            tracing::warn!(
+                host = %config.server.host,
+                "authentication is off: every caller may manage rooms and mint tokens (configure auth.issuers or auth.api_keys)"
+            );
+        }
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        // The process answers; readiness waits for LiveKit's first answer.
+        reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+
+        // Both reflection versions: grpcurl and older tools ask v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc.BadRequest and friends, so grpcurl can show error details.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(|e| StartupError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartupError::Reflection(e.to_string()))?;
+
+        let admin_health: HttpService = BoxCloneSyncService::new(Routes::new(health_service.clone()).prepare());
+        let room_control = RoomControlService::new(
+            livekit.clone(),
+            signer,
+            metrics.clone(),
+            config.tokens.clone(),
+            config.auth.self_service.clone(),
+        );
+        let mut routes = Routes::builder();
+        routes
+            .add_service(RoomControlServer::new(room_control))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        // Told to every connection (and every health Watch) when the drain
+        // reaches the point of closing connections.
+        let close_connections = watch::Sender::new(false);
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.server.max_concurrent_calls));
+        // The layers every call passes through, outermost first.
+        let grpc = ServiceBuilder::new()
+            // One span and one log line per call, grpc and grpc-web alike.
+            .layer(layer_fn(|inner| CallLog::new(inner, metrics.clone())))
+            // grpc-web (HTTP/1.1 or HTTP/2) in, gRPC to the services.
+            .layer(tonic_web::GrpcWebLayer::new())
+            // Health Watch streams end when connections close (drain).
+            .layer(layer_fn(|inner| EndWatches::new(inner, close_connections.subscribe())))
+            // Who is calling: a Caller for the handlers, or UNAUTHENTICATED.
+            // Inside grpc-web so its refusals are translated too.
+            .layer(layer_fn(|inner| Authenticate::new(inner, authenticator.clone())))
+            // Bound the RoomControl calls in flight; extra calls wait for a
+            // slot. After authentication; health never waits.
+            .layer(layer_fn(|inner| LimitCalls::new(inner, slots.clone())))
+            // A panic in a handler answers INTERNAL instead of killing the
+            // connection (and every call multiplexed on it).
+            .map_response(|response: http::Response<_>| response.map(Body::new))
+            .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a handler panicked; answered INTERNAL");
+                tonic::Status::internal("internal error").into_http::<Body>()
+            }))
+            .service(routes.routes().prepare());
+        // Browsers send `Origin`: CORS answers their preflights and labels
+        // cross-origin replies. Backends send none and skip it.
+        let grpc = BrowserCors::new(browser_cors::policy(&config.server.cors), grpc);
+        let service: HttpService = match console::service(&config.console.dir) {
+            Some(console) => BoxCloneSyncService::new(Branch::new(console::is_console_request, console, grpc)),
+            None => BoxCloneSyncService::new(grpc),
+        };
+
+        let addr = config.listen_addr();
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        let admin = if config.admin.enabled {
+            let addr = config.admin_addr();
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::AdminBind { addr, source })?;
+            Some((listener, admin_health))
+        } else {
+            None
+        };
+        Ok(Application {
+            listener,
+            local_addr,
+            admin,
+            service,
+            livekit,
+            authenticator,
+            metrics,
+            tls,
+            reporter,
+            config,
+            close_connections,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin (metrics) address actually bound, when the admin port is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves, then drains: health turns
+    /// NOT_SERVING at once, calls are still served for
+    /// `server.drain_delay` (so load balancers stop sending first), then the
+    /// listener closes, connections get GOAWAY (HTTP/2) or close after their
+    /// current call (HTTP/1.1), and in-flight calls have
+    /// `server.grace_period` to finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) {
+        let runtime = tokio::runtime::Handle::current();
+        tracing::info!(
+            address = %self.local_addr,
+            worker_threads = runtime.metrics().num_workers(),
+            runtime = ?runtime.runtime_flavor(),
+            tls = self.tls.is_some(),
+            livekit = %self.config.livekit.url,
+            authentication = self.authenticator.is_enabled(),
+            "RoomControl listening: gRPC and grpc-web on HTTP/2 and HTTP/1.1, grpc.health.v1, reflection"
+        );
+        // Identity providers' key sets, fetched before the first caller needs them.
+        let authenticator = self.authenticator;
+        tokio::spawn(async move { authenticator.prefetch().await });
+
+        let (stop_background, stopped) = watch::channel(false);
+        let mut checks = tokio::spawn(health::watch_livekit(
+            self.livekit,
+            self.reporter.clone(),
+            self.metrics.clone(),
+            self.config.livekit.health_check_interval,
+            stopped.clone(),
+        ));
+        if let Some(tls) = &self.tls {
+            tokio::spawn(tls.clone().watch_files(stopped.clone()));
+        }
+        // The admin port serves until the process ends (probes and scrapes
+        // during the drain).
+        let admin =
+            self.admin.map(|(listener, health)| tokio::spawn(admin::serve(listener, self.metrics.clone(), health)));
+
+        let (reporter, metrics, drain_delay) = (self.reporter, self.metrics, self.config.server.drain_delay);
+        let draining = async {
+            shutdown.await;
+            // Stop the LiveKit checks first, so none can turn readiness back
+            // to SERVING during the drain.
+            let _ = stop_background.send(true);
+            let _ = (&mut checks).await;
+            health::set_shutting_down(&reporter).await;
+            metrics.set_ready(false);
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    drain_delay = %humantime::format_duration(drain_delay),
+                    "health NOT_SERVING; still serving while load balancers catch up"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+        };
+        let serving = accept::Serving {
+            service: self.service,
+            tls: self.tls,
+            max_age: self.config.server.max_connection_age,
+            closing: self.close_connections.subscribe(),
+        };
+        let connections = accept::accept_until(self.listener, serving, draining).await;
+        let _ = self.close_connections.send(true);
+        accept::drain(connections, self.config.server.grace_period).await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+    }
+}

@@ -250,6 +250,73 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await shot("03-room-created");
   });
 
+  await step("at 1024, 1280 and 1440 px wide with a room's details open, every room's buttons are visible, inside the rooms card and not covered", async () => {
+    // A long name and long metadata are the widest a row gets; creating the
+    // room opens its details.
+    const long = "e2e-quarterly-planning-for-the-platform-and-infrastructure-teams";
+    await page.locator("#create-name").fill(long);
+    await page.locator("#create-metadata").fill('{"topic":"quarterly planning","owner":"platform-and-infrastructure"}');
+    await page.getByRole("button", { name: "Create room" }).click();
+    await roomRow(long).waitFor();
+    await page.locator("#detail-name", { hasText: long }).waitFor();
+    const problems = {};
+    try {
+      for (const width of [1024, 1280, 1440]) {
+        await page.setViewportSize({ width, height: 900 });
+        await page.waitForFunction((w) => window.innerWidth === w, width);
+        await page.locator("#room-detail").waitFor();
+        await shot(`layout-${width}-details-open`);
+        problems[width] = await page.evaluate(() => {
+          const name = (el) =>
+            el ? `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ""}${el.className ? `.${String(el.className).trim().replace(/\s+/g, ".")}` : ""}` : "nothing";
+          const box = (r) => `[${Math.round(r.left)}..${Math.round(r.right)}] x [${Math.round(r.top)}..${Math.round(r.bottom)}]`;
+          const found = [];
+          const root = document.documentElement;
+          if (root.scrollWidth > root.clientWidth) found.push(`the page scrolls sideways: ${root.scrollWidth} > ${root.clientWidth}`);
+          for (const panel of document.querySelectorAll("#page-rooms .panel")) {
+            if (!panel.checkVisibility()) continue;
+            if (panel.scrollWidth > panel.clientWidth) found.push(`${name(panel)} overflows: scrollWidth ${panel.scrollWidth} > clientWidth ${panel.clientWidth}`);
+          }
+          const card = document.querySelector("#rooms-table").closest(".panel");
+          for (const row of document.querySelectorAll("#rooms-body tr")) {
+            for (const button of row.querySelectorAll("button")) {
+              const what = `${row.dataset.room}: ${button.textContent}`;
+              // A scroll container inside the card may hold the table: the
+              // button must be reachable by scrolling it.
+              button.scrollIntoView({ block: "nearest", inline: "nearest" });
+              const r = button.getBoundingClientRect();
+              if (!button.checkVisibility() || r.width === 0 || r.height === 0) {
+                found.push(`${what} is not visible`);
+                continue;
+              }
+              const c = card.getBoundingClientRect();
+              if (r.left < c.left || r.right > c.right || r.top < c.top || r.bottom > c.bottom) {
+                found.push(`${what} at ${box(r)} is outside the rooms card at ${box(c)}`);
+              }
+              for (let el = button.parentElement; el && el !== card; el = el.parentElement) {
+                if (getComputedStyle(el).overflowX === "visible") continue;
+                const clip = el.getBoundingClientRect();
+                if (r.left < clip.left || r.right > clip.right) found.push(`${what} at ${box(r)} is cut off by ${name(el)} at ${box(clip)}`);
+              }
+              const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+              if (!button.contains(hit)) found.push(`${what} at ${box(r)} is covered by ${name(hit)}`);
+            }
+          }
+          return found;
+        });
+      }
+      assert.deepEqual(problems, { 1024: [], 1280: [], 1440: [] }, "what is wrong at each width");
+      // and a real click reaches a Delete button at the narrowest width
+      await page.setViewportSize({ width: 1024, height: 900 });
+      await page.waitForFunction(() => window.innerWidth === 1024);
+      await roomRow(long).getByRole("button", { name: "Delete" }).click();
+      await notice.filter({ hasText: `Room ${long} deleted` }).waitFor();
+      await roomRow(long).waitFor({ state: "detached" });
+    } finally {
+      await page.setViewportSize({ width: 1440, height: 900 });
+    }
+  });
+
   await step("see a participant the stand-in reports, with its tracks", async () => {
     await roomRow("room-1").getByRole("button", { name: "Participants" }).click();
     const participant = page.locator('#participants article[data-identity="participant-1"]');

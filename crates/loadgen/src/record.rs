@@ -32,7 +32,7 @@ pub struct Labels {
     pub scenario: String,
     #[serde(default)]
     pub side: String,
-    /// Measured for information (sizing), not against issue 4's targets.
+    /// Measured for information (sizing), not against the performance targets.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub informational: bool,
 }

@@ -1,5 +1,5 @@
 //! The benchmark table: each scenario's RoomControl figure next to its
-//! baseline from the same run, the ratio, and the target of issue 4.
+//! baseline from the same run, the ratio, and the performance target (docs/benchmarks.md, Targets).
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -229,10 +229,44 @@ impl std::fmt::Display for Violations {
 pub trait Validate {
     /// Every rule the request breaks.
     fn violations(&self) -> Violations;
+}
 
-    /// The room the call is about, which the caller must be allowed to
-    /// touch; `None` for calls about no single room.
+/// The room a call is about, which the caller must be allowed to touch
+/// (`api::admit` checks it); `None` for calls about no single room.
+pub trait AboutRoom {
     fn room(&self) -> Option<&str>;
+}
+
+/// Which field of each request names its room.
+macro_rules! room_field {
+    ($($request:ty => $field:ident),* $(,)?) => {$(
+        impl AboutRoom for $request {
+            fn room(&self) -> Option<&str> {
+                Some(&self.$field)
+            }
+        }
+    )*};
+}
+
+room_field! {
+    CreateRoomRequest => name,
+    GetRoomRequest => name,
+    DeleteRoomRequest => name,
+    UpdateRoomMetadataRequest => room,
+    ListParticipantsRequest => room,
+    GetParticipantRequest => room,
+    RemoveParticipantRequest => room,
+    UpdateParticipantRequest => room,
+    MutePublishedTrackRequest => room,
+    UpdateSubscriptionsRequest => room,
+    SendDataRequest => room,
+}
+
+/// ListRooms answers only the rooms the caller may touch instead.
+impl AboutRoom for ListRoomsRequest {
+    fn room(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Validate for CreateRoomRequest {
@@ -241,10 +275,6 @@ impl Validate for CreateRoomRequest {
         violations.room_name("name", &self.name);
         violations.metadata("metadata", &self.metadata);
         violations
-    }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.name)
     }
 }
 
@@ -257,11 +287,6 @@ impl Validate for ListRoomsRequest {
         }
         violations
     }
-
-    /// ListRooms answers only the rooms the caller may touch instead.
-    fn room(&self) -> Option<&str> {
-        None
-    }
 }
 
 impl Validate for GetRoomRequest {
@@ -270,10 +295,6 @@ impl Validate for GetRoomRequest {
         violations.room_name("name", &self.name);
         violations
     }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.name)
-    }
 }
 
 impl Validate for DeleteRoomRequest {
@@ -281,10 +302,6 @@ impl Validate for DeleteRoomRequest {
         let mut violations = Violations::new();
         violations.room_name("name", &self.name);
         violations
-    }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.name)
     }
 }
 
@@ -295,10 +312,6 @@ impl Validate for UpdateRoomMetadataRequest {
         violations.metadata("metadata", &self.metadata);
         violations
     }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.room)
-    }
 }
 
 impl Validate for ListParticipantsRequest {
@@ -306,10 +319,6 @@ impl Validate for ListParticipantsRequest {
         let mut violations = Violations::new();
         violations.room_name("room", &self.room);
         violations
-    }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.room)
     }
 }
 
@@ -325,19 +334,11 @@ impl Validate for GetParticipantRequest {
     fn violations(&self) -> Violations {
         room_and_identity(&self.room, &self.identity)
     }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.room)
-    }
 }
 
 impl Validate for RemoveParticipantRequest {
     fn violations(&self) -> Violations {
         room_and_identity(&self.room, &self.identity)
-    }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.room)
     }
 }
 
@@ -371,10 +372,6 @@ impl Validate for UpdateParticipantRequest {
         }
         violations
     }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.room)
-    }
 }
 
 impl Validate for MutePublishedTrackRequest {
@@ -382,10 +379,6 @@ impl Validate for MutePublishedTrackRequest {
         let mut violations = room_and_identity(&self.room, &self.identity);
         violations.track_sid("track_sid", &self.track_sid);
         violations
-    }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.room)
     }
 }
 
@@ -397,10 +390,6 @@ impl Validate for UpdateSubscriptionsRequest {
             violations.track_sid(&format!("track_sids[{index}]"), sid);
         }
         violations
-    }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.room)
     }
 }
 
@@ -417,10 +406,6 @@ impl Validate for SendDataRequest {
             violations.max_bytes("topic", topic, TOPIC_MAX_BYTES);
         }
         violations
-    }
-
-    fn room(&self) -> Option<&str> {
-        Some(&self.room)
     }
 }
 

@@ -27,7 +27,7 @@ use crate::proto::v1::room_control_server::RoomControl;
 use crate::proto::v1::*;
 use crate::rpc::Rpc;
 use crate::tokens::TokenSigner;
-use crate::validate::Validate;
+use crate::validate::{AboutRoom, Validate};
 
 pub use tokens::create_token;
 
@@ -65,7 +65,7 @@ pub(crate) struct Admitted<T> {
 /// scope, validation, the room on the call's span, the room's
 /// authorization. PERMISSION_DENIED or INVALID_ARGUMENT name the rule that
 /// failed; nothing reaches LiveKit before all of it passed.
-fn admit<T: Validate>(rpc: Rpc, request: Request<T>) -> Result<Admitted<T>, ApiError> {
+fn admit<T: Validate + AboutRoom>(rpc: Rpc, request: Request<T>) -> Result<Admitted<T>, ApiError> {
     let caller = caller(&request)?;
     let deadline = deadline(&request);
     let request = request.into_inner();

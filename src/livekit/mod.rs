@@ -37,6 +37,7 @@ use secrecy::ExposeSecret;
 pub use error::{LiveKitError, Missing, TimeoutCause, TwirpCode};
 use error::{innermost, twirp_error};
 use twirp::{DirectMethod, DirectTwirp};
+pub use twirp::decode_reply;
 
 use crate::config::{self, LiveKitConfig};
 use crate::metrics::Metrics;

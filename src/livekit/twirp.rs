@@ -94,16 +94,26 @@ impl DirectTwirp {
         let response = self.http.request(request).await.map_err(|error| unreachable(&error))?;
         let status = response.status();
         let body = response.into_body().collect().await.map_err(|error| unreachable(&error))?.to_bytes();
-        if status == http::StatusCode::OK {
-            return Resp::decode(body)
-                .map_err(|error| LiveKitError::BadReply { method, detail: format!("undecodable protobuf ({error})") });
-        }
-        if let Ok(twirp) = serde_json::from_slice::<TwirpErrorBody>(&body) {
-            return Err(twirp_error(method, &twirp.code, twirp.msg));
-        }
-        if status == http::StatusCode::UNAUTHORIZED {
-            return Err(LiveKitError::CredentialsRejected { method });
-        }
-        Err(LiveKitError::NotTwirp { method, status: Some(status.as_u16()) })
+        decode_reply(method, status, body)
     }
+}
+
+/// A Twirp reply as RoomControl reads it: the message on 200, LiveKit's
+/// error otherwise. Any status and any bytes give an answer, never a panic.
+pub fn decode_reply<Resp: Message + Default>(
+    method: &'static str,
+    status: http::StatusCode,
+    body: bytes::Bytes,
+) -> Result<Resp, LiveKitError> {
+    if status == http::StatusCode::OK {
+        return Resp::decode(body)
+            .map_err(|error| LiveKitError::BadReply { method, detail: format!("undecodable protobuf ({error})") });
+    }
+    if let Ok(twirp) = serde_json::from_slice::<TwirpErrorBody>(&body) {
+        return Err(twirp_error(method, &twirp.code, twirp.msg));
+    }
+    if status == http::StatusCode::UNAUTHORIZED {
+        return Err(LiveKitError::CredentialsRejected { method });
+    }
+    Err(LiveKitError::NotTwirp { method, status: Some(status.as_u16()) })
 }

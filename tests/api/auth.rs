@@ -164,7 +164,7 @@ async fn list_rooms_as(app: &TestApp, authorization: Option<&str>) -> Result<Lis
         Some(value) => with_auth(ListRoomsRequest::default(), value),
         None => tonic::Request::new(ListRoomsRequest::default()),
     };
-    app.client.clone().list_rooms(request).await.map(|reply| reply.into_inner())
+    app.list_rooms(request).await
 }
 
 fn bearer(credential: &str) -> String {
@@ -394,14 +394,7 @@ async fn room_patterns_limit_every_room_call_and_filter_list_rooms() {
         .unwrap();
     }
     let team_a = key_of("team-a");
-    let listed = app
-        .client
-        .clone()
-        .list_rooms(with_auth(ListRoomsRequest::default(), &bearer(&team_a)))
-        .await
-        .unwrap()
-        .into_inner()
-        .rooms;
+    let listed = app.list_rooms(with_auth(ListRoomsRequest::default(), &bearer(&team_a))).await.unwrap().rooms;
     assert!(listed.iter().any(|room| room.name == mine));
     assert!(listed.iter().all(|room| room.name.starts_with("team-a-")), "only team-a rooms: {listed:?}");
 
@@ -429,7 +422,7 @@ async fn create_token_as(
     token: &str,
     request: CreateTokenRequest,
 ) -> Result<CreateTokenResponse, tonic::Status> {
-    app.client.clone().create_token(with_auth(request, &bearer(token))).await.map(|reply| reply.into_inner())
+    app.create_token(with_auth(request, &bearer(token))).await
 }
 
 #[tokio::test]
@@ -714,7 +707,7 @@ async fn a_call_beyond_the_limit_waits_for_a_slot_and_is_served_once_one_frees()
     );
     // The slots are back: a third call goes straight through.
     standin.set_delay(Duration::ZERO);
-    app.client.clone().list_rooms(ListRoomsRequest::default()).await.expect("a free slot");
+    app.list_rooms(ListRoomsRequest::default()).await.expect("a free slot");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! Logs are silent unless `TEST_LOG` is set.
 
 pub mod grpc_web;
+mod requests;
 mod rpc;
 
 pub use rpc::{Rpc, call, livekit_bound};

@@ -361,23 +361,7 @@ async fn each_rpc_needs_its_scope_and_no_other() {
 }
 
 async fn call_as(app: &TestApp, rpc: Rpc, key: &str) -> Result<(), tonic::Status> {
-    let mut client = app.client.clone();
-    let auth = bearer(key);
-    match rpc {
-        Rpc::CreateRoom(m) => client.create_room(with_auth(m, &auth)).await.map(drop),
-        Rpc::ListRooms(m) => client.list_rooms(with_auth(m, &auth)).await.map(drop),
-        Rpc::GetRoom(m) => client.get_room(with_auth(m, &auth)).await.map(drop),
-        Rpc::DeleteRoom(m) => client.delete_room(with_auth(m, &auth)).await.map(drop),
-        Rpc::UpdateRoomMetadata(m) => client.update_room_metadata(with_auth(m, &auth)).await.map(drop),
-        Rpc::ListParticipants(m) => client.list_participants(with_auth(m, &auth)).await.map(drop),
-        Rpc::GetParticipant(m) => client.get_participant(with_auth(m, &auth)).await.map(drop),
-        Rpc::RemoveParticipant(m) => client.remove_participant(with_auth(m, &auth)).await.map(drop),
-        Rpc::UpdateParticipant(m) => client.update_participant(with_auth(m, &auth)).await.map(drop),
-        Rpc::MutePublishedTrack(m) => client.mute_published_track(with_auth(m, &auth)).await.map(drop),
-        Rpc::UpdateSubscriptions(m) => client.update_subscriptions(with_auth(m, &auth)).await.map(drop),
-        Rpc::SendData(m) => client.send_data(with_auth(m, &auth)).await.map(drop),
-        Rpc::CreateToken(m) => client.create_token(with_auth(m, &auth)).await.map(drop),
-    }
+    app.call_with(rpc, &[("authorization", &bearer(key))]).await
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use roomcontrol::proto::v1::*;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::support::{Rpc, call, spawn_app};
+use crate::support::{Rpc, spawn_app};
 
 fn long(bytes: usize) -> String {
     "x".repeat(bytes)
@@ -329,13 +329,12 @@ fn invalid_requests() -> Vec<(&'static str, Rpc, &'static str)> {
 #[tokio::test]
 async fn every_invalid_request_is_refused_before_livekit_is_called() {
     let app = spawn_app().await;
-    let mut client = app.client.clone();
     if let Some(standin) = &app.standin {
         standin.clear_calls();
     }
     for (what, request, field) in invalid_requests() {
         let rpc = request.name();
-        let status = call(&mut client, request).await.expect_err(&format!("{rpc} with {what} is refused"));
+        let status = app.call(request).await.expect_err(&format!("{rpc} with {what} is refused"));
         assert_eq!(status.code(), Code::InvalidArgument, "{rpc} with {what}: {}", status.message());
         assert!(
             status.message().starts_with(&format!("invalid request: {field}: "))

@@ -11,7 +11,7 @@ pub mod grpc_web;
 mod requests;
 mod rpc;
 
-pub use rpc::{Rpc, call, livekit_bound};
+pub use rpc::{Rpc, livekit_bound};
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

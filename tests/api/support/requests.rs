@@ -6,9 +6,10 @@
 //! client: clones share its channel, and `&self` is enough.
 
 use roomcontrol::proto::v1::*;
+use tonic::metadata::MetadataKey;
 use tonic::{IntoRequest, Response, Status};
 
-use super::TestApp;
+use super::{Rpc, TestApp};
 
 impl TestApp {
     pub async fn create_room(&self, request: impl IntoRequest<CreateRoomRequest>) -> Result<Room, Status> {
@@ -88,5 +89,37 @@ impl TestApp {
         request: impl IntoRequest<CreateTokenRequest>,
     ) -> Result<CreateTokenResponse, Status> {
         self.client.clone().create_token(request).await.map(Response::into_inner)
+    }
+
+    /// Sends one call from a table of [`Rpc`]s; the reply's content is dropped.
+    pub async fn call(&self, rpc: Rpc) -> Result<(), Status> {
+        self.call_with(rpc, &[]).await
+    }
+
+    /// Like [`TestApp::call`], with these metadata entries on the request.
+    pub async fn call_with(&self, rpc: Rpc, metadata: &[(&str, &str)]) -> Result<(), Status> {
+        fn request<T>(message: T, metadata: &[(&str, &str)]) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            for (name, value) in metadata {
+                let name = MetadataKey::from_bytes(name.as_bytes()).expect("a metadata name");
+                request.metadata_mut().insert(name, value.parse().expect("a metadata value"));
+            }
+            request
+        }
+        match rpc {
+            Rpc::CreateRoom(m) => self.create_room(request(m, metadata)).await.map(drop),
+            Rpc::ListRooms(m) => self.list_rooms(request(m, metadata)).await.map(drop),
+            Rpc::GetRoom(m) => self.get_room(request(m, metadata)).await.map(drop),
+            Rpc::DeleteRoom(m) => self.delete_room(request(m, metadata)).await.map(drop),
+            Rpc::UpdateRoomMetadata(m) => self.update_room_metadata(request(m, metadata)).await.map(drop),
+            Rpc::ListParticipants(m) => self.list_participants(request(m, metadata)).await.map(drop),
+            Rpc::GetParticipant(m) => self.get_participant(request(m, metadata)).await.map(drop),
+            Rpc::RemoveParticipant(m) => self.remove_participant(request(m, metadata)).await.map(drop),
+            Rpc::UpdateParticipant(m) => self.update_participant(request(m, metadata)).await.map(drop),
+            Rpc::MutePublishedTrack(m) => self.mute_published_track(request(m, metadata)).await.map(drop),
+            Rpc::UpdateSubscriptions(m) => self.update_subscriptions(request(m, metadata)).await.map(drop),
+            Rpc::SendData(m) => self.send_data(request(m, metadata)).await.map(drop),
+            Rpc::CreateToken(m) => self.create_token(request(m, metadata)).await.map(drop),
+        }
     }
 }

@@ -660,6 +660,7 @@ async fn health_answers_even_when_every_call_slot_is_taken() {
     let standin = crate::standin_or_skip!(app);
     app.wait_for_health(SERVICE_NAME, tonic_health::pb::health_check_response::ServingStatus::Serving).await;
     standin.set_delay(Duration::from_secs(30));
+    // A spawned call, on a client of its own, holds the only slot.
     let mut client = app.client.clone();
     let stuck = tokio::spawn(async move { client.list_rooms(ListRoomsRequest::default()).await });
     standin.wait_for_calls("ListRooms", 1).await;
@@ -673,6 +674,7 @@ async fn a_call_beyond_the_limit_waits_for_a_slot_and_is_served_once_one_frees()
     let app = spawn_app_with(|config| config.server.max_concurrent_calls = 1).await;
     let standin = crate::standin_or_skip!(app);
     standin.set_delay(Duration::from_millis(300));
+    // Two spawned calls at once, each on a client of its own.
     let (mut first_client, mut second_client) = (app.client.clone(), app.client.clone());
     let first = tokio::spawn(async move {
         first_client.list_rooms(ListRoomsRequest::default()).await.map(|_| std::time::Instant::now())

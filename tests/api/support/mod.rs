@@ -43,6 +43,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin (metrics) port.
     pub admin_addr: Option<SocketAddr>,
+    /// Tests send requests through the helpers in `requests.rs`; a clone of
+    /// this is for a call that must own its client, such as a spawned one.
     pub client: RoomControlClient<Channel>,
     pub health: HealthClient<Channel>,
     /// The stand-in, unless the suite runs against a real LiveKit.

@@ -164,7 +164,7 @@ async fn list_rooms_as(app: &TestApp, authorization: Option<&str>) -> Result<Lis
         Some(value) => with_auth(ListRoomsRequest::default(), value),
         None => tonic::Request::new(ListRoomsRequest::default()),
     };
-    app.client.clone().list_rooms(request).await.map(|reply| reply.into_inner())
+    app.list_rooms(request).await
 }
 
 fn bearer(credential: &str) -> String {
@@ -361,23 +361,7 @@ async fn each_rpc_needs_its_scope_and_no_other() {
 }
 
 async fn call_as(app: &TestApp, rpc: Rpc, key: &str) -> Result<(), tonic::Status> {
-    let mut client = app.client.clone();
-    let auth = bearer(key);
-    match rpc {
-        Rpc::CreateRoom(m) => client.create_room(with_auth(m, &auth)).await.map(drop),
-        Rpc::ListRooms(m) => client.list_rooms(with_auth(m, &auth)).await.map(drop),
-        Rpc::GetRoom(m) => client.get_room(with_auth(m, &auth)).await.map(drop),
-        Rpc::DeleteRoom(m) => client.delete_room(with_auth(m, &auth)).await.map(drop),
-        Rpc::UpdateRoomMetadata(m) => client.update_room_metadata(with_auth(m, &auth)).await.map(drop),
-        Rpc::ListParticipants(m) => client.list_participants(with_auth(m, &auth)).await.map(drop),
-        Rpc::GetParticipant(m) => client.get_participant(with_auth(m, &auth)).await.map(drop),
-        Rpc::RemoveParticipant(m) => client.remove_participant(with_auth(m, &auth)).await.map(drop),
-        Rpc::UpdateParticipant(m) => client.update_participant(with_auth(m, &auth)).await.map(drop),
-        Rpc::MutePublishedTrack(m) => client.mute_published_track(with_auth(m, &auth)).await.map(drop),
-        Rpc::UpdateSubscriptions(m) => client.update_subscriptions(with_auth(m, &auth)).await.map(drop),
-        Rpc::SendData(m) => client.send_data(with_auth(m, &auth)).await.map(drop),
-        Rpc::CreateToken(m) => client.create_token(with_auth(m, &auth)).await.map(drop),
-    }
+    app.call_with(rpc, &[("authorization", &bearer(key))]).await
 }
 
 #[tokio::test]
@@ -394,14 +378,7 @@ async fn room_patterns_limit_every_room_call_and_filter_list_rooms() {
         .unwrap();
     }
     let team_a = key_of("team-a");
-    let listed = app
-        .client
-        .clone()
-        .list_rooms(with_auth(ListRoomsRequest::default(), &bearer(&team_a)))
-        .await
-        .unwrap()
-        .into_inner()
-        .rooms;
+    let listed = app.list_rooms(with_auth(ListRoomsRequest::default(), &bearer(&team_a))).await.unwrap().rooms;
     assert!(listed.iter().any(|room| room.name == mine));
     assert!(listed.iter().all(|room| room.name.starts_with("team-a-")), "only team-a rooms: {listed:?}");
 
@@ -429,7 +406,7 @@ async fn create_token_as(
     token: &str,
     request: CreateTokenRequest,
 ) -> Result<CreateTokenResponse, tonic::Status> {
-    app.client.clone().create_token(with_auth(request, &bearer(token))).await.map(|reply| reply.into_inner())
+    app.create_token(with_auth(request, &bearer(token))).await
 }
 
 #[tokio::test]
@@ -683,6 +660,7 @@ async fn health_answers_even_when_every_call_slot_is_taken() {
     let standin = crate::standin_or_skip!(app);
     app.wait_for_health(SERVICE_NAME, tonic_health::pb::health_check_response::ServingStatus::Serving).await;
     standin.set_delay(Duration::from_secs(30));
+    // A spawned call, on a client of its own, holds the only slot.
     let mut client = app.client.clone();
     let stuck = tokio::spawn(async move { client.list_rooms(ListRoomsRequest::default()).await });
     standin.wait_for_calls("ListRooms", 1).await;
@@ -696,6 +674,7 @@ async fn a_call_beyond_the_limit_waits_for_a_slot_and_is_served_once_one_frees()
     let app = spawn_app_with(|config| config.server.max_concurrent_calls = 1).await;
     let standin = crate::standin_or_skip!(app);
     standin.set_delay(Duration::from_millis(300));
+    // Two spawned calls at once, each on a client of its own.
     let (mut first_client, mut second_client) = (app.client.clone(), app.client.clone());
     let first = tokio::spawn(async move {
         first_client.list_rooms(ListRoomsRequest::default()).await.map(|_| std::time::Instant::now())
@@ -714,7 +693,7 @@ async fn a_call_beyond_the_limit_waits_for_a_slot_and_is_served_once_one_frees()
     );
     // The slots are back: a third call goes straight through.
     standin.set_delay(Duration::ZERO);
-    app.client.clone().list_rooms(ListRoomsRequest::default()).await.expect("a free slot");
+    app.list_rooms(ListRoomsRequest::default()).await.expect("a free slot");
 }
 
 #[tokio::test]

@@ -8,17 +8,16 @@ use secrecy::SecretString;
 use tonic::Code;
 
 use crate::standin_or_skip;
-use crate::support::{SERVICE_NAME, call, closed_port_url, livekit_bound, spawn_app, spawn_app_with, unique};
+use crate::support::{SERVICE_NAME, closed_port_url, livekit_bound, spawn_app, spawn_app_with, unique};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test]
 async fn every_rpc_answers_unavailable_when_livekit_is_unreachable() {
     let url = closed_port_url().await;
     let app = spawn_app_with(|config| config.livekit.url = url.clone()).await;
-    let mut client = app.client.clone();
     for rpc in livekit_bound(&unique("down")) {
         let name = rpc.name();
-        let status = call(&mut client, rpc).await.expect_err(name);
+        let status = app.call(rpc).await.expect_err(name);
         assert_eq!(status.code(), Code::Unavailable, "{name}: {}", status.message());
         assert!(
             status.message().contains("unreachable") && status.message().contains(&url),
@@ -27,8 +26,7 @@ async fn every_rpc_answers_unavailable_when_livekit_is_unreachable() {
         );
     }
     // Tokens are signed in-process and need no LiveKit.
-    client
-        .create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
+    app.create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
         .await
         .expect("CreateToken works while LiveKit is down");
 }
@@ -36,10 +34,9 @@ async fn every_rpc_answers_unavailable_when_livekit_is_unreachable() {
 #[tokio::test]
 async fn every_rpc_says_livekit_rejected_roomcontrols_key_when_the_secret_is_wrong() {
     let app = spawn_app_with(|config| config.livekit.api_secret = SecretString::from("not-the-secret")).await;
-    let mut client = app.client.clone();
     for rpc in livekit_bound(&unique("bad-key")) {
         let name = rpc.name();
-        let status = call(&mut client, rpc).await.expect_err(name);
+        let status = app.call(rpc).await.expect_err(name);
         assert_eq!(status.code(), Code::Unavailable, "{name}: {}", status.message());
         assert!(
             status.message().contains("LiveKit rejected RoomControl's API key"),
@@ -55,10 +52,9 @@ async fn every_rpc_answers_deadline_exceeded_when_livekit_is_slower_than_the_con
     let app = spawn_app_with(|config| config.livekit.timeout = Duration::from_millis(200)).await;
     let standin = standin_or_skip!(app);
     standin.set_delay(Duration::from_secs(3));
-    let mut client = app.client.clone();
     for rpc in livekit_bound(&unique("slow")) {
         let name = rpc.name();
-        let status = call(&mut client, rpc).await.expect_err(name);
+        let status = app.call(rpc).await.expect_err(name);
         assert_eq!(status.code(), Code::DeadlineExceeded, "{name}: {}", status.message());
         assert!(status.message().contains("livekit.timeout"), "{name}: {}", status.message());
     }
@@ -106,7 +102,6 @@ async fn livekit_errors_keep_their_code_and_message() {
         ("unknown", Code::Unknown),
         ("malformed", Code::Internal),
     ];
-    let mut client = app.client.clone();
     for (twirp, grpc) in cases {
         standin.fail_next(
             Some("CreateRoom"),
@@ -114,7 +109,7 @@ async fn livekit_errors_keep_their_code_and_message() {
             1,
         );
         let rpc = livekit_bound(&unique("twirp")).remove(0);
-        let status = call(&mut client, rpc).await.expect_err(twirp);
+        let status = app.call(rpc).await.expect_err(twirp);
         assert_eq!(status.code(), grpc, "{twirp}: {}", status.message());
         assert!(status.message().contains(&format!("injected {twirp}")), "{twirp}: {}", status.message());
     }
@@ -129,7 +124,7 @@ async fn a_grant_livekit_refuses_is_roomcontrols_problem_not_the_callers() {
         livekit_standin::Fault::Twirp { code: "unauthenticated".into(), msg: "permissions denied".into() },
         1,
     );
-    let status = call(&mut app.client.clone(), livekit_bound(&unique("grant")).remove(0)).await.unwrap_err();
+    let status = app.call(livekit_bound(&unique("grant")).remove(0)).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{}", status.message());
     assert!(status.message().contains("RoomControl's service token"), "{}", status.message());
 }
@@ -140,7 +135,6 @@ async fn a_reply_that_is_not_twirp_is_reported_without_a_crash() {
     let app = spawn_app_with(|config| config.livekit.health_check_interval = Duration::from_secs(3600)).await;
     let standin = standin_or_skip!(app);
     app.wait_for_health(SERVICE_NAME, ServingStatus::Serving).await;
-    let mut client = app.client.clone();
     for rpc in livekit_bound(&unique("garbage")) {
         let name = rpc.name();
         standin.fail_next(
@@ -152,7 +146,7 @@ async fn a_reply_that_is_not_twirp_is_reported_without_a_crash() {
             },
             1,
         );
-        let status = call(&mut client, rpc).await.expect_err(name);
+        let status = app.call(rpc).await.expect_err(name);
         assert_eq!(status.code(), Code::Unavailable, "{name}: {}", status.message());
         assert!(
             status.message().contains("not a Twirp error"),
@@ -161,7 +155,7 @@ async fn a_reply_that_is_not_twirp_is_reported_without_a_crash() {
         );
     }
     // Still serving.
-    let after = call(&mut client, livekit_bound(&unique("after")).remove(0)).await;
+    let after = app.call(livekit_bound(&unique("after")).remove(0)).await;
     assert!(after.is_ok(), "the server still serves: {after:?}");
 }
 
@@ -186,10 +180,9 @@ async fn an_https_livekit_url_is_spoken_to_over_tls() {
     };
     let https = standin.url().replacen("http://", "https://", 1);
     let tls_app = spawn_app_with(|config| config.livekit.url = https.clone()).await;
-    let mut client = tls_app.client.clone();
     for rpc in livekit_bound(&unique("tls")) {
         let name = rpc.name();
-        let status = call(&mut client, rpc).await.expect_err(name);
+        let status = tls_app.call(rpc).await.expect_err(name);
         assert_eq!(status.code(), Code::Unavailable, "{name}: {}", status.message());
         assert!(!status.message().contains("scheme"), "{name}: {}", status.message());
         assert!(status.message().contains(&https), "{name}: {}", status.message());

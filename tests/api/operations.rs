@@ -52,13 +52,11 @@ async fn metrics_count_calls_codes_latency_livekit_requests_and_tokens() {
     assert_eq!(value(&before, "roomcontrol_calls_in_flight"), 0.0);
     assert!(before.keys().any(|key| key.starts_with("roomcontrol_build_info{version=")));
 
-    let mut client = app.client.clone();
     for _ in 0..2 {
-        client.create_room(CreateRoomRequest { name: unique("metrics"), ..Default::default() }).await.unwrap();
+        app.create_room(CreateRoomRequest { name: unique("metrics"), ..Default::default() }).await.unwrap();
     }
-    client.get_room(GetRoomRequest { name: unique("absent") }).await.unwrap_err();
-    client
-        .create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
+    app.get_room(GetRoomRequest { name: unique("absent") }).await.unwrap_err();
+    app.create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
         .await
         .unwrap();
     let web = app.grpc_web().call("CreateRoom", &CreateRoomRequest::default()).await;
@@ -97,7 +95,7 @@ async fn metrics_show_livekit_failures_and_readiness() {
     let app = spawn_app_with(|config| config.livekit.api_secret = secrecy::SecretString::from("wrong")).await;
     let admin = app.admin_addr.unwrap();
     app.wait_for_health(SERVICE_NAME, ServingStatus::NotServing).await;
-    app.client.clone().list_rooms(ListRoomsRequest::default()).await.unwrap_err();
+    app.list_rooms(ListRoomsRequest::default()).await.unwrap_err();
     let metrics = scrape(admin).await;
     assert_eq!(value(&metrics, "roomcontrol_ready"), 0.0);
     assert!(

@@ -20,12 +20,9 @@ async fn list_participants_shows_each_participant_with_its_tracks() {
     standin.add_participant(&room, "bob");
 
     let mut participants = app
-        .client
-        .clone()
         .list_participants(ListParticipantsRequest { room: room.clone() })
         .await
         .expect("ListParticipants succeeds")
-        .into_inner()
         .participants;
     participants.sort_by(|a, b| a.identity.cmp(&b.identity));
     assert_eq!(participants.len(), 2);
@@ -47,7 +44,7 @@ async fn list_participants_shows_each_participant_with_its_tracks() {
     assert!(track.simulcast);
     assert!(participants[1].tracks.is_empty());
 
-    let room_info = app.client.clone().get_room(GetRoomRequest { name: room }).await.unwrap().into_inner();
+    let room_info = app.get_room(GetRoomRequest { name: room }).await.unwrap();
     assert_eq!((room_info.num_participants, room_info.num_publishers), (2, 1));
 }
 
@@ -55,9 +52,8 @@ async fn list_participants_shows_each_participant_with_its_tracks() {
 async fn list_participants_of_an_empty_room_is_an_empty_list() {
     let app = spawn_app().await;
     let room = unique("empty");
-    app.client.clone().create_room(CreateRoomRequest { name: room.clone(), ..Default::default() }).await.unwrap();
-    let participants =
-        app.client.clone().list_participants(ListParticipantsRequest { room }).await.unwrap().into_inner().participants;
+    app.create_room(CreateRoomRequest { name: room.clone(), ..Default::default() }).await.unwrap();
+    let participants = app.list_participants(ListParticipantsRequest { room }).await.unwrap().participants;
     assert!(participants.is_empty());
 }
 
@@ -67,15 +63,11 @@ async fn get_participant_returns_it_and_not_found_for_an_unknown_identity() {
     let standin = standin_or_skip!(app);
     let room = unique("get-participant");
     let added = standin.add_participant(&room, "alice");
-    let mut client = app.client.clone();
-    let alice = client
-        .get_participant(GetParticipantRequest { room: room.clone(), identity: "alice".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let alice =
+        app.get_participant(GetParticipantRequest { room: room.clone(), identity: "alice".into() }).await.unwrap();
     assert_eq!(alice.sid, added.sid);
 
-    let status = client.get_participant(GetParticipantRequest { room, identity: "nobody".into() }).await.unwrap_err();
+    let status = app.get_participant(GetParticipantRequest { room, identity: "nobody".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("participant does not exist"), "{}", status.message());
 }
@@ -86,14 +78,11 @@ async fn remove_participant_disconnects_it() {
     let standin = standin_or_skip!(app);
     let room = unique("remove");
     standin.add_participant(&room, "alice");
-    let mut client = app.client.clone();
-    client
-        .remove_participant(RemoveParticipantRequest { room: room.clone(), identity: "alice".into() })
+    app.remove_participant(RemoveParticipantRequest { room: room.clone(), identity: "alice".into() })
         .await
         .expect("RemoveParticipant succeeds");
     assert!(standin.participant(&room, "alice").is_none());
-    let status =
-        client.remove_participant(RemoveParticipantRequest { room, identity: "alice".into() }).await.unwrap_err();
+    let status = app.remove_participant(RemoveParticipantRequest { room, identity: "alice".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 }
 
@@ -103,9 +92,8 @@ async fn update_participant_changes_only_what_is_set() {
     let standin = standin_or_skip!(app);
     let room = unique("update");
     standin.add_participant(&room, "alice");
-    let mut client = app.client.clone();
 
-    let updated = client
+    let updated = app
         .update_participant(UpdateParticipantRequest {
             room: room.clone(),
             identity: "alice".into(),
@@ -115,14 +103,13 @@ async fn update_participant_changes_only_what_is_set() {
             permission: None,
         })
         .await
-        .expect("UpdateParticipant succeeds")
-        .into_inner();
+        .expect("UpdateParticipant succeeds");
     assert_eq!(updated.metadata, r#"{"role":"host"}"#);
     assert_eq!(updated.name, "Alice A.");
     assert_eq!(updated.attributes.get("hand").map(String::as_str), Some("raised"));
     assert!(updated.permission.as_ref().unwrap().can_publish, "permission kept");
 
-    let updated = client
+    let updated = app
         .update_participant(UpdateParticipantRequest {
             room: room.clone(),
             identity: "alice".into(),
@@ -138,15 +125,14 @@ async fn update_participant_changes_only_what_is_set() {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(updated.metadata, r#"{"role":"host"}"#, "metadata kept");
     assert_eq!(updated.name, "Alice A.", "name kept");
     assert!(!updated.attributes.contains_key("hand"), "an empty value removes the key");
     let permission = updated.permission.unwrap();
     assert!(!permission.can_publish && permission.can_subscribe);
 
-    let status = client
+    let status = app
         .update_participant(UpdateParticipantRequest {
             room,
             identity: "nobody".into(),
@@ -166,8 +152,6 @@ async fn mute_published_track_mutes_and_returns_the_track() {
     standin.add_participant(&room, "alice");
     let microphone = add_microphone(&standin, &room, "alice");
     let track = app
-        .client
-        .clone()
         .mute_published_track(MutePublishedTrackRequest {
             room: room.clone(),
             identity: "alice".into(),
@@ -175,8 +159,7 @@ async fn mute_published_track_mutes_and_returns_the_track() {
             muted: true,
         })
         .await
-        .expect("MutePublishedTrack succeeds")
-        .into_inner();
+        .expect("MutePublishedTrack succeeds");
     assert_eq!(track.sid, microphone.sid);
     assert!(track.muted);
     assert_eq!(track.r#type, TrackType::Audio as i32);
@@ -192,8 +175,6 @@ async fn unmuting_a_track_is_refused_unless_livekit_enables_remote_unmute() {
     standin.add_participant(&room, "alice");
     let microphone = add_microphone(&standin, &room, "alice");
     let status = app
-        .client
-        .clone()
         .mute_published_track(MutePublishedTrackRequest {
             room,
             identity: "alice".into(),
@@ -210,10 +191,8 @@ async fn unmuting_a_track_is_refused_unless_livekit_enables_remote_unmute() {
 async fn muting_an_unknown_participant_is_not_found() {
     let app = spawn_app().await;
     let room = unique("mute-missing");
-    app.client.clone().create_room(CreateRoomRequest { name: room.clone(), ..Default::default() }).await.unwrap();
+    app.create_room(CreateRoomRequest { name: room.clone(), ..Default::default() }).await.unwrap();
     let status = app
-        .client
-        .clone()
         .mute_published_track(MutePublishedTrackRequest {
             room,
             identity: "nobody".into(),
@@ -232,8 +211,6 @@ async fn muting_a_track_the_participant_does_not_publish_is_not_found() {
     let room = unique("mute-unknown-track");
     standin.add_participant(&room, "alice");
     let status = app
-        .client
-        .clone()
         .mute_published_track(MutePublishedTrackRequest {
             room,
             identity: "alice".into(),
@@ -254,18 +231,17 @@ async fn a_mute_reply_without_a_track_is_not_found_not_a_crash() {
     standin.add_participant(&room, "alice");
     let microphone = add_microphone(&standin, &room, "alice");
     standin.fail_next(Some("MutePublishedTrack"), livekit_standin::Fault::MuteWithoutTrack, 1);
-    let mut client = app.client.clone();
     let request = MutePublishedTrackRequest {
         room: room.clone(),
         identity: "alice".into(),
         track_sid: microphone.sid,
         muted: true,
     };
-    let status = client.mute_published_track(request.clone()).await.unwrap_err();
+    let status = app.mute_published_track(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("publishes no track"), "{}", status.message());
     // The same connection keeps working.
-    client.mute_published_track(request).await.expect("the next call succeeds");
+    app.mute_published_track(request).await.expect("the next call succeeds");
 }
 
 #[tokio::test]
@@ -276,16 +252,14 @@ async fn update_subscriptions_reaches_livekit() {
     standin.add_participant(&room, "alice");
     let camera = add_camera(&standin, &room, "alice");
     standin.add_participant(&room, "bob");
-    app.client
-        .clone()
-        .update_subscriptions(UpdateSubscriptionsRequest {
-            room: room.clone(),
-            identity: "bob".into(),
-            track_sids: vec![camera.sid.clone()],
-            subscribe: false,
-        })
-        .await
-        .expect("UpdateSubscriptions succeeds");
+    app.update_subscriptions(UpdateSubscriptionsRequest {
+        room: room.clone(),
+        identity: "bob".into(),
+        track_sids: vec![camera.sid.clone()],
+        subscribe: false,
+    })
+    .await
+    .expect("UpdateSubscriptions succeeds");
     let call = standin
         .calls()
         .into_iter()
@@ -304,20 +278,17 @@ async fn send_data_sends_the_packet_with_the_callers_nonce_or_a_fresh_one() {
     let standin = standin_or_skip!(app);
     let room = unique("data");
     standin.add_participant(&room, "alice");
-    let mut client = app.client.clone();
-    client
-        .send_data(SendDataRequest {
-            room: room.clone(),
-            data: b"hello".to_vec(),
-            reliable: true,
-            destination_identities: vec!["alice".into()],
-            topic: Some("chat".into()),
-            nonce: vec![7; 16],
-        })
-        .await
-        .expect("SendData succeeds");
-    client
-        .send_data(SendDataRequest { room: room.clone(), data: b"bye".to_vec(), ..Default::default() })
+    app.send_data(SendDataRequest {
+        room: room.clone(),
+        data: b"hello".to_vec(),
+        reliable: true,
+        destination_identities: vec!["alice".into()],
+        topic: Some("chat".into()),
+        nonce: vec![7; 16],
+    })
+    .await
+    .expect("SendData succeeds");
+    app.send_data(SendDataRequest { room: room.clone(), data: b"bye".to_vec(), ..Default::default() })
         .await
         .expect("SendData without a nonce succeeds");
     let sent: Vec<livekit_protocol::SendDataRequest> =
@@ -336,10 +307,8 @@ async fn send_data_sends_the_packet_with_the_callers_nonce_or_a_fresh_one() {
 async fn update_subscriptions_for_an_unknown_participant_is_not_found_at_once() {
     let app = spawn_app().await;
     let room = unique("subscriptions-missing");
-    app.client.clone().create_room(CreateRoomRequest { name: room.clone(), ..Default::default() }).await.unwrap();
+    app.create_room(CreateRoomRequest { name: room.clone(), ..Default::default() }).await.unwrap();
     let status = app
-        .client
-        .clone()
         .update_subscriptions(UpdateSubscriptionsRequest {
             room,
             identity: "nobody".into(),
@@ -359,8 +328,6 @@ async fn send_data_to_a_room_that_does_not_exist_is_not_found() {
     standin.set_no_route_delay(std::time::Duration::from_millis(100));
     let room = unique("no-such-room");
     let status = app
-        .client
-        .clone()
         .send_data(SendDataRequest { room: room.clone(), data: b"x".to_vec(), ..Default::default() })
         .await
         .unwrap_err();

@@ -10,8 +10,6 @@ async fn create_room_returns_the_room_with_the_options_asked_for() {
     let app = spawn_app().await;
     let name = unique("create");
     let room = app
-        .client
-        .clone()
         .create_room(CreateRoomRequest {
             name: name.clone(),
             empty_timeout: 120,
@@ -20,8 +18,7 @@ async fn create_room_returns_the_room_with_the_options_asked_for() {
             metadata: r#"{"topic":"standup"}"#.to_owned(),
         })
         .await
-        .expect("CreateRoom succeeds")
-        .into_inner();
+        .expect("CreateRoom succeeds");
     assert_eq!(room.name, name);
     assert!(room.sid.starts_with("RM_"), "sid {:?}", room.sid);
     assert_eq!((room.empty_timeout, room.departure_timeout, room.max_participants), (120, 30, 8));
@@ -35,31 +32,22 @@ async fn create_room_returns_the_room_with_the_options_asked_for() {
 #[tokio::test]
 async fn create_room_uses_livekit_defaults_for_unset_timeouts() {
     let app = spawn_app().await;
-    let room = app
-        .client
-        .clone()
-        .create_room(CreateRoomRequest { name: unique("defaults"), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let room = app.create_room(CreateRoomRequest { name: unique("defaults"), ..Default::default() }).await.unwrap();
     assert_eq!((room.empty_timeout, room.departure_timeout, room.max_participants), (300, 20, 0));
 }
 
 #[tokio::test]
 async fn create_room_twice_returns_the_existing_room_unchanged() {
     let app = spawn_app().await;
-    let mut client = app.client.clone();
     let name = unique("upsert");
-    let first = client
+    let first = app
         .create_room(CreateRoomRequest { name: name.clone(), metadata: "first".into(), ..Default::default() })
         .await
-        .unwrap()
-        .into_inner();
-    let second = client
+        .unwrap();
+    let second = app
         .create_room(CreateRoomRequest { name: name.clone(), metadata: "second".into(), ..Default::default() })
         .await
-        .expect("an existing room is not an error")
-        .into_inner();
+        .expect("an existing room is not an error");
     assert_eq!(second.sid, first.sid);
     assert_eq!(second.metadata, "first");
 }
@@ -67,20 +55,18 @@ async fn create_room_twice_returns_the_existing_room_unchanged() {
 #[tokio::test]
 async fn list_rooms_lists_every_room_or_only_the_names_asked_for() {
     let app = spawn_app().await;
-    let mut client = app.client.clone();
     let names = [unique("list-a"), unique("list-b"), unique("list-c")];
     for name in &names {
-        client.create_room(CreateRoomRequest { name: name.clone(), ..Default::default() }).await.unwrap();
+        app.create_room(CreateRoomRequest { name: name.clone(), ..Default::default() }).await.unwrap();
     }
-    let all = client.list_rooms(ListRoomsRequest::default()).await.unwrap().into_inner().rooms;
+    let all = app.list_rooms(ListRoomsRequest::default()).await.unwrap().rooms;
     for name in &names {
         assert!(all.iter().any(|room| &room.name == name), "{name} listed");
     }
-    let filtered = client
+    let filtered = app
         .list_rooms(ListRoomsRequest { names: vec![names[0].clone(), names[2].clone(), unique("absent")] })
         .await
         .unwrap()
-        .into_inner()
         .rooms;
     let mut listed: Vec<_> = filtered.into_iter().map(|room| room.name).collect();
     listed.sort();
@@ -92,15 +78,13 @@ async fn list_rooms_lists_every_room_or_only_the_names_asked_for() {
 #[tokio::test]
 async fn get_room_returns_one_room_and_not_found_when_absent() {
     let app = spawn_app().await;
-    let mut client = app.client.clone();
     let name = unique("get");
-    let created =
-        client.create_room(CreateRoomRequest { name: name.clone(), ..Default::default() }).await.unwrap().into_inner();
-    let room = client.get_room(GetRoomRequest { name: name.clone() }).await.unwrap().into_inner();
+    let created = app.create_room(CreateRoomRequest { name: name.clone(), ..Default::default() }).await.unwrap();
+    let room = app.get_room(GetRoomRequest { name: name.clone() }).await.unwrap();
     assert_eq!(room.sid, created.sid);
 
     let missing = unique("missing");
-    let status = client.get_room(GetRoomRequest { name: missing.clone() }).await.unwrap_err();
+    let status = app.get_room(GetRoomRequest { name: missing.clone() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains(&missing), "{}", status.message());
 }
@@ -108,14 +92,13 @@ async fn get_room_returns_one_room_and_not_found_when_absent() {
 #[tokio::test]
 async fn delete_room_removes_it_and_answers_not_found_the_second_time() {
     let app = spawn_app().await;
-    let mut client = app.client.clone();
     let name = unique("delete");
-    client.create_room(CreateRoomRequest { name: name.clone(), ..Default::default() }).await.unwrap();
-    client.delete_room(DeleteRoomRequest { name: name.clone() }).await.expect("DeleteRoom succeeds");
-    let status = client.get_room(GetRoomRequest { name: name.clone() }).await.unwrap_err();
+    app.create_room(CreateRoomRequest { name: name.clone(), ..Default::default() }).await.unwrap();
+    app.delete_room(DeleteRoomRequest { name: name.clone() }).await.expect("DeleteRoom succeeds");
+    let status = app.get_room(GetRoomRequest { name: name.clone() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
-    let status = client.delete_room(DeleteRoomRequest { name }).await.unwrap_err();
+    let status = app.delete_room(DeleteRoomRequest { name }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("requested room does not exist"), "{}", status.message());
 }
@@ -123,22 +106,19 @@ async fn delete_room_removes_it_and_answers_not_found_the_second_time() {
 #[tokio::test]
 async fn update_room_metadata_replaces_it_and_answers_not_found_for_a_missing_room() {
     let app = spawn_app().await;
-    let mut client = app.client.clone();
     let name = unique("metadata");
-    client
-        .create_room(CreateRoomRequest { name: name.clone(), metadata: "old".into(), ..Default::default() })
+    app.create_room(CreateRoomRequest { name: name.clone(), metadata: "old".into(), ..Default::default() })
         .await
         .unwrap();
-    let room = client
+    let room = app
         .update_room_metadata(UpdateRoomMetadataRequest { room: name.clone(), metadata: "new".into() })
         .await
-        .expect("UpdateRoomMetadata succeeds")
-        .into_inner();
+        .expect("UpdateRoomMetadata succeeds");
     assert_eq!(room.metadata, "new");
-    let fetched = client.get_room(GetRoomRequest { name }).await.unwrap().into_inner();
+    let fetched = app.get_room(GetRoomRequest { name }).await.unwrap();
     assert_eq!(fetched.metadata, "new");
 
-    let status = client
+    let status = app
         .update_room_metadata(UpdateRoomMetadataRequest { room: unique("missing"), metadata: "x".into() })
         .await
         .unwrap_err();

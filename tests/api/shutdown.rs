@@ -25,6 +25,8 @@ async fn shutdown_turns_health_not_serving_and_lets_the_call_in_flight_finish() 
 
     standin.set_delay(Duration::from_millis(800));
     let room = unique("in-flight");
+    // Spawned on a client of its own: begin_shutdown takes the app mutably
+    // while the call is in flight.
     let mut client = app.client.clone();
     let in_flight =
         tokio::spawn(async move { client.create_room(CreateRoomRequest { name: room, ..Default::default() }).await });
@@ -53,6 +55,7 @@ async fn shutdown_gives_up_on_calls_that_outlast_the_grace_period() {
         crate::support::spawn_app_with(|config| config.server.grace_period = Duration::from_millis(300)).await;
     let standin = standin_or_skip!(app);
     standin.set_delay(Duration::from_secs(30));
+    // Spawned on a client of its own: begin_shutdown takes the app mutably.
     let mut client = app.client.clone();
     let in_flight = tokio::spawn(async move {
         client.create_room(CreateRoomRequest { name: unique("stuck"), ..Default::default() }).await

@@ -7,7 +7,7 @@ use roomcontrol::proto::v1::*;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::support::{Rpc, call, spawn_app};
+use crate::support::{Rpc, spawn_app};
 
 fn long(bytes: usize) -> String {
     "x".repeat(bytes)
@@ -329,13 +329,12 @@ fn invalid_requests() -> Vec<(&'static str, Rpc, &'static str)> {
 #[tokio::test]
 async fn every_invalid_request_is_refused_before_livekit_is_called() {
     let app = spawn_app().await;
-    let mut client = app.client.clone();
     if let Some(standin) = &app.standin {
         standin.clear_calls();
     }
     for (what, request, field) in invalid_requests() {
         let rpc = request.name();
-        let status = call(&mut client, request).await.expect_err(&format!("{rpc} with {what} is refused"));
+        let status = app.call(request).await.expect_err(&format!("{rpc} with {what} is refused"));
         assert_eq!(status.code(), Code::InvalidArgument, "{rpc} with {what}: {}", status.message());
         assert!(
             status.message().starts_with(&format!("invalid request: {field}: "))
@@ -357,12 +356,7 @@ async fn every_invalid_request_is_refused_before_livekit_is_called() {
 #[tokio::test]
 async fn every_broken_rule_of_a_request_is_reported_at_once() {
     let app = spawn_app().await;
-    let status = app
-        .client
-        .clone()
-        .create_token(CreateTokenRequest { ttl: duration(0, 0), ..Default::default() })
-        .await
-        .unwrap_err();
+    let status = app.create_token(CreateTokenRequest { ttl: duration(0, 0), ..Default::default() }).await.unwrap_err();
     let details = status.get_error_details();
     let fields: Vec<_> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
     assert_eq!(fields, ["room", "identity", "ttl"]);
@@ -375,23 +369,20 @@ async fn every_broken_rule_of_a_request_is_reported_at_once() {
 #[tokio::test]
 async fn limits_are_inclusive() {
     let app = spawn_app().await;
-    let mut client = app.client.clone();
     let name = format!("{:x<256}", crate::support::unique("edge"));
-    let room = client
+    let room = app
         .create_room(CreateRoomRequest { name: name.clone(), metadata: long(512 * 1024), ..Default::default() })
         .await
-        .expect("a 256-byte name and 512 KiB of metadata are accepted")
-        .into_inner();
+        .expect("a 256-byte name and 512 KiB of metadata are accepted");
     assert_eq!(room.name.len(), 256);
-    client
-        .create_token(CreateTokenRequest {
-            room: name,
-            identity: long(256),
-            name: long(256),
-            attributes: attributes_of(64 * 1024),
-            ttl: duration(24 * 3600, 0),
-            ..Default::default()
-        })
-        .await
-        .expect("every limit reached exactly is accepted");
+    app.create_token(CreateTokenRequest {
+        room: name,
+        identity: long(256),
+        name: long(256),
+        attributes: attributes_of(64 * 1024),
+        ttl: duration(24 * 3600, 0),
+        ..Default::default()
+    })
+    .await
+    .expect("every limit reached exactly is accepted");
 }

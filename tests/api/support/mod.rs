@@ -8,9 +8,10 @@
 //! Logs are silent unless `TEST_LOG` is set.
 
 pub mod grpc_web;
+mod requests;
 mod rpc;
 
-pub use rpc::{Rpc, call, livekit_bound};
+pub use rpc::{Rpc, livekit_bound};
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -42,6 +43,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin (metrics) port.
     pub admin_addr: Option<SocketAddr>,
+    /// Tests send requests through the helpers in `requests.rs`; a clone of
+    /// this is for a call that must own its client, such as a spawned one.
     pub client: RoomControlClient<Channel>,
     pub health: HealthClient<Channel>,
     /// The stand-in, unless the suite runs against a real LiveKit.

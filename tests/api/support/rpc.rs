@@ -1,9 +1,6 @@
 //! Every RPC as a value, so tables of requests can drive any of them.
 
-use roomcontrol::proto::v1::room_control_client::RoomControlClient;
 use roomcontrol::proto::v1::*;
-use tonic::Status;
-use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
 pub enum Rpc {
@@ -61,29 +58,6 @@ impl Rpc {
             Rpc::SendData(m) => m.encode_to_vec(),
             Rpc::CreateToken(m) => m.encode_to_vec(),
         }
-    }
-}
-
-/// Sends one call; the reply's content is dropped.
-pub async fn call(client: &mut RoomControlClient<Channel>, rpc: Rpc) -> Result<(), Status> {
-    let timeout = ();
-    fn request<T>(message: T, _: ()) -> tonic::Request<T> {
-        tonic::Request::new(message)
-    }
-    match rpc {
-        Rpc::CreateRoom(m) => client.create_room(request(m, timeout)).await.map(drop),
-        Rpc::ListRooms(m) => client.list_rooms(request(m, timeout)).await.map(drop),
-        Rpc::GetRoom(m) => client.get_room(request(m, timeout)).await.map(drop),
-        Rpc::DeleteRoom(m) => client.delete_room(request(m, timeout)).await.map(drop),
-        Rpc::UpdateRoomMetadata(m) => client.update_room_metadata(request(m, timeout)).await.map(drop),
-        Rpc::ListParticipants(m) => client.list_participants(request(m, timeout)).await.map(drop),
-        Rpc::GetParticipant(m) => client.get_participant(request(m, timeout)).await.map(drop),
-        Rpc::RemoveParticipant(m) => client.remove_participant(request(m, timeout)).await.map(drop),
-        Rpc::UpdateParticipant(m) => client.update_participant(request(m, timeout)).await.map(drop),
-        Rpc::MutePublishedTrack(m) => client.mute_published_track(request(m, timeout)).await.map(drop),
-        Rpc::UpdateSubscriptions(m) => client.update_subscriptions(request(m, timeout)).await.map(drop),
-        Rpc::SendData(m) => client.send_data(request(m, timeout)).await.map(drop),
-        Rpc::CreateToken(m) => client.create_token(request(m, timeout)).await.map(drop),
     }
 }
 

@@ -36,8 +36,8 @@ use secrecy::ExposeSecret;
 
 pub use error::{LiveKitError, Missing, TimeoutCause, TwirpCode};
 use error::{innermost, twirp_error};
-use twirp::{DirectMethod, DirectTwirp};
 pub use twirp::decode_reply;
+use twirp::{DirectMethod, DirectTwirp};
 
 use crate::config::{self, LiveKitConfig};
 use crate::metrics::Metrics;

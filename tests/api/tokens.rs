@@ -129,3 +129,29 @@ async fn a_token_signed_with_another_secret_is_refused_by_livekits_verifier() {
         .unwrap();
     assert!(TokenVerifier::with_api_key(&app.livekit.api_key, "another-secret").verify(&reply.token).is_err());
 }
+
+#[tokio::test]
+async fn a_token_that_refuses_publishing_refuses_data_explicitly_so_every_verifier_agrees() {
+    // LiveKit reads an absent canPublishData as canPublish; its SDKs'
+    // verifiers read it as true. The claim is written out.
+    let app = spawn_app().await;
+    let permissions =
+        |can_publish, can_publish_data| TokenPermissions { can_publish, can_publish_data, ..Default::default() };
+    let data_claim = |reply: CreateTokenResponse| {
+        let claims =
+            TokenVerifier::with_api_key(&app.livekit.api_key, &app.livekit.api_secret).verify(&reply.token).unwrap();
+        claims.video.can_publish_data
+    };
+    let request = |permissions| CreateTokenRequest {
+        room: "lecture".into(),
+        identity: "student".into(),
+        permissions: Some(permissions),
+        ..Default::default()
+    };
+    let refused = app.create_token(request(permissions(Some(false), None))).await.unwrap();
+    assert_eq!(data_claim(refused), Some(false));
+    let asked = app.create_token(request(permissions(Some(false), Some(true)))).await.unwrap();
+    assert_eq!(data_claim(asked), Some(true), "an explicit choice is kept");
+    let allowed = app.create_token(request(permissions(Some(true), None))).await.unwrap();
+    assert_eq!(data_claim(allowed), None, "allowed publishing leaves LiveKit's default");
+}

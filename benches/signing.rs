@@ -4,7 +4,7 @@
 //! CreateToken handler around it (validation, then signing).
 //!
 //! `cargo bench --bench signing`; `scripts/bench` runs it and puts the
-//! ratio in its table. Issue 4's target: signing within 4x the bare HMAC.
+//! ratio in its table. The target: signing within 4x the bare HMAC.
 
 use std::time::Duration;
 

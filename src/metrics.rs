@@ -1,6 +1,6 @@
 //! Prometheus metrics, on a registry of the application's own (no process
 //! globals, so several servers in one test process keep separate counts),
-//! served on the admin port by `server.rs`.
+//! served on the admin port (`server::admin`).
 
 use std::sync::Arc;
 use std::time::Duration;

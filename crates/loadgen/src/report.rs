@@ -71,7 +71,7 @@ fn verdict(checks: &[Check]) -> (String, String) {
     (target, verdict)
 }
 
-/// Issue 4's targets for a load scenario, given RoomControl's record and
+/// The performance targets for a load scenario, given RoomControl's record and
 /// the baseline's.
 fn load_checks(roomcontrol: &LoadRecord, baseline: Option<&LoadRecord>) -> Vec<Check> {
     let ratio = baseline.map(|base| ratio(roomcontrol.calls_per_s, base.calls_per_s));

@@ -36,7 +36,8 @@ use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::tls::Tls;
 use crate::tokens::TokenSigner;
-use crate::{crypto, health};
+use crate::health::{self, Readiness};
+use crate::crypto;
 
 /// Why RoomControl could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     tls: Option<Tls>,
     reporter: HealthReporter,
+    /// What readiness says, from every condition that can block it.
+    readiness: Readiness,
     config: Config,
     /// Turns true when the drain closes connections (and health Watches).
     close_connections: watch::Sender<bool>,
@@ -96,6 +99,7 @@ impl Application {
             );
         }
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        let readiness = Readiness::new();
         // The process answers; readiness waits for LiveKit's first answer.
         reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
 
@@ -179,6 +183,7 @@ impl Application {
             metrics,
             tls,
             reporter,
+            readiness,
             config,
             close_connections,
         })
@@ -218,11 +223,12 @@ impl Application {
         let (stop_background, stopped) = watch::channel(false);
         let mut checks = tokio::spawn(health::watch_livekit(
             self.livekit,
-            self.reporter.clone(),
-            self.metrics.clone(),
+            self.readiness.clone(),
             self.config.livekit.health_check_interval,
             stopped.clone(),
         ));
+        let mut publisher =
+            tokio::spawn(self.readiness.clone().publish(self.reporter.clone(), self.metrics.clone(), stopped.clone()));
         if let Some(tls) = &self.tls {
             tokio::spawn(tls.clone().watch_files(stopped.clone()));
         }
@@ -238,6 +244,7 @@ impl Application {
             // to SERVING during the drain.
             let _ = stop_background.send(true);
             let _ = (&mut checks).await;
+            let _ = (&mut publisher).await;
             health::set_shutting_down(&reporter).await;
             metrics.set_ready(false);
             if !drain_delay.is_zero() {

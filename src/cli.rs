@@ -137,7 +137,13 @@ fn parse_key_value(raw: &str) -> Result<(String, String), String> {
 pub fn token(config: &Config, args: TokenArgs) -> Result<String, String> {
     let signer = TokenSigner::new(&config.livekit)?;
     let ttl = match args.ttl {
-        Some(ttl) => Some(prost_types::Duration::try_from(ttl).map_err(|_| format!("--ttl {ttl:?} is too long"))?),
+        Some(ttl) => Some(prost_types::Duration::try_from(ttl).map_err(|_| {
+            format!(
+                "--ttl {}: too long; give at most tokens.max_ttl ({})",
+                crate::duration::display(ttl),
+                crate::duration::display(config.tokens.max_ttl)
+            )
+        })?),
         None => None,
     };
     let sources = args

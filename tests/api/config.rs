@@ -180,3 +180,29 @@ fn identity_providers_need_an_audience_and_appear_once() {
     let message = failure(dir.path(), &[], &["config"]);
     assert!(!message.contains("987654321"), "an issuer's secret never appears: {message}");
 }
+
+#[test]
+fn durations_are_printed_as_the_configuration_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = effective(dir.path(), &[]);
+    assert_eq!(config["tokens"]["max_ttl"], "24h", "not humantime's 1day");
+    assert_eq!(config["tokens"]["default_ttl"], "6h");
+    assert_eq!(config["auth"]["self_service"]["max_ttl"], "1h");
+
+    let env = [("ROOMCONTROL_TOKENS__MAX_TTL", "7d"), ("ROOMCONTROL_SERVER__MAX_CONNECTION_AGE", "90m")];
+    let config = effective(dir.path(), &env);
+    assert_eq!(config["tokens"]["max_ttl"], "168h");
+    assert_eq!(config["server"]["max_connection_age"], "1h 30m");
+    // What is printed is read back unchanged.
+    let printed = [
+        ("ROOMCONTROL_TOKENS__MAX_TTL", config["tokens"]["max_ttl"].as_str().unwrap()),
+        ("ROOMCONTROL_SERVER__MAX_CONNECTION_AGE", config["server"]["max_connection_age"].as_str().unwrap()),
+    ];
+    let again = effective(dir.path(), &printed);
+    assert_eq!(again["tokens"]["max_ttl"], "168h");
+    assert_eq!(again["server"]["max_connection_age"], "1h 30m");
+
+    let message = failure(dir.path(), &[("ROOMCONTROL_TOKENS__DEFAULT_TTL", "2d")], &["config"]);
+    assert!(message.contains("tokens.default_ttl = \"48h\""), "{message}");
+    assert!(message.contains("expected at most tokens.max_ttl (24h)"), "{message}");
+}

@@ -143,3 +143,21 @@ async fn a_token_signed_with_another_secret_is_refused_by_livekits_verifier() {
         .into_inner();
     assert!(TokenVerifier::with_api_key(&app.livekit.api_key, "another-secret").verify(&reply.token).is_err());
 }
+
+#[tokio::test]
+async fn a_ttl_beyond_the_maximum_is_refused_naming_it_in_hours() {
+    let app = spawn_app().await;
+    let status = app
+        .client
+        .clone()
+        .create_token(CreateTokenRequest {
+            room: "r".into(),
+            identity: "i".into(),
+            ttl: Some(prost_types::Duration { seconds: 2 * 86_400, nanos: 0 }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("at most 24h (tokens.max_ttl)"), "{}", status.message());
+}

@@ -50,10 +50,21 @@ fn the_token_command_prints_a_token_livekit_accepts() {
     assert_eq!(claims.exp - claims.nbf, 600);
     assert_eq!(claims.video.can_publish, Some(false));
 
+    // --json answers in CreateToken's proto3 JSON shape, as grpcurl shows it.
     let output = roomcontrol(dir.path(), &env, &["token", "--room", "demo", "--identity", "bob", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    assert_eq!(json["server_url"], "ws://localhost:7880");
-    assert_eq!(json["identity"], "bob");
+    let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["expiresAt", "identity", "room", "serverUrl", "token"], "{json}");
+    assert_eq!(json["serverUrl"], "ws://localhost:7880");
+    assert_eq!((json["identity"].as_str(), json["room"].as_str()), (Some("bob"), Some("demo")));
+    let claims = TokenVerifier::with_api_key("cli-key", "cli-secret-0123456789")
+        .verify(json["token"].as_str().unwrap())
+        .expect("a valid token");
+    let expires_at = json["expiresAt"].as_str().unwrap();
+    assert!(expires_at.ends_with('Z') && expires_at.contains('T'), "RFC 3339 in UTC: {expires_at}");
+    let expires_at: prost_types::Timestamp = expires_at.parse().expect("an RFC 3339 timestamp");
+    assert_eq!(expires_at, prost_types::Timestamp { seconds: claims.exp as i64, nanos: 0 });
 
     let output = roomcontrol(dir.path(), &env, &["token", "--room", "", "--identity", "bob"]);
     assert_eq!(output.status.code(), Some(2));

@@ -671,9 +671,51 @@ impl Config {
     }
 
     /// The configuration as JSON, secrets redacted (`roomcontrol config`).
+    /// The `log` section also says which filter the process logs with: a
+    /// set `RUST_LOG` overrides `log.level` (see telemetry::effective_filter).
     pub fn to_redacted_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("the configuration always serializes")
+        // Every field, so that a new section cannot be left out.
+        let Config { server, livekit, tokens, log, auth, admin, console } = self;
+        let effective = crate::telemetry::effective_filter(log);
+        let printed = PrintedConfig {
+            server,
+            livekit,
+            tokens,
+            log: PrintedLog {
+                config: log,
+                effective_filter: effective.filter,
+                effective_filter_source: effective.source,
+                note: effective.note,
+            },
+            auth,
+            admin,
+            console,
+        };
+        serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
     }
+}
+
+/// What `roomcontrol config` prints: the configuration, in its own order,
+/// with the log filter in force added to `log`.
+#[derive(Serialize)]
+struct PrintedConfig<'a> {
+    server: &'a ServerConfig,
+    livekit: &'a LiveKitConfig,
+    tokens: &'a TokenConfig,
+    log: PrintedLog<'a>,
+    auth: &'a AuthConfig,
+    admin: &'a AdminConfig,
+    console: &'a ConsoleConfig,
+}
+
+#[derive(Serialize)]
+struct PrintedLog<'a> {
+    #[serde(flatten)]
+    config: &'a LogConfig,
+    effective_filter: String,
+    effective_filter_source: crate::telemetry::FilterSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 /// " (from X environment variable)" or " (from /path/roomcontrol.toml)".

@@ -206,3 +206,32 @@ fn durations_are_printed_as_the_configuration_writes_them() {
     assert!(message.contains("tokens.default_ttl = \"48h\""), "{message}");
     assert!(message.contains("expected at most tokens.max_ttl (24h)"), "{message}");
 }
+
+#[test]
+fn the_printed_log_filter_is_the_one_in_force_rust_log_included() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("roomcontrol.toml"), "[log]\nlevel = \"warn\"\n").unwrap();
+    let log = &effective(dir.path(), &[])["log"];
+    assert_eq!(log["level"], "warn");
+    assert_eq!(log["effective_filter"], "warn");
+    assert_eq!(log["effective_filter_source"], "log.level");
+    assert!(log.get("note").is_none(), "{log}");
+
+    let log = &effective(dir.path(), &[("RUST_LOG", "roomcontrol=debug")])["log"];
+    assert_eq!(log["level"], "warn", "the configured value, as configured");
+    assert_eq!(log["effective_filter"], "roomcontrol=debug");
+    assert_eq!(log["effective_filter_source"], "RUST_LOG");
+    assert!(log["note"].as_str().unwrap().contains("RUST_LOG is set: it overrides log.level"), "{log}");
+
+    let log = &effective(dir.path(), &[("RUST_LOG", "")])["log"];
+    assert_eq!(
+        (log["effective_filter"].as_str(), log["effective_filter_source"].as_str()),
+        (Some(""), Some("RUST_LOG"))
+    );
+    assert!(log["note"].as_str().unwrap().contains("turns every log line off"), "{log}");
+
+    let log = &effective(dir.path(), &[("RUST_LOG", "debug=what=x")])["log"];
+    assert_eq!(log["effective_filter"], "warn", "an invalid RUST_LOG is ignored");
+    assert_eq!(log["effective_filter_source"], "log.level");
+    assert!(log["note"].as_str().unwrap().contains("is not a tracing filter"), "{log}");
+}

@@ -259,3 +259,23 @@ async fn the_binary_refuses_to_serve_beyond_loopback_without_authentication() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("refusing to serve on 0.0.0.0 without authentication"), "{stderr}");
 }
+
+/// The README's advice for several copies on one host: each needs its own
+/// `admin.port` too, and a clash names it.
+#[tokio::test]
+async fn a_second_copy_on_one_host_with_the_same_admin_port_stops_naming_admin_port() {
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _address, lines, mut log) =
+        start_binary(dir.path(), &[("ROOMCONTROL_ADMIN__PORT", admin_port.clone())]).await;
+    let second = roomcontrol(
+        dir.path(),
+        &[("PORT", "0"), ("ROOMCONTROL_ADMIN__PORT", &admin_port), ("ROOMCONTROL_LOG__FORMAT", "json")],
+        &[],
+    );
+    stop_binary(child, lines, &mut log).await;
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let expected = format!("cannot listen on 127.0.0.1:{admin_port} for the admin port");
+    assert!(stderr.contains(&expected) && stderr.contains("admin.port"), "{stderr}");
+}

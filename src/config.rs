@@ -719,8 +719,10 @@ struct PrintedLog<'a> {
 }
 
 /// " (from X environment variable)" or " (from /path/roomcontrol.toml)".
+/// An entry of a list (`auth.api_keys["backend"].hash`) has its list's source.
 fn source_of(figment: &Figment, key: &str) -> String {
-    figment.find_metadata(key).map(describe_source).unwrap_or_default()
+    let list = key.split_once('[').map(|(list, _)| list);
+    figment.find_metadata(key).or_else(|| figment.find_metadata(list?)).map(describe_source).unwrap_or_default()
 }
 
 fn describe_source(metadata: &Metadata) -> String {

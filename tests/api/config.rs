@@ -235,3 +235,57 @@ fn the_printed_log_filter_is_the_one_in_force_rust_log_included() {
     assert_eq!(log["effective_filter_source"], "log.level");
     assert!(log["note"].as_str().unwrap().contains("is not a tracing filter"), "{log}");
 }
+
+fn repository_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The README's example `roomcontrol.toml`, as printed there.
+fn readme_example_config() -> String {
+    let readme = repository_file("README.md");
+    let after = readme.split_once("An example `roomcontrol.toml`:").expect("the README has an example config").1;
+    let block = after.split_once("```toml\n").expect("a toml block follows").1;
+    block.split_once("```").expect("the block ends").0.to_owned()
+}
+
+#[test]
+fn the_readmes_example_config_is_refused_until_its_placeholder_hash_is_replaced() {
+    let example = readme_example_config();
+    assert!(example.contains("[[auth.api_keys]]") && example.contains("0.0.0.0"), "{example}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("roomcontrol.toml"), &example).unwrap();
+    let message = failure(dir.path(), &[], &["config"]);
+    assert!(message.contains("auth.api_keys[\"backend\"].hash = (not shown) (from "), "{message}");
+    assert!(message.contains("roomcontrol api-key"), "the message says how to make a hash: {message}");
+
+    // With a hash of its own, the rest of the example is a working configuration.
+    let hash = roomcontrol::auth::hash_api_key(&roomcontrol::auth::new_api_key());
+    let filled: String = example
+        .lines()
+        .map(|line| if line.starts_with("hash = ") { format!("hash = \"{hash}\"\n") } else { format!("{line}\n") })
+        .collect();
+    std::fs::write(dir.path().join("roomcontrol.toml"), filled).unwrap();
+    let config = effective(dir.path(), &[]);
+    assert_eq!(config["auth"]["api_keys"][0]["hash"], hash.as_str());
+}
+
+/// No document carries a working API key: `rck_` and 32 letters and digits.
+#[test]
+fn the_documentation_holds_no_api_key() {
+    let mut files = vec!["README.md".to_owned()];
+    for dir in ["docs", "deploy", "deploy/kubernetes"] {
+        for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                files.push(format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    for file in files {
+        let text = repository_file(&file);
+        for (at, _) in text.match_indices("rck_") {
+            let key: String = text[at + 4..].chars().take_while(char::is_ascii_alphanumeric).collect();
+            assert!(key.len() < 32, "{file} holds an API key (rck_{}...): use a placeholder", &key[..4]);
+        }
+    }
+}

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 
 use crate::config::Config;
-use crate::proto::v1::{CreateTokenRequest, TokenPermissions, TrackSource};
+use crate::proto::v1::{CreateTokenRequest, CreateTokenResponse, TokenPermissions, TrackSource};
 use crate::tokens::TokenSigner;
 
 /// RoomControl: a control plane for LiveKit.
@@ -114,7 +115,8 @@ pub struct TokenArgs {
     /// Hidden from other participants
     #[arg(long)]
     pub hidden: bool,
-    /// Print JSON with the token, server URL, identity, room and expiry
+    /// Print CreateToken's reply as JSON (the RPC's proto3 JSON: token,
+    /// serverUrl, identity, room, expiresAt in RFC 3339)
     #[arg(long)]
     pub json: bool,
 }
@@ -137,7 +139,13 @@ fn parse_key_value(raw: &str) -> Result<(String, String), String> {
 pub fn token(config: &Config, args: TokenArgs) -> Result<String, String> {
     let signer = TokenSigner::new(&config.livekit)?;
     let ttl = match args.ttl {
-        Some(ttl) => Some(prost_types::Duration::try_from(ttl).map_err(|_| format!("--ttl {ttl:?} is too long"))?),
+        Some(ttl) => Some(prost_types::Duration::try_from(ttl).map_err(|_| {
+            format!(
+                "--ttl {}: too long; give at most tokens.max_ttl ({})",
+                crate::duration::display(ttl),
+                crate::duration::display(config.tokens.max_ttl)
+            )
+        })?),
         None => None,
     };
     let sources = args
@@ -170,13 +178,58 @@ pub fn token(config: &Config, args: TokenArgs) -> Result<String, String> {
     if !args.json {
         return Ok(response.token);
     }
-    let expires_at = response.expires_at.map(|t| t.seconds).unwrap_or_default();
-    let json = serde_json::json!({
-        "token": response.token,
-        "server_url": response.server_url,
-        "identity": response.identity,
-        "room": response.room,
-        "expires_at": expires_at,
-    });
-    Ok(serde_json::to_string_pretty(&json).expect("JSON values always serialize"))
+    Ok(token_json(&response))
+}
+
+/// CreateToken's reply in the proto3 JSON mapping, as grpcurl and grpc-web
+/// clients see it: camelCase names, the expiry as an RFC 3339 UTC string.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenJson<'a> {
+    token: &'a str,
+    server_url: &'a str,
+    identity: &'a str,
+    room: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+}
+
+fn token_json(response: &CreateTokenResponse) -> String {
+    let json = TokenJson {
+        token: &response.token,
+        server_url: &response.server_url,
+        identity: &response.identity,
+        room: &response.room,
+        // prost's Timestamp Display is the proto3 JSON form: UTC, `Z`, and
+        // 0, 3, 6 or 9 fractional digits.
+        expires_at: response.expires_at.map(|at| at.to_string()),
+    };
+    serde_json::to_string_pretty(&json).expect("strings always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_json_is_create_tokens_proto3_json() {
+        let response = CreateTokenResponse {
+            token: "eyJ.e30.sig".to_owned(),
+            server_url: "wss://livekit.example.com".to_owned(),
+            identity: "alice".to_owned(),
+            room: "standup".to_owned(),
+            expires_at: Some(prost_types::Timestamp { seconds: 1_795_878_245, nanos: 0 }),
+        };
+        let json: serde_json::Value = serde_json::from_str(&token_json(&response)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "token": "eyJ.e30.sig",
+                "serverUrl": "wss://livekit.example.com",
+                "identity": "alice",
+                "room": "standup",
+                "expiresAt": "2026-11-28T15:04:05Z",
+            })
+        );
+    }
 }

@@ -132,7 +132,7 @@ pub struct AuthConfig {
     /// there.
     pub allow_unauthenticated: bool,
     /// Clock skew tolerated when checking `exp` and `nbf`.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub leeway: Duration,
     /// Longest credential accepted, in bytes.
     pub max_credential_bytes: usize,
@@ -205,7 +205,11 @@ pub struct IssuerConfig {
     #[serde(default)]
     pub jwks_url: Option<String>,
     /// Shortest time between two JWKS fetches.
-    #[serde(default = "default_jwks_min_refresh_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_jwks_min_refresh_interval",
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "show_duration"
+    )]
     pub jwks_min_refresh_interval: Duration,
     /// The claim holding scopes: a space-separated string (`scope`, `scp`)
     /// or an array (`permissions`, `roles`); dots reach into objects
@@ -274,7 +278,7 @@ pub struct ApiKeyConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SelfServiceConfig {
     /// Longest lifetime.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub max_ttl: Duration,
     /// Whether the token may publish, subscribe and send data.
     pub can_publish: bool,
@@ -321,14 +325,14 @@ pub struct ServerConfig {
     pub port: u16,
     /// After SIGTERM/SIGINT: how long to keep serving, with health already
     /// NOT_SERVING, so load balancers stop sending before connections close.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub drain_delay: Duration,
     /// Then: how long in-flight calls may take to finish.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub grace_period: Duration,
     /// Close each connection gracefully (GOAWAY) after this long, so
     /// long-lived HTTP/2 clients spread over new replicas. Unset: never.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "humantime_serde::deserialize", serialize_with = "show_optional_duration")]
     pub max_connection_age: Option<Duration>,
     /// Calls served at once; more wait for a slot.
     pub max_concurrent_calls: usize,
@@ -355,7 +359,11 @@ pub struct TlsConfig {
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
     /// How often the files are checked for changes.
-    #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_tls_reload_interval",
+        deserialize_with = "humantime_serde::deserialize",
+        serialize_with = "show_duration"
+    )]
     pub reload_interval: Duration,
 }
 
@@ -399,10 +407,10 @@ pub struct LiveKitConfig {
     /// ws:// or wss:// form.
     pub public_url: Option<String>,
     /// Longest wait for one LiveKit call.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub timeout: Duration,
     /// How often readiness asks LiveKit whether it accepts RoomControl's key.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub health_check_interval: Duration,
 }
 
@@ -411,10 +419,10 @@ pub struct LiveKitConfig {
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Lifetime of a token whose request sets no ttl.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub default_ttl: Duration,
     /// Longest lifetime a request may ask for.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub max_ttl: Duration,
 }
 
@@ -480,6 +488,20 @@ impl Default for Config {
             admin: AdminConfig { enabled: true, host: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9464 },
             console: ConsoleConfig { dir: PathBuf::from("web/dist") },
         }
+    }
+}
+
+/// Durations are written as the configuration reads them (`24h`, not
+/// humantime's `1day`): `roomcontrol config` prints them, and the built-in
+/// defaults go through this form on their way into figment.
+fn show_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::duration::display(*duration))
+}
+
+fn show_optional_duration<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => show_duration(duration, serializer),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -586,8 +608,8 @@ impl Config {
         if self.tokens.default_ttl > self.tokens.max_ttl {
             return fail(
                 "tokens.default_ttl",
-                &format!("{:?}", humantime::format_duration(self.tokens.default_ttl).to_string()),
-                &format!("expected at most tokens.max_ttl ({})", humantime::format_duration(self.tokens.max_ttl)),
+                &format!("{:?}", crate::duration::display(self.tokens.default_ttl)),
+                &format!("expected at most tokens.max_ttl ({})", crate::duration::display(self.tokens.max_ttl)),
             );
         }
         if self.server.max_connection_age.is_some_and(|age| age.is_zero()) {
@@ -673,14 +695,58 @@ impl Config {
     }
 
     /// The configuration as JSON, secrets redacted (`roomcontrol config`).
+    /// The `log` section also says which filter the process logs with: a
+    /// set `RUST_LOG` overrides `log.level` (see telemetry::effective_filter).
     pub fn to_redacted_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("the configuration always serializes")
+        // Every field, so that a new section cannot be left out.
+        let Config { server, livekit, tokens, log, auth, admin, console } = self;
+        let effective = crate::telemetry::effective_filter(log);
+        let printed = PrintedConfig {
+            server,
+            livekit,
+            tokens,
+            log: PrintedLog {
+                config: log,
+                effective_filter: effective.filter,
+                effective_filter_source: effective.source,
+                note: effective.note,
+            },
+            auth,
+            admin,
+            console,
+        };
+        serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
     }
 }
 
+/// What `roomcontrol config` prints: the configuration, in its own order,
+/// with the log filter in force added to `log`.
+#[derive(Serialize)]
+struct PrintedConfig<'a> {
+    server: &'a ServerConfig,
+    livekit: &'a LiveKitConfig,
+    tokens: &'a TokenConfig,
+    log: PrintedLog<'a>,
+    auth: &'a AuthConfig,
+    admin: &'a AdminConfig,
+    console: &'a ConsoleConfig,
+}
+
+#[derive(Serialize)]
+struct PrintedLog<'a> {
+    #[serde(flatten)]
+    config: &'a LogConfig,
+    effective_filter: String,
+    effective_filter_source: crate::telemetry::FilterSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
 /// " (from X environment variable)" or " (from /path/roomcontrol.toml)".
+/// An entry of a list (`auth.api_keys["backend"].hash`) has its list's source.
 fn source_of(figment: &Figment, key: &str) -> String {
-    figment.find_metadata(key).map(describe_source).unwrap_or_default()
+    let list = key.split_once('[').map(|(list, _)| list);
+    figment.find_metadata(key).or_else(|| figment.find_metadata(list?)).map(describe_source).unwrap_or_default()
 }
 
 fn describe_source(metadata: &Metadata) -> String {

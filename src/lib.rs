@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod duration;
 pub mod error;
 pub mod health;
 pub mod livekit;

@@ -163,7 +163,7 @@ impl Violations {
         let Some(value) = value else {
             return default;
         };
-        let max_text = humantime::format_duration(max);
+        let max_text = crate::duration::display(max);
         if value.nanos.unsigned_abs() >= 1_000_000_000
             || (value.seconds > 0 && value.nanos < 0)
             || (value.seconds < 0 && value.nanos > 0)

@@ -59,7 +59,7 @@ fn token_detail(request: &CreateTokenRequest, ttl: std::time::Duration, for_anyo
     format!(
         "{}ttl {}, publish {}, subscribe {}, data {}, sources [{}], update own metadata {}, hidden {}",
         if for_anyone { "" } else { "self-service, " },
-        humantime::format_duration(ttl),
+        crate::duration::display(ttl),
         flag(permissions.can_publish),
         flag(permissions.can_subscribe),
         flag(permissions.can_publish_data),

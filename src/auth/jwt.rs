@@ -434,7 +434,7 @@ pub(super) fn check_config(index: usize, issuer: &IssuerConfig) -> Result<(), (S
     if issuer.jwks_url.is_some() && issuer.jwks_min_refresh_interval < Duration::from_secs(1) {
         return Err((
             key("jwks_min_refresh_interval"),
-            format!("{:?}", humantime::format_duration(issuer.jwks_min_refresh_interval).to_string()),
+            format!("{:?}", crate::duration::display(issuer.jwks_min_refresh_interval)),
             "expected at least 1s: it is what keeps a flood of unknown key ids from hammering the provider".to_owned(),
         ));
     }

@@ -29,8 +29,8 @@ pub fn self_service(
     if ttl > policy.max_ttl {
         return deny(format!(
             "ttl {} exceeds auth.self_service.max_ttl ({})",
-            humantime::format_duration(ttl),
-            humantime::format_duration(policy.max_ttl)
+            crate::duration::display(ttl),
+            crate::duration::display(policy.max_ttl)
         ));
     }
     if !request.name.is_empty() && !policy.allow_name {

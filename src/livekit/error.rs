@@ -143,7 +143,7 @@ pub enum TimeoutCause {
 }
 
 fn describe_timeout(method: &str, after: &Duration, cause: TimeoutCause) -> String {
-    let after = humantime::format_duration(Duration::from_millis(after.as_millis() as u64));
+    let after = crate::duration::display(Duration::from_millis(after.as_millis() as u64));
     match cause {
         TimeoutCause::Configured => {
             format!("LiveKit did not answer {method} within {after} (livekit.timeout)")

@@ -90,7 +90,7 @@ pub(super) async fn accept_until(
 pub(super) async fn drain(mut connections: JoinSet<()>, grace: Duration) {
     tracing::info!(
         connections = connections.len(),
-        grace_period = %humantime::format_duration(grace),
+        grace_period = %crate::duration::display(grace),
         "stopped accepting; draining in-flight calls"
     );
     let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;

@@ -29,6 +29,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::api::RoomControlService;
 use crate::auth::{Authenticate, Authenticator};
 use crate::config::Config;
+use crate::crypto;
+use crate::health::{self, Readiness};
 use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
 use crate::middleware::{Branch, BrowserCors, CallLog, EndWatches, LimitCalls, browser_cors};
@@ -36,15 +38,17 @@ use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::tls::Tls;
 use crate::tokens::TokenSigner;
-use crate::health::{self, Readiness};
-use crate::crypto;
 
 /// Why RoomControl could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot listen on {addr}: {source} (server.host / server.port)")]
+    #[error(
+        "cannot listen on {addr}: {source}; set server.port (PORT) to a free port, as another process (perhaps another RoomControl) holds it (server.host / server.port)"
+    )]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot listen on {addr} for the admin port: {source} (admin.host / admin.port)")]
+    #[error(
+        "cannot listen on {addr} for the admin port: {source}; each copy on one host needs its own: set admin.port (ROOMCONTROL_ADMIN__PORT) to a free port, or admin.enabled = false (admin.host / admin.port)"
+    )]
     AdminBind { addr: SocketAddr, source: std::io::Error },
     #[error("invalid TLS settings: {0}")]
     Tls(String),
@@ -249,7 +253,7 @@ impl Application {
             metrics.set_ready(false);
             if !drain_delay.is_zero() {
                 tracing::info!(
-                    drain_delay = %humantime::format_duration(drain_delay),
+                    drain_delay = %crate::duration::display(drain_delay),
                     "health NOT_SERVING; still serving while load balancers catch up"
                 );
                 tokio::time::sleep(drain_delay).await;

@@ -180,3 +180,112 @@ fn identity_providers_need_an_audience_and_appear_once() {
     let message = failure(dir.path(), &[], &["config"]);
     assert!(!message.contains("987654321"), "an issuer's secret never appears: {message}");
 }
+
+#[test]
+fn durations_are_printed_as_the_configuration_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = effective(dir.path(), &[]);
+    assert_eq!(config["tokens"]["max_ttl"], "24h", "not humantime's 1day");
+    assert_eq!(config["tokens"]["default_ttl"], "6h");
+    assert_eq!(config["auth"]["self_service"]["max_ttl"], "1h");
+
+    let env = [("ROOMCONTROL_TOKENS__MAX_TTL", "7d"), ("ROOMCONTROL_SERVER__MAX_CONNECTION_AGE", "90m")];
+    let config = effective(dir.path(), &env);
+    assert_eq!(config["tokens"]["max_ttl"], "168h");
+    assert_eq!(config["server"]["max_connection_age"], "1h 30m");
+    // What is printed is read back unchanged.
+    let printed = [
+        ("ROOMCONTROL_TOKENS__MAX_TTL", config["tokens"]["max_ttl"].as_str().unwrap()),
+        ("ROOMCONTROL_SERVER__MAX_CONNECTION_AGE", config["server"]["max_connection_age"].as_str().unwrap()),
+    ];
+    let again = effective(dir.path(), &printed);
+    assert_eq!(again["tokens"]["max_ttl"], "168h");
+    assert_eq!(again["server"]["max_connection_age"], "1h 30m");
+
+    let message = failure(dir.path(), &[("ROOMCONTROL_TOKENS__DEFAULT_TTL", "2d")], &["config"]);
+    assert!(message.contains("tokens.default_ttl = \"48h\""), "{message}");
+    assert!(message.contains("expected at most tokens.max_ttl (24h)"), "{message}");
+}
+
+#[test]
+fn the_printed_log_filter_is_the_one_in_force_rust_log_included() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("roomcontrol.toml"), "[log]\nlevel = \"warn\"\n").unwrap();
+    let log = &effective(dir.path(), &[])["log"];
+    assert_eq!(log["level"], "warn");
+    assert_eq!(log["effective_filter"], "warn");
+    assert_eq!(log["effective_filter_source"], "log.level");
+    assert!(log.get("note").is_none(), "{log}");
+
+    let log = &effective(dir.path(), &[("RUST_LOG", "roomcontrol=debug")])["log"];
+    assert_eq!(log["level"], "warn", "the configured value, as configured");
+    assert_eq!(log["effective_filter"], "roomcontrol=debug");
+    assert_eq!(log["effective_filter_source"], "RUST_LOG");
+    assert!(log["note"].as_str().unwrap().contains("RUST_LOG is set: it overrides log.level"), "{log}");
+
+    let log = &effective(dir.path(), &[("RUST_LOG", "")])["log"];
+    assert_eq!(
+        (log["effective_filter"].as_str(), log["effective_filter_source"].as_str()),
+        (Some(""), Some("RUST_LOG"))
+    );
+    assert!(log["note"].as_str().unwrap().contains("turns every log line off"), "{log}");
+
+    let log = &effective(dir.path(), &[("RUST_LOG", "debug=what=x")])["log"];
+    assert_eq!(log["effective_filter"], "warn", "an invalid RUST_LOG is ignored");
+    assert_eq!(log["effective_filter_source"], "log.level");
+    assert!(log["note"].as_str().unwrap().contains("is not a tracing filter"), "{log}");
+}
+
+fn repository_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The README's example `roomcontrol.toml`, as printed there.
+fn readme_example_config() -> String {
+    let readme = repository_file("README.md");
+    let after = readme.split_once("An example `roomcontrol.toml`:").expect("the README has an example config").1;
+    let block = after.split_once("```toml\n").expect("a toml block follows").1;
+    block.split_once("```").expect("the block ends").0.to_owned()
+}
+
+#[test]
+fn the_readmes_example_config_is_refused_until_its_placeholder_hash_is_replaced() {
+    let example = readme_example_config();
+    assert!(example.contains("[[auth.api_keys]]") && example.contains("0.0.0.0"), "{example}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("roomcontrol.toml"), &example).unwrap();
+    let message = failure(dir.path(), &[], &["config"]);
+    assert!(message.contains("auth.api_keys[\"backend\"].hash = (not shown) (from "), "{message}");
+    assert!(message.contains("roomcontrol api-key"), "the message says how to make a hash: {message}");
+
+    // With a hash of its own, the rest of the example is a working configuration.
+    let hash = roomcontrol::auth::hash_api_key(&roomcontrol::auth::new_api_key());
+    let filled: String = example
+        .lines()
+        .map(|line| if line.starts_with("hash = ") { format!("hash = \"{hash}\"\n") } else { format!("{line}\n") })
+        .collect();
+    std::fs::write(dir.path().join("roomcontrol.toml"), filled).unwrap();
+    let config = effective(dir.path(), &[]);
+    assert_eq!(config["auth"]["api_keys"][0]["hash"], hash.as_str());
+}
+
+/// No document carries a working API key: `rck_` and 32 letters and digits.
+#[test]
+fn the_documentation_holds_no_api_key() {
+    let mut files = vec!["README.md".to_owned()];
+    for dir in ["docs", "deploy", "deploy/kubernetes"] {
+        for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                files.push(format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    for file in files {
+        let text = repository_file(&file);
+        for (at, _) in text.match_indices("rck_") {
+            let key: String = text[at + 4..].chars().take_while(char::is_ascii_alphanumeric).collect();
+            assert!(key.len() < 32, "{file} holds an API key (rck_{}...): use a placeholder", &key[..4]);
+        }
+    }
+}

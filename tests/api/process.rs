@@ -50,10 +50,21 @@ fn the_token_command_prints_a_token_livekit_accepts() {
     assert_eq!(claims.exp - claims.nbf, 600);
     assert_eq!(claims.video.can_publish, Some(false));
 
+    // --json answers in CreateToken's proto3 JSON shape, as grpcurl shows it.
     let output = roomcontrol(dir.path(), &env, &["token", "--room", "demo", "--identity", "bob", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
-    assert_eq!(json["server_url"], "ws://localhost:7880");
-    assert_eq!(json["identity"], "bob");
+    let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["expiresAt", "identity", "room", "serverUrl", "token"], "{json}");
+    assert_eq!(json["serverUrl"], "ws://localhost:7880");
+    assert_eq!((json["identity"].as_str(), json["room"].as_str()), (Some("bob"), Some("demo")));
+    let claims = TokenVerifier::with_api_key("cli-key", "cli-secret-0123456789")
+        .verify(json["token"].as_str().unwrap())
+        .expect("a valid token");
+    let expires_at = json["expiresAt"].as_str().unwrap();
+    assert!(expires_at.ends_with('Z') && expires_at.contains('T'), "RFC 3339 in UTC: {expires_at}");
+    let expires_at: prost_types::Timestamp = expires_at.parse().expect("an RFC 3339 timestamp");
+    assert_eq!(expires_at, prost_types::Timestamp { seconds: claims.exp as i64, nanos: 0 });
 
     let output = roomcontrol(dir.path(), &env, &["token", "--room", "", "--identity", "bob"]);
     assert_eq!(output.status.code(), Some(2));
@@ -259,4 +270,24 @@ async fn roomcontrol_config_reports_serving_beyond_loopback_without_authenticati
     assert!(stderr.contains("server.host = 0.0.0.0 (from ROOMCONTROL_SERVER__HOST"), "{stderr}");
     assert!(stderr.contains("refusing to serve on 0.0.0.0 without authentication"), "{stderr}");
     assert!(stderr.contains("auth.allow_unauthenticated"), "{stderr}");
+}
+
+/// The README's advice for several copies on one host: each needs its own
+/// `admin.port` too, and a clash names it.
+#[tokio::test]
+async fn a_second_copy_on_one_host_with_the_same_admin_port_stops_naming_admin_port() {
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _address, lines, mut log) =
+        start_binary(dir.path(), &[("ROOMCONTROL_ADMIN__PORT", admin_port.clone())]).await;
+    let second = roomcontrol(
+        dir.path(),
+        &[("PORT", "0"), ("ROOMCONTROL_ADMIN__PORT", &admin_port), ("ROOMCONTROL_LOG__FORMAT", "json")],
+        &[],
+    );
+    stop_binary(child, lines, &mut log).await;
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let expected = format!("cannot listen on 127.0.0.1:{admin_port} for the admin port");
+    assert!(stderr.contains(&expected) && stderr.contains("admin.port"), "{stderr}");
 }

@@ -155,3 +155,46 @@ async fn a_token_that_refuses_publishing_refuses_data_explicitly_so_every_verifi
     let allowed = app.create_token(request(permissions(Some(true), None))).await.unwrap();
     assert_eq!(data_claim(allowed), None, "allowed publishing leaves LiveKit's default");
 }
+
+#[tokio::test]
+async fn a_ttl_beyond_the_maximum_is_refused_naming_it_in_hours() {
+    let app = spawn_app().await;
+    let status = app
+        .create_token(CreateTokenRequest {
+            room: "r".into(),
+            identity: "i".into(),
+            ttl: Some(prost_types::Duration { seconds: 2 * 86_400, nanos: 0 }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("at most 24h (tokens.max_ttl)"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn the_readmes_sample_tokens_start_with_the_header_roomcontrol_writes() {
+    use base64::Engine;
+    let app = spawn_app().await;
+    let reply = app
+        .create_token(CreateTokenRequest { room: "r".into(), identity: "i".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let header = reply.token.split('.').next().unwrap().to_owned();
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&header).unwrap();
+    assert_eq!(String::from_utf8(decoded).unwrap(), r#"{"typ":"JWT","alg":"HS256"}"#);
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let samples: Vec<&str> = readme
+        .match_indices("eyJ")
+        .map(|(at, _)| {
+            let rest = &readme[at..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')).unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    assert!(!samples.is_empty(), "the README shows sample tokens");
+    for sample in samples {
+        assert_eq!(sample, header, "a README sample token's header differs from the one RoomControl writes");
+    }
+}

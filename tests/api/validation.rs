@@ -362,7 +362,7 @@ async fn every_broken_rule_of_a_request_is_reported_at_once() {
     assert_eq!(fields, ["room", "identity", "ttl"]);
     assert_eq!(
         status.message(),
-        "invalid request: room: must not be empty: give the room name; identity: must not be empty: give the identity; ttl: must be positive (and at most 1day); leave it unset for the default"
+        "invalid request: room: must not be empty: give the room name; identity: must not be empty: give the identity; ttl: must be positive (and at most 24h); leave it unset for the default"
     );
 }
 

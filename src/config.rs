@@ -334,8 +334,47 @@ pub struct ServerConfig {
     /// long-lived HTTP/2 clients spread over new replicas. Unset: never.
     #[serde(default, deserialize_with = "humantime_serde::deserialize", serialize_with = "show_optional_duration")]
     pub max_connection_age: Option<Duration>,
-    /// Calls served at once; more wait for a slot.
+    /// Calls that wait on LiveKit served at once; more wait for a slot.
     pub max_concurrent_calls: usize,
+    /// Calls that never wait on LiveKit (CreateToken) served at once, in a
+    /// budget of their own, so a slow or hung LiveKit cannot starve them.
+    pub max_concurrent_local_calls: usize,
+    /// Calls that may wait for a slot, in each budget; one more is refused
+    /// at once with RESOURCE_EXHAUSTED.
+    pub max_queued_calls: usize,
+    /// Longest wait for a slot; then RESOURCE_EXHAUSTED.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub max_queue_wait: Duration,
+    /// How long a call's request message may take to arrive in full. A call
+    /// takes its slot only once it has; a stalled one is answered
+    /// DEADLINE_EXCEEDED and holds nothing.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub request_body_timeout: Duration,
+    /// Largest request message, in bytes; a larger one is answered
+    /// RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+    /// How long a new connection has to send its first request: the TLS
+    /// handshake, the HTTP/2 preface and the request's headers together.
+    /// Connections that never get there (connect-only sockets, slow
+    /// prefaces) are closed.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub handshake_timeout: Duration,
+    /// A connection with no call in flight for this long is closed
+    /// gracefully (GOAWAY for HTTP/2).
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 pings on connections that are otherwise quiet, so a peer that
+    /// vanished (a half-open connection) is noticed.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub http2_keepalive_timeout: Duration,
+    /// Connections the main port holds at once; beyond it new connections
+    /// wait in the listen backlog. Lowered at start-up to what the
+    /// open-file limit allows, with room kept for the admin port, LiveKit
+    /// and files.
+    pub max_connections: usize,
     /// Threads that serve calls. 0: one per CPU the process may use (its
     /// CPU affinity and cgroup CPU quota honoured). With one, the runtime is
     /// single-threaded, which on one core serves far more calls per second
@@ -470,6 +509,16 @@ impl Default for Config {
                 grace_period: Duration::from_secs(10),
                 max_connection_age: None,
                 max_concurrent_calls: 1024,
+                max_concurrent_local_calls: 1024,
+                max_queued_calls: 1024,
+                max_queue_wait: Duration::from_secs(1),
+                request_body_timeout: Duration::from_secs(5),
+                max_message_bytes: 4 * 1024 * 1024,
+                handshake_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(300),
+                http2_keepalive_interval: Duration::from_secs(30),
+                http2_keepalive_timeout: Duration::from_secs(10),
+                max_connections: 10_000,
                 worker_threads: 0,
                 cors: CorsConfig::default(),
                 tls: None,
@@ -639,8 +688,27 @@ impl Config {
         {
             return fail("admin.port", &self.admin.port.to_string(), "expected a port other than server.port");
         }
-        if self.server.max_concurrent_calls == 0 {
-            return fail("server.max_concurrent_calls", "0", "expected at least 1");
+        for (key, value) in [
+            ("server.max_concurrent_calls", self.server.max_concurrent_calls),
+            ("server.max_concurrent_local_calls", self.server.max_concurrent_local_calls),
+            ("server.max_message_bytes", self.server.max_message_bytes),
+            ("server.max_connections", self.server.max_connections),
+        ] {
+            if value == 0 {
+                return fail(key, "0", "expected at least 1");
+            }
+        }
+        for (key, value) in [
+            ("server.max_queue_wait", self.server.max_queue_wait),
+            ("server.request_body_timeout", self.server.request_body_timeout),
+            ("server.handshake_timeout", self.server.handshake_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.http2_keepalive_interval", self.server.http2_keepalive_interval),
+            ("server.http2_keepalive_timeout", self.server.http2_keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return fail(key, "0s", "expected a positive duration such as \"5s\"");
+            }
         }
         if self.server.worker_threads > MAX_WORKER_THREADS {
             return fail(

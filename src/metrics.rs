@@ -38,6 +38,17 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    budget: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    budget: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     kind: &'static str,
 }
@@ -65,6 +76,8 @@ pub struct Metrics {
     upstream: Family<UpstreamLabels, Counter>,
     upstream_duration: HistogramFamily<MethodLabels>,
     ready: Gauge,
+    queued: Family<BudgetLabels, Gauge>,
+    shed: Family<ShedLabels, Counter>,
     /// The series every call touches, by [`Route::index`],
     /// resolved once: counting a call takes no lock and hashes nothing.
     per_rpc: Vec<RpcSeries>,
@@ -109,6 +122,18 @@ impl Metrics {
             "1 while LiveKit accepts RoomControl's credentials (readiness SERVING), else 0",
             ready.clone(),
         );
+        let queued = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "calls_queued",
+            "Calls waiting for a slot, by budget (livekit: calls that wait on LiveKit; local: CreateToken)",
+            queued.clone(),
+        );
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "calls_shed",
+            "Calls refused with RESOURCE_EXHAUSTED for want of a slot, by budget and reason (queue_full: server.max_queued_calls waited already; queue_wait: no slot within server.max_queue_wait)",
+            shed.clone(),
+        );
         let tokens = Family::<TokenLabels, Counter>::default();
         registry.register(
             "tokens_minted",
@@ -140,6 +165,8 @@ impl Metrics {
             upstream,
             upstream_duration,
             ready,
+            queued,
+            shed,
             per_rpc,
             tokens_any,
             tokens_self,
@@ -182,6 +209,17 @@ impl Metrics {
         self.ready.set(i64::from(ready));
     }
 
+    /// The series of one call budget, resolved once (they exist, at zero,
+    /// from then on).
+    pub fn budget(&self, budget: &'static str) -> BudgetMetrics {
+        let shed = |reason| self.shed.get_or_create(&ShedLabels { budget, reason }).clone();
+        BudgetMetrics {
+            queued: self.queued.get_or_create(&BudgetLabels { budget }).clone(),
+            queue_full: shed("queue_full"),
+            queue_wait: shed("queue_wait"),
+        }
+    }
+
     pub fn token_minted(&self, self_service: bool) {
         if self_service {
             self.tokens_self.inc()
@@ -189,6 +227,16 @@ impl Metrics {
             self.tokens_any.inc()
         };
     }
+}
+
+/// One call budget's series: `calls_queued` and `calls_shed_total`.
+#[derive(Debug, Clone)]
+pub struct BudgetMetrics {
+    pub queued: Gauge,
+    /// Refused because `server.max_queued_calls` calls waited already.
+    pub queue_full: Counter,
+    /// Refused because no slot freed within `server.max_queue_wait`.
+    pub queue_wait: Counter,
 }
 
 /// Decrements the in-flight gauge when dropped, even if the call is

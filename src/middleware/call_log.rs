@@ -66,7 +66,10 @@ where
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
+                // Counts the call as cancelled if it is dropped unanswered.
+                let mut unanswered = Unanswered { metrics: &metrics, route, grpc_web, started, answered: false };
                 let result = future.await;
+                unanswered.answered = true;
                 let elapsed = started.elapsed();
                 match &result {
                     Ok(response) => {
@@ -83,6 +86,40 @@ where
     }
 }
 
+/// A call whose answer is not ready yet. When the client cancels (an
+/// HTTP/2 RST_STREAM, a closed connection) the server drops the call's
+/// future: the call is then counted as CANCELLED and logged at debug, as
+/// the client's choice it is, never as a failure of RoomControl's.
+struct Unanswered<'a> {
+    metrics: &'a Metrics,
+    route: Route,
+    grpc_web: bool,
+    started: Instant,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        tracing::debug!(latency_ms = elapsed.as_secs_f64() * 1000.0, "call cancelled by the client");
+        self.metrics.call_finished(self.route, self.grpc_web, tonic::Code::Cancelled, elapsed);
+    }
+}
+
+/// The code of an answer that carries no gRPC status: OK for a success,
+/// INVALID_ARGUMENT for a request that was not gRPC at all (HTTP 415: the
+/// client's mistake), UNKNOWN otherwise.
+fn code_of_http_status(status: http::StatusCode) -> i32 {
+    match status {
+        status if status.is_success() => tonic::Code::Ok as i32,
+        http::StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::InvalidArgument as i32,
+        _ => tonic::Code::Unknown as i32,
+    }
+}
+
 /// The gRPC status of a unary response: in the headers of a trailers-only
 /// (error) response, otherwise OK (sent later in the trailers).
 fn log_response<B>(response: &Response<B>, elapsed: Duration) -> tonic::Code {
@@ -91,7 +128,7 @@ fn log_response<B>(response: &Response<B>, elapsed: Duration) -> tonic::Code {
         .get("grpc-status")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<i32>().ok())
-        .unwrap_or(if response.status().is_success() { 0 } else { 2 });
+        .unwrap_or_else(|| code_of_http_status(response.status()));
     let code = tonic::Code::from_i32(code);
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     // Decoded only for the lines that carry it.
@@ -106,6 +143,8 @@ fn log_response<B>(response: &Response<B>, elapsed: Duration) -> tonic::Code {
         // double the CPU of a CreateToken (JSON formatting and a write).
         // `roomcontrol::middleware=debug` brings them back.
         tonic::Code::Ok => tracing::debug!(code = ?code, latency_ms, "call finished"),
+        // The client left: its choice, not a failure.
+        tonic::Code::Cancelled => tracing::debug!(code = ?code, grpc_message = grpc_message(), latency_ms, "call cancelled"),
         tonic::Code::Unknown
         | tonic::Code::DeadlineExceeded
         | tonic::Code::Unavailable

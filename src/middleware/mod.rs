@@ -7,9 +7,11 @@ pub mod browser_cors;
 mod call_log;
 mod end_watches;
 mod limit;
+mod read_request;
 
 pub use branch::Branch;
 pub use browser_cors::BrowserCors;
 pub use call_log::CallLog;
 pub use end_watches::EndWatches;
-pub use limit::{Holding, LimitCalls};
+pub use limit::{Budgets, Holding, LimitCalls};
+pub use read_request::{ReadRequest, RequestLimits};

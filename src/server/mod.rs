@@ -33,7 +33,9 @@ use crate::crypto;
 use crate::health::{self, Readiness};
 use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
-use crate::middleware::{Branch, BrowserCors, CallLog, EndWatches, LimitCalls, browser_cors};
+use crate::middleware::{
+    Branch, BrowserCors, Budgets, CallLog, EndWatches, LimitCalls, ReadRequest, RequestLimits, browser_cors,
+};
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::tls::Tls;
@@ -128,7 +130,9 @@ impl Application {
         );
         let mut routes = Routes::builder();
         routes
-            .add_service(RoomControlServer::new(room_control))
+            // The size limit is checked before tonic sees the message
+            // (ReadRequest); tonic's own is set to match.
+            .add_service(RoomControlServer::new(room_control).max_decoding_message_size(config.server.max_message_bytes))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
@@ -136,7 +140,11 @@ impl Application {
         // Told to every connection (and every health Watch) when the drain
         // reaches the point of closing connections.
         let close_connections = watch::Sender::new(false);
-        let slots = Arc::new(tokio::sync::Semaphore::new(config.server.max_concurrent_calls));
+        let budgets = Budgets::new(&config.server, readiness.clone(), metrics.clone());
+        let request_limits = RequestLimits {
+            timeout: config.server.request_body_timeout,
+            max_message_bytes: config.server.max_message_bytes,
+        };
         // The layers every call passes through, outermost first.
         let grpc = ServiceBuilder::new()
             // One span and one log line per call, grpc and grpc-web alike.
@@ -148,9 +156,15 @@ impl Application {
             // Who is calling: a Caller for the handlers, or UNAUTHENTICATED.
             // Inside grpc-web so its refusals are translated too.
             .layer(layer_fn(|inner| Authenticate::new(inner, authenticator.clone())))
-            // Bound the RoomControl calls in flight; extra calls wait for a
-            // slot. After authentication; health never waits.
-            .layer(layer_fn(|inner| LimitCalls::new(inner, slots.clone())))
+            // Read each RoomControl call's request in full, within a deadline
+            // and a size limit, before it may take a slot: a stalled client
+            // holds nothing. After authentication, so only callers with a
+            // credential get this far.
+            .layer(layer_fn(|inner| ReadRequest::new(inner, request_limits)))
+            // Bound the RoomControl calls in flight, LiveKit-bound and local
+            // calls in separate budgets; extra calls wait briefly in a bounded
+            // queue, then are refused. Health and reflection never wait.
+            .layer(layer_fn(|inner| LimitCalls::new(inner, budgets.clone())))
             // A panic in a handler answers INTERNAL instead of killing the
             // connection (and every call multiplexed on it).
             .map_response(|response: http::Response<_>| response.map(Body::new))

@@ -1,5 +1,7 @@
 //! The authentication layer: every call but health and reflection gets a
-//! [`Caller`] or is answered here.
+//! [`Caller`] or is answered here, in the caller's protocol (it sits
+//! outside grpc-web's translation, so no request body is read for a caller
+//! without a credential).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +14,7 @@ use tonic::body::Body;
 use tower::Service;
 
 use super::{AuthFailure, Authenticator, Unauthenticated};
+use crate::middleware::refusal;
 use crate::rpc;
 
 /// Whether the request names a loopback host (`Host`, or `:authority` in
@@ -67,11 +70,14 @@ where
         let authenticator = &self.authenticator;
         if !authenticator.enabled {
             if authenticator.local_only && !addressed_to_loopback(&request) {
-                return Either::Right(Box::pin(async {
-                    Ok(tonic::Status::permission_denied(
-                        "RoomControl runs without authentication and answers only requests addressed to localhost, 127.0.0.1 or [::1]; configure authentication (auth.issuers or auth.api_keys) to serve other names",
-                    )
-                    .into_http())
+                let headers = std::mem::take(request.headers_mut());
+                return Either::Right(Box::pin(async move {
+                    Ok(refusal(
+                        &headers,
+                        tonic::Status::permission_denied(
+                            "RoomControl runs without authentication and answers only requests addressed to localhost, 127.0.0.1 or [::1]; configure authentication (auth.issuers or auth.api_keys) to serve other names",
+                        ),
+                    ))
                 }));
             }
             // Nothing to wait for: the shared anonymous caller, at once. Not
@@ -94,9 +100,11 @@ where
                     inner.call(request).await
                 }
                 Err(AuthFailure::Unauthenticated(Unauthenticated(message))) => {
-                    Ok(tonic::Status::unauthenticated(message).into_http())
+                    Ok(refusal(request.headers(), tonic::Status::unauthenticated(message)))
                 }
-                Err(AuthFailure::Unavailable(message)) => Ok(tonic::Status::unavailable(message).into_http()),
+                Err(AuthFailure::Unavailable(message)) => {
+                    Ok(refusal(request.headers(), tonic::Status::unavailable(message)))
+                }
             }
         }))
     }

@@ -144,7 +144,9 @@ fn log_response<B>(response: &Response<B>, elapsed: Duration) -> tonic::Code {
         // `roomcontrol::middleware=debug` brings them back.
         tonic::Code::Ok => tracing::debug!(code = ?code, latency_ms, "call finished"),
         // The client left: its choice, not a failure.
-        tonic::Code::Cancelled => tracing::debug!(code = ?code, grpc_message = grpc_message(), latency_ms, "call cancelled"),
+        tonic::Code::Cancelled => {
+            tracing::debug!(code = ?code, grpc_message = grpc_message(), latency_ms, "call cancelled")
+        }
         tonic::Code::Unknown
         | tonic::Code::DeadlineExceeded
         | tonic::Code::Unavailable

@@ -2,6 +2,9 @@
 //! stacked in `server` with `tower::layer::layer_fn`, in the order the
 //! comments there explain.
 
+use http::{HeaderMap, HeaderValue, Response};
+use tonic::body::Body;
+
 mod branch;
 pub mod browser_cors;
 mod call_log;
@@ -15,3 +18,22 @@ pub use call_log::CallLog;
 pub use end_watches::EndWatches;
 pub use limit::{Budgets, Holding, LimitCalls};
 pub use read_request::{ReadRequest, RequestLimits};
+
+/// A refusal in the caller's own protocol, for layers that answer before
+/// tonic-web translates grpc-web: a trailers-only gRPC answer, labelled
+/// grpc-web (binary or text, as asked) when the request was grpc-web, so
+/// browsers' clients read it.
+pub fn refusal(request: &HeaderMap, status: tonic::Status) -> Response<Body> {
+    let mut response = status.into_http();
+    let content_type = request.get(http::header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
+    if content_type.starts_with(b"application/grpc-web-text") {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc-web-text+proto"));
+    } else if content_type.starts_with(b"application/grpc-web") {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc-web+proto"));
+    }
+    response
+}

@@ -1,6 +1,8 @@
 //! Reads each RoomControl call's request before the call may take a slot:
 //! the content type, then the whole body, within
-//! `server.request_body_timeout` and `server.max_message_bytes`.
+//! `server.request_body_timeout` and `server.max_message_bytes`. It reads
+//! the body as it came (grpc-web included, before tonic-web translates it),
+//! so a broken body is answered in RoomControl's words, not a library's.
 //!
 //! Every RoomControl RPC is unary, so nothing is lost by reading the
 //! request in full first, and a client that stalls mid-body (a length
@@ -14,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use futures_util::future::Either;
 use http::{Request, Response};
@@ -21,6 +24,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tonic::body::Body;
 use tower::Service;
 
+use super::refusal;
 use crate::rpc;
 
 /// The gRPC frame header before each message: a compression flag and a
@@ -75,21 +79,27 @@ where
                 return Ok(unsupported_media_type());
             }
             let (parts, body) = request.into_parts();
-            match read(body, limits).await {
+            match read(body, is_grpc_web_text(&parts.headers), limits).await {
                 Ok(body) => inner.call(Request::from_parts(parts, Body::new(Full::new(body)))).await,
-                Err(status) => Ok(status.into_http()),
+                Err(status) => Ok(refusal(&parts.headers, status)),
             }
         }))
     }
 }
 
-/// Whether the request says it is gRPC (grpc-web was translated to gRPC
-/// above this layer).
+/// Whether the request says it is gRPC or grpc-web.
 fn is_grpc<B>(request: &Request<B>) -> bool {
     request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// grpc-web's text form: the body is base64.
+fn is_grpc_web_text(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc-web-text"))
 }
 
 /// What the gRPC specification asks for a request that is not gRPC: HTTP
@@ -106,8 +116,10 @@ fn unsupported_media_type() -> Response<Body> {
 
 /// The whole body, or the status that says why it could not be had. The
 /// messages never carry a library's own error text.
-async fn read(body: Body, limits: RequestLimits) -> Result<Bytes, tonic::Status> {
-    let limit = limits.max_message_bytes + FRAME_HEADER_BYTES;
+async fn read(body: Body, base64_text: bool, limits: RequestLimits) -> Result<Bytes, tonic::Status> {
+    let framed_limit = limits.max_message_bytes + FRAME_HEADER_BYTES;
+    // grpc-web's text form takes 4 bytes for every 3.
+    let limit = if base64_text { framed_limit.div_ceil(3) * 4 } else { framed_limit };
     let too_large = || {
         tonic::Status::resource_exhausted(format!(
             "the request message is larger than {} bytes (server.max_message_bytes)",
@@ -117,6 +129,11 @@ async fn read(body: Body, limits: RequestLimits) -> Result<Bytes, tonic::Status>
     let collected = match tokio::time::timeout(limits.timeout, Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(error)) if is_malformed(error.as_ref()) => {
+            return Err(tonic::Status::invalid_argument(
+                "the request body is malformed: its HTTP framing cannot be read",
+            ));
+        }
         // The stream was reset or the connection closed: the client left.
         Ok(Err(_)) => return Err(tonic::Status::cancelled("the client ended the call before its request arrived")),
         Err(_) => {
@@ -131,12 +148,47 @@ async fn read(body: Body, limits: RequestLimits) -> Result<Bytes, tonic::Status>
             "the call carries no request message: a gRPC client sends one framed message, even an empty one",
         ));
     }
+    let decoded;
+    let framed = if base64_text {
+        decoded = decode_base64(&collected)
+            .ok_or_else(|| tonic::Status::invalid_argument("the grpc-web-text request body is not base64"))?;
+        &decoded[..]
+    } else {
+        &collected[..]
+    };
     // A frame header that promises more than the limit, whatever follows.
-    if let Some(header) = collected.get(..FRAME_HEADER_BYTES) {
+    if let Some(header) = framed.get(..FRAME_HEADER_BYTES) {
         let promised = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
         if promised > limits.max_message_bytes {
             return Err(too_large());
         }
     }
     Ok(collected)
+}
+
+/// The body of a grpc-web-text request, decoded as tonic-web will decode
+/// it (standard alphabet, padding optional); `None` where it would fail.
+fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
+    const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    ENGINE.decode(text).ok()
+}
+
+/// Whether a body error says the body's framing was broken (hyper reports
+/// a bad chunk as invalid input), rather than that the client went away.
+fn is_malformed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData);
+        }
+        if error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse) {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }

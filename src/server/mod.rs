@@ -132,7 +132,9 @@ impl Application {
         routes
             // The size limit is checked before tonic sees the message
             // (ReadRequest); tonic's own is set to match.
-            .add_service(RoomControlServer::new(room_control).max_decoding_message_size(config.server.max_message_bytes))
+            .add_service(
+                RoomControlServer::new(room_control).max_decoding_message_size(config.server.max_message_bytes),
+            )
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
@@ -149,18 +151,19 @@ impl Application {
         let grpc = ServiceBuilder::new()
             // One span and one log line per call, grpc and grpc-web alike.
             .layer(layer_fn(|inner| CallLog::new(inner, metrics.clone())))
+            // Who is calling: a Caller for the handlers, or UNAUTHENTICATED
+            // (answered in grpc-web to grpc-web callers). Before any request
+            // body is read, so a caller without a credential costs nothing.
+            .layer(layer_fn(|inner| Authenticate::new(inner, authenticator.clone())))
+            // Read each RoomControl call's request in full, within a deadline
+            // and a size limit, before it may take a slot: a stalled client
+            // holds nothing. Before grpc-web's translation, which would turn
+            // a broken body into INTERNAL with its own words.
+            .layer(layer_fn(|inner| ReadRequest::new(inner, request_limits)))
             // grpc-web (HTTP/1.1 or HTTP/2) in, gRPC to the services.
             .layer(tonic_web::GrpcWebLayer::new())
             // Health Watch streams end when connections close (drain).
             .layer(layer_fn(|inner| EndWatches::new(inner, close_connections.subscribe())))
-            // Who is calling: a Caller for the handlers, or UNAUTHENTICATED.
-            // Inside grpc-web so its refusals are translated too.
-            .layer(layer_fn(|inner| Authenticate::new(inner, authenticator.clone())))
-            // Read each RoomControl call's request in full, within a deadline
-            // and a size limit, before it may take a slot: a stalled client
-            // holds nothing. After authentication, so only callers with a
-            // credential get this far.
-            .layer(layer_fn(|inner| ReadRequest::new(inner, request_limits)))
             // Bound the RoomControl calls in flight, LiveKit-bound and local
             // calls in separate budgets; extra calls wait briefly in a bounded
             // queue, then are refused. Health and reflection never wait.

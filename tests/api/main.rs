@@ -14,6 +14,7 @@ mod health;
 mod operations;
 mod participants;
 mod process;
+mod resilience;
 mod rooms;
 mod shutdown;
 mod tokens;

@@ -2,7 +2,6 @@
 //! reloading and client certificates, the drain on SIGTERM under load, and
 //! the maximum connection age.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,28 +18,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::process::{start_binary, stop_binary};
 use crate::support::grpc_web::GrpcWebClient;
-use crate::support::{SERVICE_NAME, spawn_app, spawn_app_with, unique};
-
-/// `name{labels}` -> value, from the text format.
-async fn scrape(admin: std::net::SocketAddr) -> HashMap<String, f64> {
-    let response = reqwest::get(format!("http://{admin}/metrics")).await.expect("the admin port answers");
-    assert!(response.status().is_success());
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
-    let text = response.text().await.unwrap();
-    assert!(text.trim_end().ends_with("# EOF"), "a complete exposition");
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (key, value) = line.rsplit_once(' ').expect("name and value");
-            (key.to_owned(), value.parse::<f64>().unwrap_or_else(|_| panic!("a number in {line:?}")))
-        })
-        .collect()
-}
-
-fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
-    metrics.get(key).copied().unwrap_or(0.0)
-}
+use crate::support::{SERVICE_NAME, scrape, spawn_app, spawn_app_with, unique, value};
 
 #[tokio::test]
 async fn metrics_count_calls_codes_latency_livekit_requests_and_tokens() {

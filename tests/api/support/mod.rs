@@ -259,3 +259,24 @@ pub fn add_microphone(standin: &StandIn, room: &str, identity: &str) -> livekit_
         },
     )
 }
+
+/// `name{labels}` -> value, from the text format.
+pub async fn scrape(admin: std::net::SocketAddr) -> std::collections::HashMap<String, f64> {
+    let response = reqwest::get(format!("http://{admin}/metrics")).await.expect("the admin port answers");
+    assert!(response.status().is_success());
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = response.text().await.unwrap();
+    assert!(text.trim_end().ends_with("# EOF"), "a complete exposition");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (key, value) = line.rsplit_once(' ').expect("name and value");
+            (key.to_owned(), value.parse::<f64>().unwrap_or_else(|_| panic!("a number in {line:?}")))
+        })
+        .collect()
+}
+
+pub fn value(metrics: &std::collections::HashMap<String, f64>, key: &str) -> f64 {
+    metrics.get(key).copied().unwrap_or(0.0)
+}

@@ -14,7 +14,7 @@ use tonic::body::Body;
 use tower::Service;
 
 use super::{AuthFailure, Authenticator, Unauthenticated};
-use crate::middleware::refusal;
+use crate::middleware::{refusal, take_ready};
 use crate::rpc;
 
 /// Whether the request names a loopback host (`Host`, or `:authority` in
@@ -86,10 +86,8 @@ where
             request.extensions_mut().insert(authenticator.anonymous.clone());
             return Either::Left(self.inner.call(request));
         }
-        // The clone is not ready; the one `poll_ready` prepared serves this
-        // call once the credential is checked.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The credential is checked in a future of its own.
+        let mut inner = take_ready(&mut self.inner);
         let authenticator = self.authenticator.clone();
         Either::Right(Box::pin(async move {
             let header = request.headers().get(http::header::AUTHORIZATION).cloned();

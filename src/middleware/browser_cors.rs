@@ -9,6 +9,7 @@ use http::{HeaderName, Method, Request, Response};
 use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::take_ready;
 use crate::config::CorsConfig;
 
 /// CORS for browsers only: requests that carry `Origin` (every browser
@@ -46,10 +47,8 @@ where
         if !request.headers().contains_key(http::header::ORIGIN) {
             return Either::Right(self.inner.call(request));
         }
-        // The service `poll_ready` prepared, wrapped in the policy (`Cors`
-        // asks nothing more of it); a clone stays for the next call.
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        // Wrapped in the policy (`Cors` asks nothing more of it).
+        let ready = take_ready(&mut self.inner);
         Either::Left(self.policy.layer(ready).call(request))
     }
 }

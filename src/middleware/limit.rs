@@ -30,6 +30,7 @@ use tonic::body::Body;
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::Service;
 
+use super::take_ready;
 use crate::config::ServerConfig;
 use crate::health::{Blocker, Readiness};
 use crate::metrics::{BudgetMetrics, Metrics};
@@ -215,10 +216,8 @@ where
             budget.recovered_if_drained(budget.queued.load(Ordering::Relaxed));
             return Either::Left(Holding { future: self.inner.call(request), slot: Some(slot) });
         }
-        // Wait for a slot. The clone is not ready; the one `poll_ready`
-        // prepared serves this call once a slot frees up.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Wait for a slot, in a future of its own.
+        let mut inner = take_ready(&mut self.inner);
         let budget = budget.clone();
         Either::Right(Box::pin(async move {
             match budget.wait().await {

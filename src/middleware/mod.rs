@@ -37,3 +37,11 @@ pub fn refusal(request: &HeaderMap, status: tonic::Status) -> Response<Body> {
     }
     response
 }
+
+/// The service `poll_ready` prepared, for a call that finishes in a future
+/// of its own; a clone (not yet ready) stays for the next call. The tower
+/// idiom for services whose futures outlive `call`'s borrow.
+pub fn take_ready<S: Clone>(service: &mut S) -> S {
+    let clone = service.clone();
+    std::mem::replace(service, clone)
+}

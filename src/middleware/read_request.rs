@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tonic::body::Body;
 use tower::Service;
 
-use super::refusal;
+use super::{refusal, take_ready};
 use crate::rpc;
 
 /// The gRPC frame header before each message: a compression flag and a
@@ -69,10 +69,8 @@ where
         if !request.uri().path().starts_with(rpc::PATH_PREFIX) {
             return Either::Left(self.inner.call(request));
         }
-        // The clone is not ready; the one `poll_ready` prepared serves this
-        // call once its request is read.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The request is read in a future of its own.
+        let mut inner = take_ready(&mut self.inner);
         let limits = self.limits;
         Either::Right(Box::pin(async move {
             if !is_grpc(&request) {

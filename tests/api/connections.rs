@@ -293,13 +293,13 @@ async fn beyond_max_connections_new_connections_wait_and_readiness_is_not_servin
 }
 
 /// The binary, started through `sh` with this open-file limit (soft, hard),
-/// JSON logs; returns it with its log lines so far (up to the
+/// JSON logs; returns it with its address, its log lines so far (up to the
 /// "listening" line) and the rest to come.
 async fn start_with_open_files(
     dir: &std::path::Path,
     soft: u64,
     hard: u64,
-) -> (std::process::Child, tokio::sync::mpsc::UnboundedReceiver<String>, Vec<String>) {
+) -> (std::process::Child, String, tokio::sync::mpsc::UnboundedReceiver<String>, Vec<String>) {
     use std::io::BufRead;
     let mut child = std::process::Command::new("/bin/sh")
         .arg("-c")
@@ -328,8 +328,8 @@ async fn start_with_open_files(
             .unwrap_or_else(|| panic!("the process stopped:\n{}", log.join("\n")));
         log.push(line.clone());
         let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if event["address"].is_string() {
-            return (child, lines, log);
+        if let Some(address) = event["address"].as_str() {
+            return (child, address.to_owned(), lines, log);
         }
     }
 }
@@ -340,7 +340,7 @@ async fn the_process_raises_its_open_file_limit_and_fits_max_connections_to_it()
     let hard = hard.min(2048);
     assert!(hard > 256, "the test needs a hard open-file limit above 256, not {hard}");
     let dir = tempfile::tempdir().unwrap();
-    let (child, mut lines, mut log) = start_with_open_files(dir.path(), 256, hard).await;
+    let (child, address, mut lines, mut log) = start_with_open_files(dir.path(), 256, hard).await;
     let events = |log: &[String]| -> Vec<serde_json::Value> {
         log.iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
     };
@@ -350,6 +350,10 @@ async fn the_process_raises_its_open_file_limit_and_fits_max_connections_to_it()
         let line = tokio::time::timeout(BOUND, lines.recv()).await.expect("the max_connections line").unwrap();
         log.push(line);
     }
+    // One answered call: the process is serving, and so handles SIGTERM.
+    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    health.check(HealthCheckRequest { service: String::new() }).await.expect("the process answers");
     crate::process::stop_binary(child, lines, &mut log).await;
 
     let events = events(&log);

@@ -321,7 +321,7 @@ async fn start_with_open_files(
         }
     });
     let mut log = Vec::new();
-    loop {
+    let address = loop {
         let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
             .await
             .expect("a log line")
@@ -329,9 +329,10 @@ async fn start_with_open_files(
         log.push(line.clone());
         let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         if let Some(address) = event["address"].as_str() {
-            return (child, address.to_owned(), lines, log);
+            break address.to_owned();
         }
-    }
+    };
+    (child, address, lines, log)
 }
 
 #[tokio::test]

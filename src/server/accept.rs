@@ -158,7 +158,7 @@ pub(super) async fn accept_until(
         tokio::select! {
             biased;
             () = &mut stop => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => cap.left(connections.len()),
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             acquired = slots.clone().acquire_owned(), if slot.is_none() => slot = acquired.ok(),
             accepted = listener.accept(), if slot.is_some() => {
                 let (stream, peer) = match accepted {
@@ -188,6 +188,10 @@ pub(super) async fn accept_until(
                     connection.run(stream, acceptor).await;
                 });
             }
+            // Last, so only when nothing above is ready: no connection ended
+            // unnoticed, none waiting in the backlog (a burst of connections
+            // closing together is not "free" while the backlog refills them).
+            () = std::future::ready(()), if cap.is_free(connections.len()) => cap.free(connections.len()),
         }
     }
     connections
@@ -277,14 +281,14 @@ impl Cap {
         }
     }
 
-    /// A connection ended; `open` are left.
-    fn left(&mut self, open: usize) {
-        // Free again only a twentieth of the cap (at least one) below it:
-        // under steady pressure every connection that ends is replaced from
-        // the backlog at once, and readiness must not flap with each.
-        if !self.reached || open > self.max.saturating_sub((self.max / 20).max(1)) {
-            return;
-        }
+    /// Whether a reached cap is free again with `open` connections: a
+    /// twentieth of the cap (at least one) below it, so that readiness does
+    /// not flap with every connection under steady pressure.
+    fn is_free(&self, open: usize) -> bool {
+        self.reached && open <= self.max.saturating_sub((self.max / 20).max(1))
+    }
+
+    fn free(&mut self, open: usize) {
         self.reached = false;
         tracing::info!(
             port = self.port,

@@ -67,7 +67,10 @@ fn serve(config: Config) -> ExitCode {
     let open_files = rlimit::increase_nofile_limit(u64::MAX);
     telemetry::init(&config.log);
     match open_files {
-        Ok(limit) => tracing::info!(open_files_limit = limit, "open-file limit: {limit} (raised to the hard limit)"),
+        Ok(limit) => tracing::info!(
+            open_files_limit = limit,
+            "open-file limit: {limit} (the soft limit, raised as far as the hard limit allows)"
+        ),
         Err(error) => {
             tracing::warn!(%error, "cannot raise the open-file limit; keeping the one the process started with")
         }

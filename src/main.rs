@@ -60,7 +60,21 @@ fn print(output: &str) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
+    // Every connection costs a file descriptor, and a soft limit of 1,024
+    // (common in containers) is far below server.max_connections: raise it
+    // to the hard limit, once, before any thread or socket exists. The main
+    // port's cap is then set from what it allows (server::accept).
+    let open_files = rlimit::increase_nofile_limit(u64::MAX);
     telemetry::init(&config.log);
+    match open_files {
+        Ok(limit) => tracing::info!(
+            open_files_limit = limit,
+            "open-file limit: {limit} (the soft limit, raised as far as the hard limit allows)"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit; keeping the one the process started with")
+        }
+    }
     // On one thread, the single-threaded runtime: no work stealing, no
     // cross-thread wake-ups, and tasks run in the order they were woken, so a
     // connection writes the replies of all the calls that finished together

@@ -84,6 +84,7 @@ pub struct Metrics {
     /// `tokens_minted_total` for kind "any" and "self".
     tokens_any: Counter,
     tokens_self: Counter,
+    connections: ConnectionMetrics,
 }
 
 #[derive(Debug)]
@@ -158,6 +159,7 @@ impl Metrics {
             .collect();
         let tokens_any = tokens.get_or_create(&TokenLabels { kind: "any" }).clone();
         let tokens_self = tokens.get_or_create(&TokenLabels { kind: "self" }).clone();
+        let connections = ConnectionMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
             calls,
@@ -170,7 +172,13 @@ impl Metrics {
             per_rpc,
             tokens_any,
             tokens_self,
+            connections,
         })
+    }
+
+    /// The main port's connections.
+    pub fn connections(&self) -> &ConnectionMetrics {
+        &self.connections
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -250,6 +258,106 @@ impl Drop for InFlight {
     }
 }
 
+/// Why RoomControl closed a connection of the main port: the `reason` label
+/// of `roomcontrol_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClose {
+    /// No first request within `server.handshake_timeout` (TLS handshake,
+    /// HTTP/2 preface, request headers).
+    HandshakeTimeout,
+    /// HTTP/1.1: the next request's headers did not arrive within
+    /// `server.handshake_timeout`; an idle keep-alive connection ends so.
+    HeaderTimeout,
+    /// No call in flight for `server.idle_timeout`.
+    IdleTimeout,
+    /// HTTP/2: a keepalive ping went unanswered (the peer is gone).
+    KeepaliveTimeout,
+    /// `server.max_connection_age` reached.
+    MaxAge,
+    /// Shutdown.
+    Drain,
+    /// The client closed it, or it broke (reset, a TLS or protocol error).
+    Peer,
+}
+
+impl ConnectionClose {
+    pub const ALL: [ConnectionClose; 7] = [
+        ConnectionClose::HandshakeTimeout,
+        ConnectionClose::HeaderTimeout,
+        ConnectionClose::IdleTimeout,
+        ConnectionClose::KeepaliveTimeout,
+        ConnectionClose::MaxAge,
+        ConnectionClose::Drain,
+        ConnectionClose::Peer,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionClose::HandshakeTimeout => "handshake_timeout",
+            ConnectionClose::HeaderTimeout => "header_timeout",
+            ConnectionClose::IdleTimeout => "idle_timeout",
+            ConnectionClose::KeepaliveTimeout => "keepalive_timeout",
+            ConnectionClose::MaxAge => "max_age",
+            ConnectionClose::Drain => "drain",
+            ConnectionClose::Peer => "peer",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    reason: &'static str,
+}
+
+/// `roomcontrol_connections` and `roomcontrol_connections_closed_total`:
+/// the main port's connections (the admin port's are not counted).
+#[derive(Debug)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    /// By [`ConnectionClose`], in the order of [`ConnectionClose::ALL`],
+    /// every series there from the start (at zero).
+    closed: Vec<Counter>,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let open = Gauge::default();
+        registry.register("connections", "Connections open on the main port", open.clone());
+        let closed = Family::<CloseLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections of the main port closed, by reason: handshake_timeout (no first request within server.handshake_timeout), header_timeout (HTTP/1.1: no next request headers within server.handshake_timeout), idle_timeout (no call for server.idle_timeout), keepalive_timeout (HTTP/2 ping unanswered), max_age (server.max_connection_age), drain (shutdown), peer (closed or broken by the client)",
+            closed.clone(),
+        );
+        let closed = ConnectionClose::ALL
+            .iter()
+            .map(|reason| closed.get_or_create(&CloseLabels { reason: reason.label() }).clone())
+            .collect();
+        Self { open, closed }
+    }
+
+    /// Counts a connection as open until the guard drops.
+    pub fn opened(&self) -> OpenConnection {
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+
+    /// Counts a connection closed, once, for the reason it was closed.
+    pub fn closed(&self, reason: ConnectionClose) {
+        self.closed[reason as usize].inc();
+    }
+}
+
+/// Decrements `roomcontrol_connections` when dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The `code` label: the status code's name, as tonic spells it.
 fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code;
@@ -310,5 +418,22 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} in\n{text}");
         }
+    }
+
+    #[test]
+    fn connection_metrics_count_open_connections_and_every_close_reason() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        for reason in ConnectionClose::ALL {
+            let series = format!("roomcontrol_connections_closed_total{{reason=\"{}\"}} 0", reason.label());
+            assert!(text.contains(&series), "{series} from the start in\n{text}");
+        }
+        let open = metrics.connections().opened();
+        metrics.connections().closed(ConnectionClose::IdleTimeout);
+        let text = metrics.encode();
+        assert!(text.contains("roomcontrol_connections 1"), "{text}");
+        assert!(text.contains("roomcontrol_connections_closed_total{reason=\"idle_timeout\"} 1"), "{text}");
+        drop(open);
+        assert!(metrics.encode().contains("roomcontrol_connections 0"));
     }
 }

@@ -1,10 +1,12 @@
 //! TLS for the main port: rustls (ring) from PEM files, with optional client
 //! certificates, reloaded when the files change so a renewed certificate
-//! (cert-manager, a rotated Secret) takes effect without a restart.
+//! (cert-manager, a rotated Secret) takes effect without a restart. The
+//! handshake itself is bounded by `server.handshake_timeout`
+//! (`server::accept`).
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
@@ -111,6 +113,3 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     Ok(certs)
 }
-
-/// How long a client may take to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

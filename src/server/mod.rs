@@ -255,8 +255,10 @@ impl Application {
         }
         // The admin port serves until the process ends (probes and scrapes
         // during the drain).
-        let admin =
-            self.admin.map(|(listener, health)| tokio::spawn(admin::serve(listener, self.metrics.clone(), health)));
+        let deadlines = accept::Deadlines::of(&self.config.server);
+        let admin = self
+            .admin
+            .map(|(listener, health)| tokio::spawn(admin::serve(listener, self.metrics.clone(), health, deadlines)));
 
         let (reporter, metrics, drain_delay) = (self.reporter, self.metrics, self.config.server.drain_delay);
         let draining = async {
@@ -279,8 +281,14 @@ impl Application {
         let serving = accept::Serving {
             service: self.service,
             tls: self.tls,
+            deadlines,
             max_age: self.config.server.max_connection_age,
             closing: self.close_connections.subscribe(),
+            max_connections: accept::effective_max_connections(self.config.server.max_connections),
+            limit_name: "server.max_connections",
+            port: "main",
+            readiness: Some(self.readiness.clone()),
+            metrics: Some(metrics.clone()),
         };
         let connections = accept::accept_until(self.listener, serving, draining).await;
         let _ = self.close_connections.send(true);

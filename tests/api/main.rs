@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod config;
+mod connections;
 mod console;
 mod deploy;
 mod errors;

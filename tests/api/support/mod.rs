@@ -120,6 +120,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with changes to the configuration.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let (config, standin, livekit) = configured(configure).await;
+    spawn_with_config(config, standin, livekit).await
+}
+
+/// Like [`spawn_app_with`], but `client` and `health` connect on their
+/// first call: the main port starts with no connection, for tests that
+/// count them.
+pub async fn spawn_app_without_connections(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let (config, standin, livekit) = configured(configure).await;
+    start(config, standin, livekit, false).await
+}
+
+/// The stand-in (or the real LiveKit) and the test configuration for it.
+async fn configured(configure: impl FnOnce(&mut Config)) -> (Config, Option<StandIn>, LiveKitTarget) {
     let (standin, livekit) = match real_livekit() {
         Some(target) => (None, target),
         None => {
@@ -134,11 +148,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     };
     let mut config = test_config(&livekit);
     configure(&mut config);
-    spawn_with_config(config, standin, livekit).await
+    (config, standin, livekit)
 }
 
 /// Starts RoomControl with exactly this configuration.
 pub async fn spawn_with_config(config: Config, standin: Option<StandIn>, livekit: LiveKitTarget) -> TestApp {
+    start(config, standin, livekit, true).await
+}
+
+async fn start(config: Config, standin: Option<StandIn>, livekit: LiveKitTarget, connect: bool) -> TestApp {
     init_test_logs();
     let application = Application::build(config).await.expect("RoomControl starts");
     let addr = application.local_addr();
@@ -147,7 +165,8 @@ pub async fn spawn_with_config(config: Config, standin: Option<StandIn>, livekit
     let server = tokio::spawn(application.run_until_stopped(async {
         let _ = stop.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
+    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+    let channel = if connect { endpoint.connect().await.expect("connects") } else { endpoint.connect_lazy() };
     TestApp {
         addr,
         admin_addr,

@@ -185,7 +185,7 @@ impl Application {
         };
 
         let addr = config.listen_addr();
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = listen(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
         let admin = if config.admin.enabled {
             let addr = config.admin_addr();
@@ -297,4 +297,20 @@ impl Application {
             admin.abort();
         }
     }
+}
+
+/// How many connections the kernel may hold for the main port beyond the
+/// ones accepted (the listen backlog). At `server.max_connections` the
+/// accept loop stops accepting and new connections wait here; std's 128
+/// would drop connection attempts after a small burst.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the main port with [`LISTEN_BACKLOG`] (address reuse on, as std
+/// does on Unix, so a restart can bind while old connections linger).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

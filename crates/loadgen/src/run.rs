@@ -1,9 +1,10 @@
-//! The measurements: a fixed-concurrency run, many idle connections, and
-//! start-up to SERVING.
+//! The measurements: a fixed-concurrency run (closed loop, or open loop at
+//! a fixed rate), many idle connections, and start-up to SERVING.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -16,7 +17,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::client::{CallError, Connection, H2Connection, Plan};
 use crate::procfs;
 use crate::record::{
-    ConnectionsRecord, ErrorKind, IdleRssRecord, Labels, Latency, LoadRecord, ServerSample, StartupRecord,
+    ConnectionsRecord, ErrorKind, IdleRssRecord, Labels, Latency, LoadRecord, Refused, ServerSample, StartupRecord,
 };
 
 /// Latencies are recorded in nanoseconds, up to a minute, to three
@@ -32,8 +33,18 @@ pub struct RunOptions {
     pub target: String,
     pub plan: Plan,
     /// Calls in flight at any time: each of these workers sends its next
-    /// call as soon as the previous one is answered.
+    /// call as soon as the previous one is answered. With `rate`, the most
+    /// calls in flight at once.
     pub concurrency: usize,
+    /// Open loop: calls start on a fixed schedule of this many per second,
+    /// whatever the answers take (as long as fewer than `concurrency` are
+    /// in flight), instead of each worker's next call after its last.
+    pub rate: Option<f64>,
+    /// RESOURCE_EXHAUSTED answers are the server shedding load: counted
+    /// and timed apart from the successful calls, not as errors.
+    pub refusals: bool,
+    /// For the report: the admitted (successful) calls' p99 target.
+    pub admitted_p99_target: Option<Duration>,
     pub connections: usize,
     pub duration: Duration,
     pub warmup: Duration,
@@ -44,6 +55,11 @@ pub struct RunOptions {
 /// What one worker saw.
 struct Tally {
     histogram: Histogram<u64>,
+    /// Refused calls (RESOURCE_EXHAUSTED) started in the measured window.
+    refused: Histogram<u64>,
+    /// Open loop: how late each call in the window was sent.
+    lag: Histogram<u64>,
+    refused_example: Option<String>,
     errors: BTreeMap<String, ErrorKind>,
 }
 
@@ -53,40 +69,109 @@ impl Tally {
     }
 }
 
+/// An open loop's timetable: call `i` is due `i / rate` seconds after
+/// `start`. Workers take the calls in turn, so a slow answer holds up only
+/// its own worker, not the schedule.
+struct Schedule {
+    start: Instant,
+    interval_ns: f64,
+    next: AtomicU64,
+}
+
+impl Schedule {
+    /// When the next call is due.
+    fn take(&self) -> Instant {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        self.start + Duration::from_nanos((index as f64 * self.interval_ns) as u64)
+    }
+}
+
+fn elapsed_nanos(started: Instant) -> u64 {
+    (started.elapsed().as_nanos().min(u64::MAX as u128) as u64).max(1)
+}
+
 /// Drives the plan's RPC with `concurrency` workers spread over
 /// `connections` connections for `warmup + duration`, and measures the
 /// `duration` window.
 pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
-    let RunOptions { addr, target, plan, concurrency, connections, duration, warmup, server_pid, labels } = options;
+    let RunOptions {
+        addr,
+        target,
+        plan,
+        concurrency,
+        rate,
+        refusals,
+        admitted_p99_target,
+        connections,
+        duration,
+        warmup,
+        server_pid,
+        labels,
+    } = options;
     if concurrency == 0 || connections == 0 {
         return Err("concurrency and connections must be at least 1".to_owned());
     }
+    if rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+        return Err("the rate must be a positive number of calls per second".to_owned());
+    }
+    // The server's memory before this run opens its connections.
+    let rss_before = server_pid.and_then(|pid| procfs::rss_kib(&pid.to_string()));
     let plan = Arc::new(plan);
     let mut pool = Vec::with_capacity(connections);
     for _ in 0..connections {
         pool.push(Connection::open(&plan, addr).await.map_err(|e| format!("cannot connect to {target}: {e}"))?);
     }
 
-    let measure_from = Instant::now() + warmup;
+    let started_at = Instant::now();
+    let measure_from = started_at + warmup;
     let measure_until = measure_from + duration;
+    let schedule =
+        rate.map(|rate| Arc::new(Schedule { start: started_at, interval_ns: 1e9 / rate, next: AtomicU64::new(0) }));
     let mut workers = JoinSet::new();
     for index in 0..concurrency {
         let mut connection = pool[index % connections].clone();
         let plan = plan.clone();
+        let schedule = schedule.clone();
         workers.spawn(async move {
-            let mut tally = Tally { histogram: new_histogram(), errors: BTreeMap::new() };
+            let mut tally = Tally {
+                histogram: new_histogram(),
+                refused: new_histogram(),
+                lag: new_histogram(),
+                refused_example: None,
+                errors: BTreeMap::new(),
+            };
             loop {
+                let due = match &schedule {
+                    Some(schedule) => {
+                        let due = schedule.take();
+                        if due >= measure_until {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        Some(due)
+                    }
+                    None => None,
+                };
+                // Latency counts from the moment the call is sent.
                 let started = Instant::now();
                 if started >= measure_until {
                     break;
                 }
+                if let Some(due) = due.filter(|&due| due >= measure_from) {
+                    let lag = started.saturating_duration_since(due).as_nanos().min(u64::MAX as u128) as u64;
+                    tally.lag.saturating_record(lag.max(1));
+                }
                 let result = connection.call(&plan).await;
+                let measured = started >= measure_from;
                 match result {
-                    Ok(()) if started >= measure_from => {
-                        let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-                        tally.histogram.saturating_record(nanos.max(1));
-                    }
+                    Ok(()) if measured => tally.histogram.saturating_record(elapsed_nanos(started)),
                     Ok(()) => {}
+                    Err(error) if refusals && error.code == Some(tonic::Code::ResourceExhausted) => {
+                        if measured {
+                            tally.refused.saturating_record(elapsed_nanos(started));
+                        }
+                        tally.refused_example.get_or_insert(error.detail);
+                    }
                     Err(error) => tally.error(error),
                 }
             }
@@ -96,10 +181,16 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
     let sampler = tokio::spawn(sample(server_pid, measure_from, measure_until));
 
     let mut histogram = new_histogram();
+    let mut refused = new_histogram();
+    let mut lag = new_histogram();
+    let mut refused_example = None;
     let mut errors: BTreeMap<String, ErrorKind> = BTreeMap::new();
     while let Some(tally) = workers.join_next().await {
         let tally = tally.map_err(|e| format!("a worker failed: {e}"))?;
         histogram.add(&tally.histogram).map_err(|e| format!("cannot merge histograms: {e}"))?;
+        refused.add(&tally.refused).map_err(|e| format!("cannot merge histograms: {e}"))?;
+        lag.add(&tally.lag).map_err(|e| format!("cannot merge histograms: {e}"))?;
+        refused_example = refused_example.or(tally.refused_example);
         for (kind, error) in tally.errors {
             errors.entry(kind).or_insert(ErrorKind { count: 0, example: error.example }).count += error.count;
         }
@@ -111,6 +202,8 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
     let seconds = duration.as_secs_f64();
     let server = server.map(|mut server| {
         server.cpu_us_per_call = if calls == 0 { 0.0 } else { server.cpu_s * 1e6 / calls as f64 };
+        server.rss_kib_before = rss_before;
+        server.rss_kib_peak = procfs::peak_rss_kib(&server.pid.to_string());
         server
     });
     Ok(LoadRecord {
@@ -120,6 +213,7 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         target,
         concurrency,
         connections,
+        rate,
         duration_s: seconds,
         warmup_s: warmup.as_secs_f64(),
         calls,
@@ -127,6 +221,14 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         error_kinds: errors,
         calls_per_s: calls as f64 / seconds,
         latency_us: latency(&histogram),
+        refused: refusals.then(|| Refused {
+            calls: refused.len(),
+            calls_per_s: refused.len() as f64 / seconds,
+            latency_us: latency(&refused),
+            example: refused_example.unwrap_or_default(),
+        }),
+        admitted_p99_target_us: admitted_p99_target.map(|target| target.as_secs_f64() * 1e6),
+        send_lag_us: rate.map(|_| latency(&lag)),
         client_cpu_util,
         server,
     })
@@ -155,7 +257,8 @@ async fn sample(server_pid: Option<u32>, from: Instant, until: Instant) -> (Opti
     let started = Instant::now();
     let client_start = procfs::cpu_seconds("self");
     let server_start = pid.as_deref().and_then(procfs::cpu_seconds);
-    let mut rss_max = pid.as_deref().and_then(procfs::rss_kib).unwrap_or(0);
+    let rss_start = pid.as_deref().and_then(procfs::rss_kib);
+    let mut rss_max = rss_start.unwrap_or(0);
     loop {
         let next = Instant::now() + Duration::from_millis(100);
         if next >= until {
@@ -182,6 +285,9 @@ async fn sample(server_pid: Option<u32>, from: Instant, until: Instant) -> (Opti
                 cpu_us_per_call: 0.0,
                 rss_kib_end: rss_end,
                 rss_kib_max: rss_max.max(rss_end),
+                rss_kib_before: None,
+                rss_kib_start: rss_start,
+                rss_kib_peak: None,
             })
         }
         _ => None,

@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Drive one RPC at a fixed concurrency for a fixed time.
+    /// Drive one RPC at a fixed concurrency (or rate) for a fixed time.
     Run(RunArgs),
     /// Open many connections (one call on each) and measure the server's RSS.
     Hold(HoldArgs),

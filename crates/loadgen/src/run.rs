@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -52,7 +51,7 @@ pub struct RunOptions {
     pub labels: Labels,
 }
 
-/// What one worker saw.
+/// What one worker (or the open loop) saw.
 struct Tally {
     histogram: Histogram<u64>,
     /// Refused calls (RESOURCE_EXHAUSTED) started in the measured window.
@@ -64,30 +63,59 @@ struct Tally {
 }
 
 impl Tally {
+    fn new() -> Self {
+        Tally {
+            histogram: new_histogram(),
+            refused: new_histogram(),
+            lag: new_histogram(),
+            refused_example: None,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    /// One answered call, sent at `started`; `measured` if it belongs to
+    /// the measured window. With `refusals`, RESOURCE_EXHAUSTED is a
+    /// refusal, not an error.
+    fn record(&mut self, started: Instant, measured: bool, result: Result<(), CallError>, refusals: bool) {
+        match result {
+            Ok(()) if measured => self.histogram.saturating_record(elapsed_nanos(started)),
+            Ok(()) => {}
+            Err(error) if refusals && error.code == Some(tonic::Code::ResourceExhausted) => {
+                if measured {
+                    self.refused.saturating_record(elapsed_nanos(started));
+                }
+                self.refused_example.get_or_insert(error.detail);
+            }
+            Err(error) => self.error(error),
+        }
+    }
+
     fn error(&mut self, error: CallError) {
         self.errors.entry(error.kind).or_insert(ErrorKind { count: 0, example: error.detail }).count += 1;
     }
-}
 
-/// An open loop's timetable: call `i` is due `i / rate` seconds after
-/// `start`. Workers take the calls in turn, so a slow answer holds up only
-/// its own worker, not the schedule.
-struct Schedule {
-    start: Instant,
-    interval_ns: f64,
-    next: AtomicU64,
-}
-
-impl Schedule {
-    /// When the next call is due.
-    fn take(&self) -> Instant {
-        let index = self.next.fetch_add(1, Ordering::Relaxed);
-        self.start + Duration::from_nanos((index as f64 * self.interval_ns) as u64)
+    fn merge(&mut self, other: Tally) -> Result<(), String> {
+        let merge_error = |e| format!("cannot merge histograms: {e}");
+        self.histogram.add(&other.histogram).map_err(merge_error)?;
+        self.refused.add(&other.refused).map_err(merge_error)?;
+        self.lag.add(&other.lag).map_err(merge_error)?;
+        self.refused_example = self.refused_example.take().or(other.refused_example);
+        for (kind, error) in other.errors {
+            self.errors.entry(kind).or_insert(ErrorKind { count: 0, example: error.example }).count += error.count;
+        }
+        Ok(())
     }
 }
 
 fn elapsed_nanos(started: Instant) -> u64 {
     (started.elapsed().as_nanos().min(u64::MAX as u128) as u64).max(1)
+}
+
+/// The window a run measures, after its warm-up.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Instant,
+    until: Instant,
 }
 
 /// Drives the plan's RPC with `concurrency` workers spread over
@@ -123,80 +151,18 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
     }
 
     let started_at = Instant::now();
-    let measure_from = started_at + warmup;
-    let measure_until = measure_from + duration;
-    let schedule =
-        rate.map(|rate| Arc::new(Schedule { start: started_at, interval_ns: 1e9 / rate, next: AtomicU64::new(0) }));
-    let mut workers = JoinSet::new();
-    for index in 0..concurrency {
-        let mut connection = pool[index % connections].clone();
-        let plan = plan.clone();
-        let schedule = schedule.clone();
-        workers.spawn(async move {
-            let mut tally = Tally {
-                histogram: new_histogram(),
-                refused: new_histogram(),
-                lag: new_histogram(),
-                refused_example: None,
-                errors: BTreeMap::new(),
-            };
-            loop {
-                let due = match &schedule {
-                    Some(schedule) => {
-                        let due = schedule.take();
-                        if due >= measure_until {
-                            break;
-                        }
-                        tokio::time::sleep_until(due.into()).await;
-                        Some(due)
-                    }
-                    None => None,
-                };
-                // Latency counts from the moment the call is sent.
-                let started = Instant::now();
-                if started >= measure_until {
-                    break;
-                }
-                if let Some(due) = due.filter(|&due| due >= measure_from) {
-                    let lag = started.saturating_duration_since(due).as_nanos().min(u64::MAX as u128) as u64;
-                    tally.lag.saturating_record(lag.max(1));
-                }
-                let result = connection.call(&plan).await;
-                let measured = started >= measure_from;
-                match result {
-                    Ok(()) if measured => tally.histogram.saturating_record(elapsed_nanos(started)),
-                    Ok(()) => {}
-                    Err(error) if refusals && error.code == Some(tonic::Code::ResourceExhausted) => {
-                        if measured {
-                            tally.refused.saturating_record(elapsed_nanos(started));
-                        }
-                        tally.refused_example.get_or_insert(error.detail);
-                    }
-                    Err(error) => tally.error(error),
-                }
-            }
-            tally
-        });
-    }
-    let sampler = tokio::spawn(sample(server_pid, measure_from, measure_until));
-
-    let mut histogram = new_histogram();
-    let mut refused = new_histogram();
-    let mut lag = new_histogram();
-    let mut refused_example = None;
-    let mut errors: BTreeMap<String, ErrorKind> = BTreeMap::new();
-    while let Some(tally) = workers.join_next().await {
-        let tally = tally.map_err(|e| format!("a worker failed: {e}"))?;
-        histogram.add(&tally.histogram).map_err(|e| format!("cannot merge histograms: {e}"))?;
-        refused.add(&tally.refused).map_err(|e| format!("cannot merge histograms: {e}"))?;
-        lag.add(&tally.lag).map_err(|e| format!("cannot merge histograms: {e}"))?;
-        refused_example = refused_example.or(tally.refused_example);
-        for (kind, error) in tally.errors {
-            errors.entry(kind).or_insert(ErrorKind { count: 0, example: error.example }).count += error.count;
+    let window = Window { from: started_at + warmup, until: started_at + warmup + duration };
+    let sampler = tokio::spawn(sample(server_pid, window.from, window.until));
+    let tally = match rate {
+        None => closed_loop(&pool, &plan, concurrency, window, refusals).await?,
+        Some(rate) => {
+            let open = OpenLoop { start: started_at, interval_ns: 1e9 / rate, concurrency, window, refusals };
+            open.run(&pool, &plan).await?
         }
-    }
+    };
     let (client_cpu_util, server) = sampler.await.map_err(|e| format!("the sampler failed: {e}"))?;
     drop(pool);
+    let Tally { histogram, refused, lag, refused_example, errors } = tally;
 
     let calls = histogram.len();
     let seconds = duration.as_secs_f64();
@@ -232,6 +198,104 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         client_cpu_util,
         server,
     })
+}
+
+/// The closed loop: `concurrency` workers, each sending its next call as
+/// soon as the previous one is answered.
+async fn closed_loop(
+    pool: &[Connection],
+    plan: &Arc<Plan>,
+    concurrency: usize,
+    window: Window,
+    refusals: bool,
+) -> Result<Tally, String> {
+    let mut workers = JoinSet::new();
+    for index in 0..concurrency {
+        let mut connection = pool[index % pool.len()].clone();
+        let plan = plan.clone();
+        workers.spawn(async move {
+            let mut tally = Tally::new();
+            loop {
+                let started = Instant::now();
+                if started >= window.until {
+                    break;
+                }
+                let result = connection.call(&plan).await;
+                tally.record(started, started >= window.from, result, refusals);
+            }
+            tally
+        });
+    }
+    let mut tally = Tally::new();
+    while let Some(worker) = workers.join_next().await {
+        tally.merge(worker.map_err(|e| format!("a worker failed: {e}"))?)?;
+    }
+    Ok(tally)
+}
+
+/// The open loop: call `i` is due `i / rate` after the start, whatever the
+/// answers take, with at most `concurrency` in flight (a call due while
+/// that many are in flight is sent late, and its lag recorded). One task
+/// sends every call on time and collects the answers, so the load
+/// generator does not keep a sleeping task per possible call in flight.
+struct OpenLoop {
+    start: Instant,
+    interval_ns: f64,
+    concurrency: usize,
+    window: Window,
+    refusals: bool,
+}
+
+impl OpenLoop {
+    fn due(&self, index: u64) -> Instant {
+        self.start + Duration::from_nanos((index as f64 * self.interval_ns) as u64)
+    }
+
+    async fn run(&self, pool: &[Connection], plan: &Arc<Plan>) -> Result<Tally, String> {
+        let mut tally = Tally::new();
+        let mut calls = JoinSet::new();
+        let mut index = 0u64;
+        let mut next = self.due(0);
+        let timer = tokio::time::sleep_until(next.into());
+        tokio::pin!(timer);
+        loop {
+            let more = next < self.window.until;
+            if !more && calls.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(answered) = calls.join_next(), if !calls.is_empty() => {
+                    let (started, measured, result) = answered.map_err(|e| format!("a call failed: {e}"))?;
+                    tally.record(started, measured, result, self.refusals);
+                }
+                () = &mut timer, if more && calls.len() < self.concurrency => {
+                    // Every call due by now, as far as the bound allows.
+                    let now = Instant::now();
+                    while next <= now && next < self.window.until && calls.len() < self.concurrency {
+                        // A call belongs to the window it was due in.
+                        let measured = next >= self.window.from;
+                        if measured {
+                            let lag = now.saturating_duration_since(next).as_nanos().min(u64::MAX as u128) as u64;
+                            tally.lag.saturating_record(lag.max(1));
+                        }
+                        let mut connection = pool[(index % pool.len() as u64) as usize].clone();
+                        let plan = plan.clone();
+                        calls.spawn(async move {
+                            // Latency counts from the moment the call is sent.
+                            let started = Instant::now();
+                            let result = connection.call(&plan).await;
+                            (started, measured, result)
+                        });
+                        index += 1;
+                        next = self.due(index);
+                    }
+                    timer.as_mut().reset(next.into());
+                }
+            }
+        }
+        Ok(tally)
+    }
 }
 
 fn latency(histogram: &Histogram<u64>) -> Latency {

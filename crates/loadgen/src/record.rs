@@ -130,7 +130,8 @@ pub struct ServerSample {
     /// At the start of the measured window, after the warm-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_kib_start: Option<u64>,
-    /// The process's peak RSS since it started (`VmHWM`), at the end.
+    /// The process's peak RSS since it started, at the end: `VmHWM`, or
+    /// the highest sample if the kernel has not caught up with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_kib_peak: Option<u64>,
 }

@@ -169,7 +169,8 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
     let server = server.map(|mut server| {
         server.cpu_us_per_call = if calls == 0 { 0.0 } else { server.cpu_s * 1e6 / calls as f64 };
         server.rss_kib_before = rss_before;
-        server.rss_kib_peak = procfs::peak_rss_kib(&server.pid.to_string());
+        // The kernel updates VmHWM lazily: it can read below a sample.
+        server.rss_kib_peak = procfs::peak_rss_kib(&server.pid.to_string()).map(|peak| peak.max(server.rss_kib_max));
         server
     });
     Ok(LoadRecord {

@@ -34,6 +34,10 @@ struct Args {
     /// to mute.
     #[arg(long)]
     seed_tracks: bool,
+    /// Delay every reply by this many milliseconds: a LiveKit that takes a
+    /// fixed time per call.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 #[tokio::main]
@@ -48,6 +52,7 @@ async fn main() -> std::io::Result<()> {
     .await?;
     // nobody can read the calls of the binary: keep memory flat
     standin.set_recording(false);
+    standin.set_delay(std::time::Duration::from_millis(args.delay_ms));
     for i in 1..=args.seed_rooms {
         let room = format!("room-{i}");
         standin.create_room(&room);

@@ -84,20 +84,28 @@ impl Protocol {
 }
 
 /// Why one call failed. `kind` groups failures in the report (a gRPC code,
-/// an HTTP status, a transport error); `detail` is one example message.
+/// an HTTP status, a transport error); `detail` is one example message;
+/// `code` is the gRPC status code when the server answered one (gRPC and
+/// grpc-web), so that a run can tell a refusal from a failure.
 #[derive(Debug, Clone)]
 pub struct CallError {
     pub kind: String,
     pub detail: String,
+    pub code: Option<tonic::Code>,
 }
 
 impl CallError {
     fn new(kind: impl Into<String>, detail: impl fmt::Display) -> Self {
-        CallError { kind: kind.into(), detail: detail.to_string() }
+        CallError { kind: kind.into(), detail: detail.to_string(), code: None }
+    }
+
+    /// A non-OK gRPC status the server answered.
+    fn grpc(code: tonic::Code, message: impl fmt::Display) -> Self {
+        CallError { code: Some(code), ..CallError::new(format!("grpc {code:?}"), message) }
     }
 
     fn status(status: tonic::Status) -> Self {
-        CallError::new(format!("grpc {:?}", status.code()), status.message())
+        CallError::grpc(status.code(), status.message())
     }
 
     fn transport(error: impl std::error::Error) -> Self {
@@ -365,8 +373,7 @@ impl Plan {
         let reply = GrpcWebReply::parse(headers, body)?;
         let code = reply.status.ok_or_else(|| CallError::new("no grpc-status", "the reply carries no grpc-status"))?;
         if code != 0 {
-            let code = tonic::Code::from_i32(code);
-            return Err(CallError::new(format!("grpc {code:?}"), reply.message.unwrap_or_default()));
+            return Err(CallError::grpc(tonic::Code::from_i32(code), reply.message.unwrap_or_default()));
         }
         let message = reply.data.ok_or_else(|| CallError::new("bad reply", "an OK reply without a message"))?;
         let undecodable = |e: prost::DecodeError| CallError::new("bad reply", e);

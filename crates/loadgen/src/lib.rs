@@ -1,10 +1,13 @@
 //! RoomControl's load generator.
 //!
 //! `loadgen run` drives one RPC (CreateToken, GetRoom, ListRooms) at a fixed
-//! concurrency for a fixed time, over gRPC on N HTTP/2 connections, grpc-web
-//! on N HTTP/1.1 connections, or Twirp straight to LiveKit (the baseline of
-//! the RoomControl calls that go to LiveKit). Every response's status is
-//! checked: a gRPC error is an error, not a success. Latencies go into an
+//! concurrency (closed loop) or a fixed rate (open loop, `--rate`) for a
+//! fixed time, over gRPC on N HTTP/2 connections, grpc-web on N HTTP/1.1
+//! connections, or Twirp straight to LiveKit (the baseline of the
+//! RoomControl calls that go to LiveKit). Every response's status is
+//! checked: a gRPC error is an error, not a success, except that an
+//! overload run (`--refusals`) counts RESOURCE_EXHAUSTED as a refusal,
+//! timed apart from the admitted calls. Latencies go into an
 //! HDR histogram; the server's CPU time and RSS are sampled from `/proc`.
 //!
 //! `scripts/bench` runs the scenarios of docs/benchmarks.md with it and

@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Drive one RPC at a fixed concurrency for a fixed time.
+    /// Drive one RPC at a fixed concurrency (or rate) for a fixed time.
     Run(RunArgs),
     /// Open many connections (one call on each) and measure the server's RSS.
     Hold(HoldArgs),
@@ -104,9 +104,23 @@ impl LabelArgs {
 struct RunArgs {
     #[command(flatten)]
     call: CallArgs,
-    /// Calls in flight at any time.
+    /// Calls in flight at any time (with --rate: at most).
     #[arg(long, short = 'c', default_value_t = 16)]
     concurrency: usize,
+    /// Open loop: start this many calls per second on a fixed schedule,
+    /// however long the answers take, instead of each of the `concurrency`
+    /// callers sending its next call when the last is answered.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// An overload run: RESOURCE_EXHAUSTED answers (the server shedding
+    /// load) are counted and timed as refusals, apart from the admitted
+    /// calls, instead of as errors.
+    #[arg(long)]
+    refusals: bool,
+    /// With --refusals, for the report: the admitted calls' p99 target,
+    /// e.g. `120ms` (the backend's time plus the longest queue wait).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "refusals")]
+    admitted_p99_target: Option<Duration>,
     /// Connections to spread them over. Default: 1 for gRPC (HTTP/2
     /// multiplexes), one per call in flight for HTTP/1.1.
     #[arg(long, short = 'n')]
@@ -216,6 +230,9 @@ async fn execute(command: Command) -> Result<ExitCode, String> {
                 target: args.call.target.clone(),
                 plan,
                 concurrency: args.concurrency,
+                rate: args.rate,
+                refusals: args.refusals,
+                admitted_p99_target: args.admitted_p99_target,
                 connections,
                 duration: args.duration,
                 warmup: args.warmup,
@@ -308,16 +325,27 @@ async fn execute(command: Command) -> Result<ExitCode, String> {
 
 fn print_load(record: &LoadRecord) {
     let latency = &record.latency_us;
+    let load = match record.rate {
+        Some(rate) => format!("{rate:.0} calls/s (open loop, at most {} in flight)", record.concurrency),
+        None => format!("{} calls in flight", record.concurrency),
+    };
     println!(
-        "{} over {}: {} calls in flight on {} connection(s), {:.1} s measured after {:.1} s of warm-up",
+        "{} over {}: {load} on {} connection(s), {:.1} s measured after {:.1} s of warm-up",
         record.rpc.name(),
         record.protocol.name(),
-        record.concurrency,
         record.connections,
         record.duration_s,
         record.warmup_s
     );
     println!("  calls     {} ({:.0}/s), errors {}", record.calls, record.calls_per_s, record.errors);
+    if let Some(refused) = &record.refused {
+        let latency = &refused.latency_us;
+        println!("  refused   {} ({:.0}/s) RESOURCE_EXHAUSTED", refused.calls, refused.calls_per_s);
+        println!(
+            "            p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+            latency.p50, latency.p90, latency.p99, latency.p999, latency.max
+        );
+    }
     for (kind, error) in &record.error_kinds {
         println!("    {kind}: {} (e.g. {})", error.count, error.example);
     }
@@ -333,6 +361,19 @@ fn print_load(record: &LoadRecord) {
             server.rss_kib_end as f64 / 1024.0,
             server.rss_kib_max as f64 / 1024.0
         );
+        if let (Some(before), Some(start), Some(peak)) =
+            (server.rss_kib_before, server.rss_kib_start, server.rss_kib_peak)
+        {
+            println!(
+                "            RSS before the run {:.1} MiB, after the warm-up {:.1} MiB, the process's peak {:.1} MiB",
+                before as f64 / 1024.0,
+                start as f64 / 1024.0,
+                peak as f64 / 1024.0
+            );
+        }
+    }
+    if let Some(lag) = &record.send_lag_us {
+        println!("  sent late p50 {:.1} us, p99 {:.1} us, max {:.1} us (open loop)", lag.p50, lag.p99, lag.max);
     }
     if let Some(client) = record.client_cpu_util {
         println!("  loadgen   CPU {:.0}% of a core", client * 100.0);

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::client::{Protocol, Rpc};
-use crate::record::{ConnectionsRecord, IdleRssRecord, LoadRecord, Record, StartupRecord};
+use crate::record::{ConnectionsRecord, IdleRssRecord, Latency, LoadRecord, Record, Refused, StartupRecord};
 
 /// Reads a results file: one JSON record per line; blank lines are skipped.
 pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
@@ -99,6 +99,102 @@ fn load_checks(roomcontrol: &LoadRecord, baseline: Option<&LoadRecord>) -> Vec<C
     };
     checks.push(errors);
     checks
+}
+
+/// The targets of an overload row: RoomControl at several times what it
+/// can serve (`--refusals`), against the same RoomControl at 1x. They are
+/// expectations printed as met or missed, like every other row's.
+fn overload_checks(roomcontrol: &LoadRecord, refused: &Refused, baseline: Option<&LoadRecord>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if let Some(target) = roomcontrol.admitted_p99_target_us {
+        checks.push(check(roomcontrol.latency_us.p99 <= target, format!("admitted p99 <= {}", duration_us(target))));
+    }
+    checks.push(if refused.calls == 0 {
+        check(false, "refused p99 < 1 ms (none refused)")
+    } else {
+        check(refused.latency_us.p99 < 1000.0, "refused p99 < 1 ms")
+    });
+    checks.push(match rss_growth(roomcontrol) {
+        Some(growth) => check(growth < 0.10, "RSS growth in the window < 10%"),
+        None => check(false, "RSS growth in the window < 10% (not measured)"),
+    });
+    if let Some(base) = baseline {
+        let refused_at_1x = base.refused.as_ref().map_or(0, |r| r.calls);
+        checks.push(check(refused_at_1x == 0, "none refused at 1x"));
+    }
+    checks.push(check(roomcontrol.errors == 0 && baseline.is_none_or(|b| b.errors == 0), "no errors"));
+    checks
+}
+
+/// The server's RSS growth over the measured window: from its start (after
+/// the warm-up) to the most it reached in it, as a fraction.
+fn rss_growth(record: &LoadRecord) -> Option<f64> {
+    let server = record.server.as_ref()?;
+    let start = server.rss_kib_start.filter(|&kib| kib > 0)?;
+    let most = server.rss_kib_max.max(server.rss_kib_end);
+    Some((most as f64 - start as f64) / start as f64)
+}
+
+/// An overload scenario's row: admitted and refused calls apart, the
+/// admitted p99 against the uncontended one, the server's memory.
+fn overload_row(scenario: &str, rc: &LoadRecord, refused: &Refused, base: Option<&LoadRecord>) -> String {
+    let (target, mut verdict) = verdict(&overload_checks(rc, refused, base));
+    if let Some(base) = base {
+        verdict = format!("{verdict}; admitted p99 {:.2}x the 1x p99", ratio(rc.latency_us.p99, base.latency_us.p99));
+    }
+    verdict = format!(
+        "{verdict}; p99.9 admitted {}, refused {}",
+        duration_us(rc.latency_us.p999),
+        duration_us(refused.latency_us.p999)
+    );
+    let offered = rc.calls_per_s + refused.calls_per_s;
+    verdict = match rc.rate {
+        Some(rate) => format!(
+            "{verdict}; offered {}/s (open loop at {}/s, at most {} in flight)",
+            thousands(offered),
+            thousands(rate),
+            rc.concurrency
+        ),
+        None => format!("{verdict}; offered {}/s (closed loop, c={})", thousands(offered), rc.concurrency),
+    };
+    if let Some(lag) = &rc.send_lag_us {
+        verdict = format!("{verdict}, sent late by {} at p99", duration_us(lag.p99));
+    }
+    if let (Some(server), Some(growth)) = (rc.server.as_ref(), rss_growth(rc)) {
+        verdict = format!(
+            "{verdict}; RSS {} before, {} after the warm-up -> {} at the end (max {}, {:+.1}%)",
+            server.rss_kib_before.map_or("?".to_owned(), mib),
+            mib(server.rss_kib_start.unwrap_or_default()),
+            mib(server.rss_kib_end),
+            mib(server.rss_kib_max),
+            growth * 100.0
+        );
+    }
+    let errors = rc.errors + base.map_or(0, |b| b.errors);
+    if errors > 0 {
+        verdict = format!("{verdict}; {errors} ERRORS");
+    }
+    // Server CPU per answered call, admitted or refused.
+    let cpu = |r: &LoadRecord| {
+        let answered = r.calls + r.refused.as_ref().map_or(0, |refused| refused.calls);
+        r.server
+            .as_ref()
+            .filter(|_| answered > 0)
+            .map_or("?".to_owned(), |s| format!("{:.1}", s.cpu_s * 1e6 / answered as f64))
+    };
+    let latency = |l: &Latency| format!("{} / {}", duration_us(l.p50), duration_us(l.p99));
+    format!(
+        "| {scenario} | {} admitted/s, {} refused/s | {} | {} | admitted {}; refused {} | {} | {} / {} us | {target} | {verdict} |\n",
+        thousands(rc.calls_per_s),
+        thousands(refused.calls_per_s),
+        base.map_or("-".to_owned(), |b| format!("{} calls/s", thousands(b.calls_per_s))),
+        base.map_or("-".to_owned(), |b| format!("{:.2}x", ratio(rc.calls_per_s, b.calls_per_s))),
+        latency(&rc.latency_us),
+        latency(&refused.latency_us),
+        base.map_or("-".to_owned(), |b| latency(&b.latency_us)),
+        cpu(rc),
+        base.map_or("-".to_owned(), cpu),
+    )
 }
 
 fn ratio(value: f64, baseline: f64) -> f64 {
@@ -239,7 +335,11 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
             )
         };
         let roomcontrol = loads(records, &scenario, ROOMCONTROL);
-        if !roomcontrol.is_empty() {
+        let overload = roomcontrol.last().and_then(|rc| rc.refused.as_ref().map(|refused| (*rc, refused)));
+        if let Some((rc, refused)) = overload {
+            let base = loads(records, &scenario, BASELINE).last().copied();
+            out.push_str(&overload_row(&scenario, rc, refused, base));
+        } else if !roomcontrol.is_empty() {
             let baseline = loads(records, &scenario, BASELINE);
             let proxy = loads(records, &scenario, PROXY);
             let rounds = roomcontrol.len();
@@ -379,6 +479,53 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
             r.client_cpu_util.map_or("-".to_owned(), |c| format!("{:.0}%", c * 100.0)),
         );
     }
+
+    // Overload runs: what was refused, and the server's memory over the run.
+    let overloads: Vec<(&LoadRecord, &Refused)> = records
+        .iter()
+        .filter_map(
+            |record| if let Record::Load(r) = record { r.refused.as_ref().map(|refused| (r, refused)) } else { None },
+        )
+        .collect();
+    if !overloads.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| Run | Side | Load | Refused | refused/s | p50 | p90 | p99 | p99.9 | max | Server RSS before the run / after the warm-up / end / max in the window / peak |"
+        );
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        for (r, refused) in overloads {
+            let l = &refused.latency_us;
+            let load = match r.rate {
+                Some(rate) => format!("{}/s, at most {} in flight", thousands(rate), r.concurrency),
+                None => format!("c={}", r.concurrency),
+            };
+            let rss = r.server.as_ref().map_or("-".to_owned(), |s| {
+                let optional = |kib: Option<u64>| kib.map_or("?".to_owned(), mib);
+                format!(
+                    "{} / {} / {} / {} / {}",
+                    optional(s.rss_kib_before),
+                    optional(s.rss_kib_start),
+                    mib(s.rss_kib_end),
+                    mib(s.rss_kib_max),
+                    optional(s.rss_kib_peak)
+                )
+            });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {load} | {} | {} | {} | {} | {} | {} | {} | {rss} |",
+                r.labels.scenario,
+                r.labels.side,
+                refused.calls,
+                thousands(refused.calls_per_s),
+                duration_us(l.p50),
+                duration_us(l.p90),
+                duration_us(l.p99),
+                duration_us(l.p999),
+                duration_us(l.max),
+            );
+        }
+    }
     out
 }
 
@@ -427,6 +574,54 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("| GetRoom, c=1 | proxy | 1 | 5,000 |"), "{table}");
+    }
+
+    #[test]
+    fn an_overload_row_shows_admitted_and_refused_calls_apart() {
+        let server = |start: u64, max: u64| {
+            format!(
+                r#"{{"pid":1,"cpu_s":2.0,"cpu_util":0.4,"cpu_us_per_call":0.0,"rss_kib_end":{max},"rss_kib_max":{max},"rss_kib_before":9000,"rss_kib_start":{start},"rss_kib_peak":{max}}}"#
+            )
+        };
+        let line = |side: &str, extra: &str, calls: u64, p99: f64, server: String| {
+            format!(
+                r#"{{"kind":"load","scenario":"GetRoom overload","side":"{side}","rpc":"get-room","protocol":"grpc","target":"http://x","concurrency":64,"connections":4,"duration_s":5.0,"warmup_s":1.0,"calls":{calls},"errors":0,"error_kinds":{{}},"calls_per_s":{},"latency_us":{{"p50":21000.0,"p90":21500.0,"p99":{p99},"p999":50000.0,"max":60000.0,"mean":21000.0}},{extra}"client_cpu_util":0.5,"server":{server}}}"#,
+                calls / 5
+            )
+        };
+        let refused = |calls: u64, p99: f64| {
+            format!(
+                r#""refused":{{"calls":{calls},"calls_per_s":{},"latency_us":{{"p50":200.0,"p90":300.0,"p99":{p99},"p999":900.0,"max":2000.0,"mean":220.0}},"example":"at capacity"}},"#,
+                calls / 5
+            )
+        };
+        let overload = |refused_p99: f64, rss_max: u64| {
+            let extra = format!(
+                r#""rate":32000.0,{}"admitted_p99_target_us":120000.0,"send_lag_us":{{"p50":300.0,"p90":800.0,"p99":1100.0,"p999":1500.0,"max":2000.0,"mean":400.0}},"#,
+                refused(144_000, refused_p99)
+            );
+            line("roomcontrol", &extra, 16_000, 42_000.0, server(10_240, rss_max))
+        };
+        let uncontended = line("baseline", &refused(0, 0.0), 16_000, 21_000.0, server(10_000, 10_100));
+
+        let text = [uncontended.clone(), overload(600.0, 10_752)].join("\n");
+        let table = render(&parse_records(&text).unwrap(), None);
+        assert!(
+            table.contains("| GetRoom overload | 3,200 admitted/s, 28,800 refused/s | 3,200 calls/s | 1.00x | admitted 21.0 ms / 42.0 ms; refused 200 us / 600 us | 21.0 ms / 21.0 ms | 12.5 / 125.0 us |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| met; admitted p99 2.00x the 1x p99; p99.9 admitted 50.0 ms, refused 900 us; offered 32,000/s (open loop at 32,000/s, at most 64 in flight), sent late by 1.10 ms at p99; RSS 8.8 MiB before, 10.0 MiB after the warm-up -> 10.5 MiB at the end (max 10.5 MiB, +5.0%) |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| GetRoom overload | roomcontrol | 32,000/s, at most 64 in flight | 144000 | 28,800 |"),
+            "{table}"
+        );
+
+        let text = [uncontended, overload(1500.0, 12_000)].join("\n");
+        let table = render(&parse_records(&text).unwrap(), None);
+        assert!(table.contains("| MISSED (refused p99 < 1 ms; RSS growth in the window < 10%);"), "{table}");
     }
 
     #[test]

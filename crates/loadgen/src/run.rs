@@ -1,5 +1,5 @@
-//! The measurements: a fixed-concurrency run, many idle connections, and
-//! start-up to SERVING.
+//! The measurements: a fixed-concurrency run (closed loop, or open loop at
+//! a fixed rate), many idle connections, and start-up to SERVING.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::client::{CallError, Connection, H2Connection, Plan};
 use crate::procfs;
 use crate::record::{
-    ConnectionsRecord, ErrorKind, IdleRssRecord, Labels, Latency, LoadRecord, ServerSample, StartupRecord,
+    ConnectionsRecord, ErrorKind, IdleRssRecord, Labels, Latency, LoadRecord, Refused, ServerSample, StartupRecord,
 };
 
 /// Latencies are recorded in nanoseconds, up to a minute, to three
@@ -32,8 +32,18 @@ pub struct RunOptions {
     pub target: String,
     pub plan: Plan,
     /// Calls in flight at any time: each of these workers sends its next
-    /// call as soon as the previous one is answered.
+    /// call as soon as the previous one is answered. With `rate`, the most
+    /// calls in flight at once.
     pub concurrency: usize,
+    /// Open loop: calls start on a fixed schedule of this many per second,
+    /// whatever the answers take (as long as fewer than `concurrency` are
+    /// in flight), instead of each worker's next call after its last.
+    pub rate: Option<f64>,
+    /// RESOURCE_EXHAUSTED answers are the server shedding load: counted
+    /// and timed apart from the successful calls, not as errors.
+    pub refusals: bool,
+    /// For the report: the admitted (successful) calls' p99 target.
+    pub admitted_p99_target: Option<Duration>,
     pub connections: usize,
     pub duration: Duration,
     pub warmup: Duration,
@@ -41,76 +51,126 @@ pub struct RunOptions {
     pub labels: Labels,
 }
 
-/// What one worker saw.
+/// What one worker (or the open loop) saw.
 struct Tally {
     histogram: Histogram<u64>,
+    /// Refused calls (RESOURCE_EXHAUSTED) started in the measured window.
+    refused: Histogram<u64>,
+    /// Open loop: how late each call in the window was sent.
+    lag: Histogram<u64>,
+    refused_example: Option<String>,
     errors: BTreeMap<String, ErrorKind>,
 }
 
 impl Tally {
+    fn new() -> Self {
+        Tally {
+            histogram: new_histogram(),
+            refused: new_histogram(),
+            lag: new_histogram(),
+            refused_example: None,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    /// One answered call, sent at `started`; `measured` if it belongs to
+    /// the measured window. With `refusals`, RESOURCE_EXHAUSTED is a
+    /// refusal, not an error.
+    fn record(&mut self, started: Instant, measured: bool, result: Result<(), CallError>, refusals: bool) {
+        match result {
+            Ok(()) if measured => self.histogram.saturating_record(elapsed_nanos(started)),
+            Ok(()) => {}
+            Err(error) if refusals && error.code == Some(tonic::Code::ResourceExhausted) => {
+                if measured {
+                    self.refused.saturating_record(elapsed_nanos(started));
+                }
+                self.refused_example.get_or_insert(error.detail);
+            }
+            Err(error) => self.error(error),
+        }
+    }
+
     fn error(&mut self, error: CallError) {
         self.errors.entry(error.kind).or_insert(ErrorKind { count: 0, example: error.detail }).count += 1;
     }
+
+    fn merge(&mut self, other: Tally) -> Result<(), String> {
+        let merge_error = |e| format!("cannot merge histograms: {e}");
+        self.histogram.add(&other.histogram).map_err(merge_error)?;
+        self.refused.add(&other.refused).map_err(merge_error)?;
+        self.lag.add(&other.lag).map_err(merge_error)?;
+        self.refused_example = self.refused_example.take().or(other.refused_example);
+        for (kind, error) in other.errors {
+            self.errors.entry(kind).or_insert(ErrorKind { count: 0, example: error.example }).count += error.count;
+        }
+        Ok(())
+    }
+}
+
+fn elapsed_nanos(started: Instant) -> u64 {
+    (started.elapsed().as_nanos().min(u64::MAX as u128) as u64).max(1)
+}
+
+/// The window a run measures, after its warm-up.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Instant,
+    until: Instant,
 }
 
 /// Drives the plan's RPC with `concurrency` workers spread over
 /// `connections` connections for `warmup + duration`, and measures the
 /// `duration` window.
 pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
-    let RunOptions { addr, target, plan, concurrency, connections, duration, warmup, server_pid, labels } = options;
+    let RunOptions {
+        addr,
+        target,
+        plan,
+        concurrency,
+        rate,
+        refusals,
+        admitted_p99_target,
+        connections,
+        duration,
+        warmup,
+        server_pid,
+        labels,
+    } = options;
     if concurrency == 0 || connections == 0 {
         return Err("concurrency and connections must be at least 1".to_owned());
     }
+    if rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+        return Err("the rate must be a positive number of calls per second".to_owned());
+    }
+    // The server's memory before this run opens its connections.
+    let rss_before = server_pid.and_then(|pid| procfs::rss_kib(&pid.to_string()));
     let plan = Arc::new(plan);
     let mut pool = Vec::with_capacity(connections);
     for _ in 0..connections {
         pool.push(Connection::open(&plan, addr).await.map_err(|e| format!("cannot connect to {target}: {e}"))?);
     }
 
-    let measure_from = Instant::now() + warmup;
-    let measure_until = measure_from + duration;
-    let mut workers = JoinSet::new();
-    for index in 0..concurrency {
-        let mut connection = pool[index % connections].clone();
-        let plan = plan.clone();
-        workers.spawn(async move {
-            let mut tally = Tally { histogram: new_histogram(), errors: BTreeMap::new() };
-            loop {
-                let started = Instant::now();
-                if started >= measure_until {
-                    break;
-                }
-                let result = connection.call(&plan).await;
-                match result {
-                    Ok(()) if started >= measure_from => {
-                        let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-                        tally.histogram.saturating_record(nanos.max(1));
-                    }
-                    Ok(()) => {}
-                    Err(error) => tally.error(error),
-                }
-            }
-            tally
-        });
-    }
-    let sampler = tokio::spawn(sample(server_pid, measure_from, measure_until));
-
-    let mut histogram = new_histogram();
-    let mut errors: BTreeMap<String, ErrorKind> = BTreeMap::new();
-    while let Some(tally) = workers.join_next().await {
-        let tally = tally.map_err(|e| format!("a worker failed: {e}"))?;
-        histogram.add(&tally.histogram).map_err(|e| format!("cannot merge histograms: {e}"))?;
-        for (kind, error) in tally.errors {
-            errors.entry(kind).or_insert(ErrorKind { count: 0, example: error.example }).count += error.count;
+    let started_at = Instant::now();
+    let window = Window { from: started_at + warmup, until: started_at + warmup + duration };
+    let sampler = tokio::spawn(sample(server_pid, window.from, window.until));
+    let tally = match rate {
+        None => closed_loop(&pool, &plan, concurrency, window, refusals).await?,
+        Some(rate) => {
+            let open = OpenLoop { start: started_at, interval_ns: 1e9 / rate, concurrency, window, refusals };
+            open.run(&pool, &plan).await?
         }
-    }
+    };
     let (client_cpu_util, server) = sampler.await.map_err(|e| format!("the sampler failed: {e}"))?;
     drop(pool);
+    let Tally { histogram, refused, lag, refused_example, errors } = tally;
 
     let calls = histogram.len();
     let seconds = duration.as_secs_f64();
     let server = server.map(|mut server| {
         server.cpu_us_per_call = if calls == 0 { 0.0 } else { server.cpu_s * 1e6 / calls as f64 };
+        server.rss_kib_before = rss_before;
+        // The kernel updates VmHWM lazily: it can read below a sample.
+        server.rss_kib_peak = procfs::peak_rss_kib(&server.pid.to_string()).map(|peak| peak.max(server.rss_kib_max));
         server
     });
     Ok(LoadRecord {
@@ -120,6 +180,7 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         target,
         concurrency,
         connections,
+        rate,
         duration_s: seconds,
         warmup_s: warmup.as_secs_f64(),
         calls,
@@ -127,9 +188,115 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         error_kinds: errors,
         calls_per_s: calls as f64 / seconds,
         latency_us: latency(&histogram),
+        refused: refusals.then(|| Refused {
+            calls: refused.len(),
+            calls_per_s: refused.len() as f64 / seconds,
+            latency_us: latency(&refused),
+            example: refused_example.unwrap_or_default(),
+        }),
+        admitted_p99_target_us: admitted_p99_target.map(|target| target.as_secs_f64() * 1e6),
+        send_lag_us: rate.map(|_| latency(&lag)),
         client_cpu_util,
         server,
     })
+}
+
+/// The closed loop: `concurrency` workers, each sending its next call as
+/// soon as the previous one is answered.
+async fn closed_loop(
+    pool: &[Connection],
+    plan: &Arc<Plan>,
+    concurrency: usize,
+    window: Window,
+    refusals: bool,
+) -> Result<Tally, String> {
+    let mut workers = JoinSet::new();
+    for index in 0..concurrency {
+        let mut connection = pool[index % pool.len()].clone();
+        let plan = plan.clone();
+        workers.spawn(async move {
+            let mut tally = Tally::new();
+            loop {
+                let started = Instant::now();
+                if started >= window.until {
+                    break;
+                }
+                let result = connection.call(&plan).await;
+                tally.record(started, started >= window.from, result, refusals);
+            }
+            tally
+        });
+    }
+    let mut tally = Tally::new();
+    while let Some(worker) = workers.join_next().await {
+        tally.merge(worker.map_err(|e| format!("a worker failed: {e}"))?)?;
+    }
+    Ok(tally)
+}
+
+/// The open loop: call `i` is due `i / rate` after the start, whatever the
+/// answers take, with at most `concurrency` in flight (a call due while
+/// that many are in flight is sent late, and its lag recorded). One task
+/// sends every call on time and collects the answers, so the load
+/// generator does not keep a sleeping task per possible call in flight.
+struct OpenLoop {
+    start: Instant,
+    interval_ns: f64,
+    concurrency: usize,
+    window: Window,
+    refusals: bool,
+}
+
+impl OpenLoop {
+    fn due(&self, index: u64) -> Instant {
+        self.start + Duration::from_nanos((index as f64 * self.interval_ns) as u64)
+    }
+
+    async fn run(&self, pool: &[Connection], plan: &Arc<Plan>) -> Result<Tally, String> {
+        let mut tally = Tally::new();
+        let mut calls = JoinSet::new();
+        let mut index = 0u64;
+        let mut next = self.due(0);
+        let timer = tokio::time::sleep_until(next.into());
+        tokio::pin!(timer);
+        loop {
+            let more = next < self.window.until;
+            if !more && calls.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(answered) = calls.join_next(), if !calls.is_empty() => {
+                    let (started, measured, result) = answered.map_err(|e| format!("a call failed: {e}"))?;
+                    tally.record(started, measured, result, self.refusals);
+                }
+                () = &mut timer, if more && calls.len() < self.concurrency => {
+                    // Every call due by now, as far as the bound allows.
+                    let now = Instant::now();
+                    while next <= now && next < self.window.until && calls.len() < self.concurrency {
+                        // A call belongs to the window it was due in.
+                        let measured = next >= self.window.from;
+                        if measured {
+                            let lag = now.saturating_duration_since(next).as_nanos().min(u64::MAX as u128) as u64;
+                            tally.lag.saturating_record(lag.max(1));
+                        }
+                        let mut connection = pool[(index % pool.len() as u64) as usize].clone();
+                        let plan = plan.clone();
+                        calls.spawn(async move {
+                            // Latency counts from the moment the call is sent.
+                            let started = Instant::now();
+                            let result = connection.call(&plan).await;
+                            (started, measured, result)
+                        });
+                        index += 1;
+                        next = self.due(index);
+                    }
+                    timer.as_mut().reset(next.into());
+                }
+            }
+        }
+        Ok(tally)
+    }
 }
 
 fn latency(histogram: &Histogram<u64>) -> Latency {
@@ -155,7 +322,8 @@ async fn sample(server_pid: Option<u32>, from: Instant, until: Instant) -> (Opti
     let started = Instant::now();
     let client_start = procfs::cpu_seconds("self");
     let server_start = pid.as_deref().and_then(procfs::cpu_seconds);
-    let mut rss_max = pid.as_deref().and_then(procfs::rss_kib).unwrap_or(0);
+    let rss_start = pid.as_deref().and_then(procfs::rss_kib);
+    let mut rss_max = rss_start.unwrap_or(0);
     loop {
         let next = Instant::now() + Duration::from_millis(100);
         if next >= until {
@@ -182,6 +350,9 @@ async fn sample(server_pid: Option<u32>, from: Instant, until: Instant) -> (Opti
                 cpu_us_per_call: 0.0,
                 rss_kib_end: rss_end,
                 rss_kib_max: rss_max.max(rss_end),
+                rss_kib_before: None,
+                rss_kib_start: rss_start,
+                rss_kib_peak: None,
             })
         }
         _ => None,

@@ -1,6 +1,7 @@
 //! A short smoke run, never a timed assertion: the bare baseline server on
 //! an ephemeral port, the load generator against it for about a second over
-//! gRPC and over grpc-web, and the output read back as the report does.
+//! gRPC and over grpc-web, closed and open loop, and the output read back as
+//! the report does.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -96,6 +97,50 @@ fn the_load_generator_drives_the_baseline_over_grpc_and_grpc_web_without_errors(
     let table = loadgen::report::render(&records, None);
     assert!(table.contains("| smoke grpc |"), "{table}");
     assert!(table.contains("| smoke grpc-web |"), "{table}");
+}
+
+#[test]
+fn an_open_loop_keeps_its_rate_and_counts_refusals_apart() {
+    let server = start_baseline();
+    let pid = server.child.id().to_string();
+    let line = loadgen(&[
+        "run",
+        "--target",
+        &server.url,
+        "--rpc",
+        "create-token",
+        "--rate",
+        "500",
+        "--concurrency",
+        "50",
+        "--connections",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "100ms",
+        "--refusals",
+        "--admitted-p99-target",
+        "100ms",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    let Record::Load(load) = serde_json::from_str(line.trim()).expect("one JSON record") else {
+        panic!("a load record, got {line}")
+    };
+    assert_eq!(load.errors, 0, "{line}");
+    assert_eq!(load.rate, Some(500.0), "{line}");
+    // 500 calls due in the measured second; the bare server refuses none.
+    assert!((400..=510).contains(&load.calls), "{line}");
+    let refused = load.refused.expect("refusals are counted");
+    assert_eq!(refused.calls, 0, "{line}");
+    assert_eq!(load.admitted_p99_target_us, Some(100_000.0), "{line}");
+    let server_sample = load.server.expect("the server was sampled");
+    assert!(server_sample.rss_kib_before.is_some_and(|kib| kib > 0), "{line}");
+    assert!(server_sample.rss_kib_start.is_some_and(|kib| kib > 0), "{line}");
+    assert!(load.send_lag_us.is_some(), "{line}");
+    assert!(server_sample.rss_kib_peak.is_some_and(|kib| kib >= server_sample.rss_kib_end), "{line}");
 }
 
 #[test]

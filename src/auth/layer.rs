@@ -3,8 +3,6 @@
 //! outside grpc-web's translation, so no request body is read for a caller
 //! without a credential).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,7 +12,7 @@ use tonic::body::Body;
 use tower::Service;
 
 use super::{AuthFailure, Authenticator, Unauthenticated};
-use crate::middleware::{refusal, take_ready};
+use crate::middleware::{PassOrBoxed, refusal, take_ready};
 use crate::rpc;
 
 /// Whether the request names a loopback host (`Host`, or `:authority` in
@@ -57,7 +55,7 @@ where
     type Response = Response<Body>;
     type Error = S::Error;
     /// Calls that need no check pass straight through, unboxed.
-    type Future = Either<S::Future, Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>>;
+    type Future = PassOrBoxed<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -8,6 +8,7 @@ use futures_util::future::Either;
 use http::{Request, Response};
 use tower::Service;
 
+use super::PassOrBoxed;
 use crate::rpc;
 
 /// Ends health `Watch` streams once the server closes its connections:
@@ -34,7 +35,7 @@ where
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
     /// Every call but a Watch passes straight through, unboxed.
-    type Future = Either<S::Future, Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>>;
+    type Future = PassOrBoxed<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -2,8 +2,16 @@
 //! stacked in `server` with `tower::layer::layer_fn`, in the order the
 //! comments there explain.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::future::Either;
 use http::{HeaderMap, HeaderValue, Response};
 use tonic::body::Body;
+
+/// The future of a layer that passes most calls straight through (unboxed)
+/// and answers the others, or waits for them, in a boxed future of its own.
+pub type PassOrBoxed<F, E> = Either<F, Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>>;
 
 mod branch;
 pub mod browser_cors;

@@ -11,8 +11,6 @@
 //! deadline passes. Health, reflection (a bidirectional stream) and the
 //! console pass untouched.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,7 +22,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tonic::body::Body;
 use tower::Service;
 
-use super::{refusal, take_ready};
+use super::{PassOrBoxed, refusal, take_ready};
 use crate::rpc;
 
 /// The gRPC frame header before each message: a compression flag and a
@@ -59,7 +57,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Either<S::Future, Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>>;
+    type Future = PassOrBoxed<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

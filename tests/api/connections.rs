@@ -300,39 +300,14 @@ async fn start_with_open_files(
     soft: u64,
     hard: u64,
 ) -> (std::process::Child, String, tokio::sync::mpsc::UnboundedReceiver<String>, Vec<String>) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new("/bin/sh")
+    let mut command = std::process::Command::new("/bin/sh");
+    command
         .arg("-c")
         .arg(format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\""))
         .arg(crate::process::BINARY)
         .current_dir(dir)
-        .env_clear()
-        .env("PORT", "0")
-        .env("ROOMCONTROL_ADMIN__PORT", "0")
-        .env("ROOMCONTROL_LOG__FORMAT", "json")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let address = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
-            .await
-            .expect("a log line")
-            .unwrap_or_else(|| panic!("the process stopped:\n{}", log.join("\n")));
-        log.push(line.clone());
-        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-        if let Some(address) = event["address"].as_str() {
-            break address.to_owned();
-        }
-    };
-    (child, address, lines, log)
+        .env_clear();
+    crate::process::start(command).await
 }
 
 #[tokio::test]

@@ -137,16 +137,23 @@ pub async fn start_binary(
     dir: &std::path::Path,
     env: &[(&str, String)],
 ) -> (std::process::Child, String, tokio::sync::mpsc::UnboundedReceiver<String>, Vec<String>) {
-    let mut child = Command::new(BINARY)
-        .current_dir(dir)
-        .env_clear()
-        .env("PORT", "0")
-        .env("ROOMCONTROL_ADMIN__PORT", "0")
-        .env("ROOMCONTROL_LOG__FORMAT", "json")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut command = Command::new(BINARY);
+    command.current_dir(dir).env_clear().envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    start(command).await
+}
+
+/// Starts `command` (the binary, or a shell that execs it) on free ports
+/// with JSON logs; returns the child, its address, its log lines up to the
+/// "listening" line and the rest to come. Variables `command` sets win.
+pub async fn start(
+    mut command: Command,
+) -> (std::process::Child, String, tokio::sync::mpsc::UnboundedReceiver<String>, Vec<String>) {
+    for (name, value) in [("PORT", "0"), ("ROOMCONTROL_ADMIN__PORT", "0"), ("ROOMCONTROL_LOG__FORMAT", "json")] {
+        if !command.get_envs().any(|(set, _)| set == name) {
+            command.env(name, value);
+        }
+    }
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -159,7 +166,7 @@ pub async fn start_binary(
         let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
             .await
             .expect("a log line")
-            .expect("the process logs");
+            .unwrap_or_else(|| panic!("the process stopped:\n{}", log.join("\n")));
         log.push(line.clone());
         let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         if let Some(address) = event["address"].as_str() {

@@ -10,6 +10,7 @@ mod connections;
 mod console;
 mod deploy;
 mod errors;
+mod events;
 mod grpc_web;
 mod health;
 mod operations;

@@ -124,7 +124,9 @@ pub struct WebhookDelivery {
     /// The exact `Authorization` header sent (one token per URL, reused by
     /// its retries); empty if never sent.
     pub authorization: String,
-    /// When the attempt started (or the event was given up).
+    /// When the outcome was known: the answer or error came back, or the
+    /// event was given up. Consecutive attempts are at least the retry
+    /// wait apart.
     pub at: Instant,
 }
 

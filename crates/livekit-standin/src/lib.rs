@@ -1,5 +1,6 @@
 //! An in-memory stand-in for a single-node livekit-server's Twirp
-//! RoomService (server v1.13.x), for RoomControl's tests and benchmarks.
+//! RoomService and its webhooks (server v1.13.x), for RoomControl's tests
+//! and benchmarks.
 //!
 //! It speaks the real wire protocol (`livekit-protocol` messages as
 //! `application/protobuf` or protobuf JSON), authenticates every request
@@ -52,6 +53,11 @@
 //! [`StandInConfig::webhook_retry_unit`]); every attempt is recorded
 //! ([`StandIn::webhook_deliveries`], [`StandIn::wait_for_webhooks`]) with
 //! its exact bytes, and [`StandIn::drop_webhooks`] loses events on purpose.
+//!
+//! Where webhooks differ from the real server: the Room in an event has
+//! fresh participant counts (the server's can lag by seconds); Go adds its
+//! comma spaces all or none per server build, the stand-in at random per
+//! comma; only `http://` URLs, and a 3xx answer is final (Go follows it).
 
 #![forbid(unsafe_code)]
 

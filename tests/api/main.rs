@@ -19,5 +19,6 @@ mod process;
 mod resilience;
 mod rooms;
 mod shutdown;
+mod timeline;
 mod tokens;
 mod validation;

@@ -16,6 +16,7 @@ mod health;
 mod operations;
 mod participants;
 mod process;
+mod replicas;
 mod resilience;
 mod rooms;
 mod shutdown;

@@ -28,13 +28,15 @@ async fn watch_from(client: &mut RoomControlClient<tonic::transport::Channel>, s
         .into_inner()
 }
 
-/// Events from a watch until `n` arrived (heartbeats skipped).
+/// Events from a watch until `n` arrived (heartbeats skipped), within 30 s
+/// in all: a watcher that missed an event fails here.
 async fn collect(stream: &mut Streaming<WatchEventsResponse>, n: usize) -> Vec<Event> {
     let mut events = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while events.len() < n {
-        let reply = tokio::time::timeout(Duration::from_secs(15), stream.message())
+        let reply = tokio::time::timeout_at(deadline, stream.message())
             .await
-            .unwrap_or_else(|_| panic!("only {} of {n} events within 15 s", events.len()))
+            .unwrap_or_else(|_| panic!("only {} of {n} events within 30 s", events.len()))
             .expect("the stream stays open")
             .expect("the stream has not ended");
         if let Some(Message::Event(event)) = reply.message {

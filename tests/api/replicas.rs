@@ -20,7 +20,10 @@ async fn replica(database: &TestDatabase) -> TestApp {
     spawn_app_with(move |config| config.store.url = url).await
 }
 
-async fn watch_from(client: &mut RoomControlClient<tonic::transport::Channel>, since: u64) -> Streaming<WatchEventsResponse> {
+async fn watch_from(
+    client: &mut RoomControlClient<tonic::transport::Channel>,
+    since: u64,
+) -> Streaming<WatchEventsResponse> {
     client
         .watch_events(WatchEventsRequest { since_cursor: Some(since), ..Default::default() })
         .await
@@ -70,7 +73,11 @@ async fn two_replicas_deliver_every_event_to_every_watcher_in_one_order() {
         writers.push(async move {
             for n in 0..per_writer {
                 if n % 4 == 3 {
-                    let request = CreateTokenRequest { room: room.clone(), identity: format!("w{writer}-{n}"), ..Default::default() };
+                    let request = CreateTokenRequest {
+                        room: room.clone(),
+                        identity: format!("w{writer}-{n}"),
+                        ..Default::default()
+                    };
                     client.create_token(request).await.expect("CreateToken answers");
                 } else {
                     let answer = app.post_webhook(&joined(&room, writer * 1000 + n)).await;

@@ -635,7 +635,13 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
       roomcontrol = await startRoomControl("roomcontrol-restarted", roomcontrol.port);
       await rc.createToken({ room: "room-1", identity: "carol" });
       // the console keeps trying (and is held back) meanwhile
-      await tried;
+      let giveUp;
+      await Promise.race([
+        tried,
+        new Promise((_, reject) => {
+          giveUp = setTimeout(() => reject(new Error("the console did not try to reconnect within 30 s")), 30_000);
+        }),
+      ]).finally(() => clearTimeout(giveUp));
       assert.equal(await eventRow("token_minted", "carol").count(), 0);
     } finally {
       await page.unroute("**/roomcontrol.v1.RoomControl/WatchEvents", hold);

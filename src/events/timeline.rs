@@ -110,6 +110,7 @@ impl Timeline {
     /// Starts the appender, the tailer and the pruner on `store`.
     pub async fn start(store: Store, config: &EventsConfig, metrics: Arc<Metrics>) -> Result<Timeline, StoreError> {
         let newest = store.latest_cursor().await?;
+        metrics.set_timeline_position(newest);
         let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
         let (live, _) = broadcast::channel(config.watch_buffer);
         let (tailed_tx, tailed) = watch::channel(newest);

@@ -4,8 +4,9 @@
 //! the body as it came (grpc-web included, before tonic-web translates it),
 //! so a broken body is answered in RoomControl's words, not a library's.
 //!
-//! Every RoomControl RPC is unary, so nothing is lost by reading the
-//! request in full first, and a client that stalls mid-body (a length
+//! Every RoomControl RPC takes one request message (WatchEvents streams
+//! only its replies), so nothing is lost by reading the request in full
+//! first, and a client that stalls mid-body (a length
 //! prefix that promises more than it sends, a chunked body that never
 //! ends) holds no call slot while it stalls and is answered when the
 //! deadline passes. Health, reflection (a bidirectional stream) and the

@@ -531,3 +531,59 @@ async fn the_schema_is_migrated_once_and_a_newer_database_is_refused(kind: Kind)
     assert!(error.contains("newer RoomControl"), "{error}");
 }
 both_stores!(migrations_on, the_schema_is_migrated_once_and_a_newer_database_is_refused);
+
+/// Browsers follow the timeline over grpc-web on HTTP/1.1: the stream's
+/// frames arrive as they are sent, not when the call ends.
+#[tokio::test]
+async fn watch_events_streams_over_grpc_web_on_http1() {
+    use bytes::{Buf, BufMut, BytesMut};
+    use prost::Message as _;
+    let app = spawn_app_with(|config| config.events.heartbeat_interval = Duration::from_millis(100)).await;
+    let room = unique("browser");
+    let (event, id) = participant_joined(&room, "alice");
+    assert_eq!(app.post_webhook(&event).await.status, 200);
+
+    let request = WatchEventsRequest { since_cursor: Some(0), ..Default::default() }.encode_to_vec();
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_u32(request.len() as u32);
+    body.put_slice(&request);
+    let http = reqwest::Client::builder().http1_only().build().unwrap();
+    let mut response = http
+        .post(format!("{}/roomcontrol.v1.RoomControl/WatchEvents", app.http_url()))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(body.freeze())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(response.status(), 200);
+    // Frames until the event and a heartbeat have come, the call still open.
+    let mut buffer = BytesMut::new();
+    let (mut event_seen, mut heartbeat_seen) = (None, false);
+    while event_seen.is_none() || !heartbeat_seen {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("a frame within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.extend_from_slice(&chunk);
+        while buffer.len() >= 5 {
+            let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+            if buffer.len() < 5 + length {
+                break;
+            }
+            let flag = buffer.get_u8();
+            assert_eq!(flag & 0x80, 0, "no trailers while the stream is open");
+            buffer.advance(4);
+            let frame = buffer.split_to(length);
+            match WatchEventsResponse::decode(frame.freeze()).unwrap().message {
+                Some(Message::Event(event)) => event_seen = Some(event.id),
+                Some(Message::Heartbeat(_)) => heartbeat_seen = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(event_seen.as_deref(), Some(id.as_str()));
+}

@@ -112,6 +112,24 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub rest: RestConfig,
+}
+
+/// The NestJS app's REST routes under `/livekit/` on the main port
+/// (`crate::rest`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestConfig {
+    /// Serve them. On by default: they go through the same authentication
+    /// as the RPCs, so they open nothing the RPCs do not.
+    pub enabled: bool,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// The browser console (`web/`), served at `/console/` on the main port.
@@ -536,6 +554,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             admin: AdminConfig { enabled: true, host: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9464 },
             console: ConsoleConfig { dir: PathBuf::from("web/dist") },
+            rest: RestConfig::default(),
         }
     }
 }
@@ -767,7 +786,7 @@ impl Config {
     /// set `RUST_LOG` overrides `log.level` (see telemetry::effective_filter).
     pub fn to_redacted_json(&self) -> String {
         // Every field, so that a new section cannot be left out.
-        let Config { server, livekit, tokens, log, auth, admin, console } = self;
+        let Config { server, livekit, tokens, log, auth, admin, console, rest } = self;
         let effective = crate::telemetry::effective_filter(log);
         let printed = PrintedConfig {
             server,
@@ -782,6 +801,7 @@ impl Config {
             auth,
             admin,
             console,
+            rest,
         };
         serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
     }
@@ -798,6 +818,7 @@ struct PrintedConfig<'a> {
     auth: &'a AuthConfig,
     admin: &'a AdminConfig,
     console: &'a ConsoleConfig,
+    rest: &'a RestConfig,
 }
 
 #[derive(Serialize)]

@@ -99,7 +99,9 @@ where
             }
             let (mut parts, body) = request.into_parts();
             let read = match parts.extensions.remove::<Transcode>() {
-                Some(transcode) => collect(body, limits.max_message_bytes, limits).await.and_then(|json| (transcode.0)(json)),
+                Some(transcode) => {
+                    collect(body, limits.max_message_bytes, limits).await.and_then(|json| (transcode.0)(json))
+                }
                 None => read(body, is_grpc_web_text(&parts.headers), limits).await,
             };
             match read {

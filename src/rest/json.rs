@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::proto::v1::{
@@ -342,7 +342,8 @@ fn epoch(timestamp: Option<prost_types::Timestamp>) -> (String, String) {
         return ("0".to_owned(), "0".to_owned());
     };
     let seconds = timestamp.seconds.max(0);
-    let millis = seconds.saturating_mul(1000).saturating_add(i64::from(timestamp.nanos.clamp(0, 999_999_999)) / 1_000_000);
+    let millis =
+        seconds.saturating_mul(1000).saturating_add(i64::from(timestamp.nanos.clamp(0, 999_999_999)) / 1_000_000);
     (seconds.to_string(), millis.to_string())
 }
 
@@ -470,9 +471,11 @@ fn fits(property: &RefOr<Schema>, value: &serde_json::Value) -> bool {
         serde_json::Value::String(_) => kind == Type::String,
         serde_json::Value::Bool(_) => kind == Type::Boolean,
         serde_json::Value::Number(number) => match kind {
-            Type::Integer => number.as_u64().map(|n| n as f64).or_else(|| number.as_i64().map(|n| n as f64)).is_some_and(
-                |n| minimum.is_none_or(|minimum| n >= minimum) && maximum.is_none_or(|maximum| n <= maximum),
-            ),
+            Type::Integer => {
+                number.as_u64().map(|n| n as f64).or_else(|| number.as_i64().map(|n| n as f64)).is_some_and(|n| {
+                    minimum.is_none_or(|minimum| n >= minimum) && maximum.is_none_or(|maximum| n <= maximum)
+                })
+            }
             Type::Number => true,
             _ => false,
         },

@@ -256,7 +256,9 @@ async fn answer(route: &Route, response: Response<Body>) -> Response<Body> {
 /// A success: the route's status and the reply's JSON.
 fn reply(route: &Route, framed: &[u8]) -> Response<Body> {
     let message = match framed.get(..5) {
-        Some([0, length @ ..]) if framed.len() - 5 == u32::from_be_bytes(*<&[u8; 4]>::try_from(length).expect("4 bytes")) as usize => {
+        Some([0, length @ ..])
+            if framed.len() - 5 == u32::from_be_bytes(*<&[u8; 4]>::try_from(length).expect("4 bytes")) as usize =>
+        {
             &framed[5..]
         }
         _ => return errors::from_status(route.endpoint, &tonic::Status::internal("the reply is not one gRPC message")),
@@ -317,15 +319,21 @@ mod tests {
         let origins = AllowedOrigins::new(&["https://app.example.com".to_owned()]);
         assert!(origins.allows(&headers(&[])));
         assert!(origins.allows(&headers(&[(header::ORIGIN, "https://app.example.com")])));
-        assert!(origins.allows(&headers(&[(header::ORIGIN, "http://127.0.0.1:3000"), (header::HOST, "127.0.0.1:3000")])));
-        assert!(!origins.allows(&headers(&[(header::ORIGIN, "https://evil.example"), (header::HOST, "127.0.0.1:3000")])));
+        assert!(
+            origins.allows(&headers(&[(header::ORIGIN, "http://127.0.0.1:3000"), (header::HOST, "127.0.0.1:3000")]))
+        );
+        assert!(
+            !origins.allows(&headers(&[(header::ORIGIN, "https://evil.example"), (header::HOST, "127.0.0.1:3000")]))
+        );
         assert!(!origins.allows(&headers(&[(header::ORIGIN, "null")])));
         assert!(AllowedOrigins::new(&["*".to_owned()]).allows(&headers(&[(header::ORIGIN, "https://any.example")])));
     }
 
     #[test]
     fn json_content_types_are_recognised() {
-        for yes in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"] {
+        for yes in
+            ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]
+        {
             assert!(is_json(yes.as_bytes()), "{yes}");
         }
         for no in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "json"] {

@@ -7,8 +7,7 @@ use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ComponentsBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
-    Content, HeaderBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr, Required, ResponseBuilder,
-    Schema,
+    Content, HeaderBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr, Required, ResponseBuilder, Schema,
 };
 use utoipa::{PartialSchema, ToSchema};
 
@@ -26,11 +25,9 @@ pub fn document(authentication: bool) -> OpenApi {
         paths.add_path_operation(route.template, vec![method(route)], operation(route, authentication));
     }
     let mut schemas = Vec::new();
-    for collect in [
-        <RoomJson as ToSchema>::schemas,
-        <ParticipantJson as ToSchema>::schemas,
-        <ErrorJson as ToSchema>::schemas,
-    ] {
+    for collect in
+        [<RoomJson as ToSchema>::schemas, <ParticipantJson as ToSchema>::schemas, <ErrorJson as ToSchema>::schemas]
+    {
         collect(&mut schemas);
     }
     let components = ComponentsBuilder::new()
@@ -122,10 +119,7 @@ fn operation(route: &'static Route, authentication: bool) -> utoipa::openapi::pa
     }
     if let Some(body) = body_schema(route.endpoint) {
         operation = operation.request_body(Some(
-            RequestBodyBuilder::new()
-                .required(Some(Required::True))
-                .content(JSON, Content::new(Some(body)))
-                .build(),
+            RequestBodyBuilder::new().required(Some(Required::True)).content(JSON, Content::new(Some(body))).build(),
         ));
     }
     let mut success = ResponseBuilder::new().description(route.summary);
@@ -193,7 +187,10 @@ fn errors(route: &Route, authentication: bool) -> Vec<(&'static str, &'static st
     errors.extend([
         ("429", "Too many calls at once; retry after Retry-After seconds."),
         ("500", "LiveKit answered something RoomControl cannot use."),
-        ("503", "LiveKit is unreachable or refuses RoomControl's key (or an identity provider's keys cannot be loaded)."),
+        (
+            "503",
+            "LiveKit is unreachable or refuses RoomControl's key (or an identity provider's keys cannot be loaded).",
+        ),
         ("504", "LiveKit did not answer in time (livekit.timeout)."),
     ]);
     errors

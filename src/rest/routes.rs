@@ -6,8 +6,8 @@ use http::{Method, StatusCode};
 use prost::Message;
 
 use super::json::{
-    CreateRoomBody, CreateTokenBody, LegacyRoomUpdate, MuteJson, ParticipantJson, RoomJson, TokenJson,
-    UpdateRoomBody, parse_body,
+    CreateRoomBody, CreateTokenBody, LegacyRoomUpdate, MuteJson, ParticipantJson, RoomJson, TokenJson, UpdateRoomBody,
+    parse_body,
 };
 use crate::proto::v1::*;
 use crate::rpc::Rpc;
@@ -184,7 +184,8 @@ pub enum Found {
 pub fn is_rest_path(path: &str) -> bool {
     path.starts_with(PREFIX)
         && !NOT_OURS.iter().any(|other| {
-            path.strip_prefix(other).is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+            path.strip_prefix(other)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
         })
 }
 

@@ -16,6 +16,7 @@ mod operations;
 mod participants;
 mod process;
 mod resilience;
+mod rest;
 mod rooms;
 mod shutdown;
 mod tokens;

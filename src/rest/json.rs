@@ -20,11 +20,11 @@ use crate::validate::Violations;
 
 /// `POST /livekit/rooms`: the NestJS app's CreateRoomDto, plus `metadata`
 /// and `departureTimeout`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateRoomBody {
     /// The room's unique name, 1 to 256 bytes.
-    #[schema(required = true, min_length = 1, example = "my-meeting-room")]
+    #[schema(min_length = 1, max_length = 256, example = "my-meeting-room")]
     pub name: String,
     /// Seconds the room stays open before anyone joins; absent or 0: the
     /// LiveKit server's default (300 s on a default server).
@@ -42,35 +42,52 @@ pub struct CreateRoomBody {
     pub metadata: Option<String>,
 }
 
-/// `PATCH /livekit/rooms/{name}`: the NestJS app's UpdateRoomDto, plus
-/// `metadata`. LiveKit cannot change a live room's timeouts or limit, so
+/// `PATCH /livekit/rooms/{name}`: either new metadata, or the NestJS app's
+/// UpdateRoomDto. LiveKit cannot change a live room's timeouts or limit, so
 /// the NestJS app wrote the DTO, as JSON, into the room's metadata; given
-/// `emptyTimeout` or `maxParticipants` (or nothing), RoomControl does the
-/// same. `metadata` replaces the metadata with exactly that string.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct UpdateRoomBody {
-    /// Written into the metadata as `{"emptyTimeout":...}`, as the NestJS app did.
+/// `emptyTimeout` or `maxParticipants` (or an empty body), RoomControl
+/// does the same.
+///
+/// Only its schema is used: the route reads the variant the body's
+/// properties name, to say precisely what is wrong with it.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum UpdateRoomBody {
+    Metadata(RoomMetadataBody),
+    Settings(RoomSettingsBody),
+}
+
+/// New room metadata.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoomMetadataBody {
+    /// Replaces the room's metadata; up to 512 KiB, empty clears it.
+    #[schema(example = "{\"topic\":\"retro\"}")]
+    pub metadata: String,
+}
+
+/// The NestJS app's UpdateRoomDto, written into the room's metadata as
+/// `{"emptyTimeout":...,"maxParticipants":...}`, as the NestJS app did.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoomSettingsBody {
     #[schema(minimum = 0, maximum = 4294967295_u64, example = 600)]
     pub empty_timeout: Option<u32>,
-    /// Written into the metadata as `{"maxParticipants":...}`, as the NestJS app did.
     #[schema(minimum = 0, maximum = 4294967295_u64, example = 20)]
     pub max_participants: Option<u32>,
-    /// The new metadata, up to 512 KiB; not together with the other two.
-    #[schema(example = "{\"topic\":\"retro\"}")]
-    pub metadata: Option<String>,
 }
 
 /// `POST /livekit/token`: the NestJS app's CreateTokenDto.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateTokenBody {
     /// The room the token joins, 1 to 256 bytes; it need not exist yet.
-    #[schema(required = true, min_length = 1, example = "my-meeting-room")]
+    #[schema(min_length = 1, max_length = 256, example = "my-meeting-room")]
     pub room_name: String,
     /// The participant's identity and display name, 1 to 256 bytes
     /// (a self-service caller: empty or its own identity).
-    #[schema(required = true, example = "john-doe")]
+    #[schema(min_length = 1, max_length = 256, example = "john-doe")]
     pub participant_name: String,
     /// Participant metadata, up to 512 KiB.
     #[schema(example = "{\"role\":\"moderator\"}")]
@@ -394,10 +411,8 @@ fn track_source(source: i32) -> TrackSourceJson {
 /// reads as `{}`, as NestJS's does.
 pub fn parse_body<T: for<'de> Deserialize<'de> + PartialSchema>(body: &[u8]) -> Result<T, Violations> {
     let mut violations = Violations::new();
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_slice(b"{}").map_err(|_| violations);
-    }
     let value: serde_json::Value = match serde_json::from_slice(body) {
+        _ if body.iter().all(u8::is_ascii_whitespace) => serde_json::Value::Object(Default::default()),
         Ok(value) => value,
         Err(error) => {
             violations.add("", format!("the body is not valid JSON ({error}): send a JSON object"));
@@ -422,6 +437,23 @@ pub fn parse_body<T: for<'de> Deserialize<'de> + PartialSchema>(body: &[u8]) -> 
     }
     if !violations.is_empty() {
         return Err(violations);
+    }
+    // A missing required property reads as empty, so the RPC's own rules
+    // say what to give (`name: must not be empty: give the room name`), and
+    // an integer written as `5.0` reads as 5.
+    let mut object = object;
+    if let RefOr::T(Schema::Object(schema)) = &schema {
+        for required in &schema.required {
+            object.entry(required.clone()).or_insert_with(|| serde_json::Value::String(String::new()));
+        }
+    }
+    for value in object.values_mut() {
+        if let serde_json::Value::Number(number) = value
+            && number.is_f64()
+            && let Some(n) = integer(number).and_then(|n| u64::try_from(n).ok())
+        {
+            *value = serde_json::Value::from(n);
+        }
     }
     // Every property is known and of its type: serde agrees.
     serde_json::from_value(serde_json::Value::Object(object)).map_err(|error| {
@@ -471,16 +503,27 @@ fn fits(property: &RefOr<Schema>, value: &serde_json::Value) -> bool {
         serde_json::Value::String(_) => kind == Type::String,
         serde_json::Value::Bool(_) => kind == Type::Boolean,
         serde_json::Value::Number(number) => match kind {
-            Type::Integer => {
-                number.as_u64().map(|n| n as f64).or_else(|| number.as_i64().map(|n| n as f64)).is_some_and(|n| {
-                    minimum.is_none_or(|minimum| n >= minimum) && maximum.is_none_or(|maximum| n <= maximum)
-                })
-            }
+            Type::Integer => integer(number).is_some_and(|n| {
+                let n = n as f64;
+                minimum.is_none_or(|minimum| n >= minimum) && maximum.is_none_or(|maximum| n <= maximum)
+            }),
             Type::Number => true,
             _ => false,
         },
         _ => matches!(kind, Type::Object | Type::Array),
     }
+}
+
+/// A JSON number's integer value: JSON Schema's integers include `5.0`.
+fn integer(number: &serde_json::Number) -> Option<i128> {
+    if let Some(n) = number.as_i64() {
+        return Some(i128::from(n));
+    }
+    if let Some(n) = number.as_u64() {
+        return Some(i128::from(n));
+    }
+    let n = number.as_f64()?;
+    (n.fract() == 0.0 && n.abs() < 1e18).then_some(n as i128)
 }
 
 /// What a property must be, as NestJS's class-validator words it.
@@ -552,7 +595,10 @@ mod tests {
     fn the_schemas_mark_what_is_required() {
         assert_eq!(required(&CreateRoomBody::schema()), ["name"]);
         assert_eq!(required(&CreateTokenBody::schema()), ["roomName", "participantName"]);
-        assert!(required(&UpdateRoomBody::schema()).is_empty());
+        assert_eq!(required(&RoomMetadataBody::schema()), ["metadata"]);
+        assert!(required(&RoomSettingsBody::schema()).is_empty());
+        let body: CreateRoomBody = parse_body(br#"{"name":"a","maxParticipants":20.0}"#).unwrap();
+        assert_eq!(body.max_participants, Some(20));
     }
 
     #[test]

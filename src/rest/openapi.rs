@@ -33,6 +33,8 @@ pub fn document(authentication: bool) -> OpenApi {
     let components = ComponentsBuilder::new()
         .schema_from::<CreateRoomBody>()
         .schema_from::<UpdateRoomBody>()
+        .schema_from::<RoomMetadataBody>()
+        .schema_from::<RoomSettingsBody>()
         .schema_from::<CreateTokenBody>()
         .schema_from::<RoomJson>()
         .schema_from::<ParticipantJson>()
@@ -94,7 +96,9 @@ fn operation(route: &'static Route, authentication: bool) -> utoipa::openapi::pa
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
                     .description(Some(description))
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)))),
+                    .schema(Some(
+                        ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(256)),
+                    )),
             );
         }
     }
@@ -106,7 +110,13 @@ fn operation(route: &'static Route, authentication: bool) -> utoipa::openapi::pa
                     .parameter_in(ParameterIn::Query)
                     .required(Required::True)
                     .description(Some("The track's sid: TR_ followed by letters and digits."))
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::String).examples(["TR_VCbXpRdsFbGz"]))),
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some("^TR_[A-Za-z0-9]+$"))
+                            .max_length(Some(64))
+                            .examples(["TR_VCbXpRdsFbGz"]),
+                    )),
             )
             .parameter(
                 ParameterBuilder::new()
@@ -119,7 +129,11 @@ fn operation(route: &'static Route, authentication: bool) -> utoipa::openapi::pa
     }
     if let Some(body) = body_schema(route.endpoint) {
         operation = operation.request_body(Some(
-            RequestBodyBuilder::new().required(Some(Required::True)).content(JSON, Content::new(Some(body))).build(),
+            RequestBodyBuilder::new()
+                // NestJS reads a missing body as {}: PATCH needs none.
+                .required(Some(if route.endpoint == Endpoint::UpdateRoom { Required::False } else { Required::True }))
+                .content(JSON, Content::new(Some(body)))
+                .build(),
         ));
     }
     let mut success = ResponseBuilder::new().description(route.summary);

@@ -6,8 +6,8 @@ use http::{Method, StatusCode};
 use prost::Message;
 
 use super::json::{
-    CreateRoomBody, CreateTokenBody, LegacyRoomUpdate, MuteJson, ParticipantJson, RoomJson, TokenJson, UpdateRoomBody,
-    parse_body,
+    CreateRoomBody, CreateTokenBody, LegacyRoomUpdate, MuteJson, ParticipantJson, RoomJson, RoomMetadataBody,
+    RoomSettingsBody, TokenJson, parse_body,
 };
 use crate::proto::v1::*;
 use crate::rpc::Rpc;
@@ -260,20 +260,20 @@ impl Endpoint {
             Endpoint::ListRooms => ListRoomsRequest { names: Vec::new() }.encode_to_vec(),
             Endpoint::GetRoom => GetRoomRequest { name }.encode_to_vec(),
             Endpoint::UpdateRoom => {
-                let body: UpdateRoomBody = parse_body(body)?;
-                let metadata = match body {
-                    UpdateRoomBody { metadata: Some(metadata), empty_timeout: None, max_participants: None } => {
-                        metadata
+                let metadata = match body_keys(body) {
+                    keys if keys.iter().any(|key| key == "metadata") => {
+                        if keys.iter().any(|key| key == "emptyTimeout" || key == "maxParticipants") {
+                            let mut violations = Violations::new();
+                            violations.add(
+                                "metadata",
+                                "give either metadata, or emptyTimeout and maxParticipants (written into the metadata), not both",
+                            );
+                            return Err(violations);
+                        }
+                        parse_body::<RoomMetadataBody>(body)?.metadata
                     }
-                    UpdateRoomBody { metadata: Some(_), .. } => {
-                        let mut violations = Violations::new();
-                        violations.add(
-                            "metadata",
-                            "give either metadata, or emptyTimeout and maxParticipants (written into the metadata), not both",
-                        );
-                        return Err(violations);
-                    }
-                    UpdateRoomBody { empty_timeout, max_participants, metadata: None } => {
+                    _ => {
+                        let RoomSettingsBody { empty_timeout, max_participants } = parse_body(body)?;
                         serde_json::to_string(&LegacyRoomUpdate { empty_timeout, max_participants })
                             .expect("two numbers serialize")
                     }
@@ -353,6 +353,14 @@ impl Endpoint {
             }
         };
         Ok(Some(json.expect("the reply types serialize")))
+    }
+}
+
+/// The property names of a JSON object body (none for anything else).
+fn body_keys(body: &[u8]) -> Vec<String> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(object)) => object.keys().cloned().collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -79,7 +79,11 @@ pub fn error(status: StatusCode, message: ErrorMessage) -> Response<Body> {
 
 /// A JSON answer, as Express writes it.
 pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).expect("the answer types serialize");
+    json_bytes(status, serde_json::to_vec(body).expect("the answer types serialize"))
+}
+
+/// Serialized JSON, as Express writes it.
+pub fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")

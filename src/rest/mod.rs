@@ -41,7 +41,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::middleware::{Protocol, Transcode, take_ready};
 pub use routes::is_rest_path;
-use routes::{Found, Route};
+use routes::{Route, Target};
 
 /// Whether a request is for the REST routes (`/livekit/...`, but not the
 /// paths other parts of RoomControl serve there, such as the webhook).
@@ -97,11 +97,11 @@ where
 
     fn call(&mut self, request: Request<Body>) -> BoxFuture {
         let answer = match routes::find(request.method(), request.uri().path()) {
-            Found::Route(route, params) => {
+            Target::Route(route, params) => {
                 let inner = take_ready(&mut self.inner);
                 return Box::pin(call(inner, self.shared.clone(), route, params, request));
             }
-            Found::Document => {
+            Target::Document => {
                 let mut response = Response::new(Body::new(Full::new(self.shared.document.clone())));
                 response
                     .headers_mut()
@@ -111,14 +111,14 @@ where
                 }
                 response
             }
-            Found::WrongMethod(methods) => {
+            Target::WrongMethod(methods) => {
                 let mut response = cannot(StatusCode::METHOD_NOT_ALLOWED, &request);
                 let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_str(&allow).expect("method names"));
                 response
             }
-            Found::NotFound => cannot(StatusCode::NOT_FOUND, &request),
-            Found::BadPath => errors::error(
+            Target::NotFound => cannot(StatusCode::NOT_FOUND, &request),
+            Target::BadPath => errors::error(
                 StatusCode::BAD_REQUEST,
                 json::ErrorMessage::Text("the path is not UTF-8 once percent-decoded".to_owned()),
             ),
@@ -264,7 +264,7 @@ fn reply(route: &Route, framed: &[u8]) -> Response<Body> {
         _ => return errors::from_status(route.endpoint, &tonic::Status::internal("the reply is not one gRPC message")),
     };
     match route.endpoint.reply(message) {
-        Ok(Some(json)) => errors::json(route.success, &json),
+        Ok(Some(json)) => errors::json_bytes(route.success, json),
         Ok(None) => {
             let mut response = Response::new(Body::empty());
             *response.status_mut() = route.success;

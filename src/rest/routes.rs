@@ -169,7 +169,7 @@ pub struct PathParams {
 
 /// What a request under [`PREFIX`] asks for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Found {
+pub enum Target {
     Route(&'static Route, PathParams),
     Document,
     /// A known path, another method: the methods it has.
@@ -191,20 +191,20 @@ pub fn is_rest_path(path: &str) -> bool {
 
 /// The route a method and path name. A trailing slash is ignored, as
 /// NestJS (Express) ignores it.
-pub fn find(method: &Method, path: &str) -> Found {
+pub fn find(method: &Method, path: &str) -> Target {
     let Some(rest) = path.strip_prefix(PREFIX) else {
-        return Found::NotFound;
+        return Target::NotFound;
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let segments: Vec<&str> = rest.split('/').collect();
     if segments.iter().any(|segment| segment.is_empty()) {
-        return Found::NotFound;
+        return Target::NotFound;
     }
     if path == DOCUMENT || path == "/livekit/openapi.json/" {
         return if method == Method::GET || method == Method::HEAD {
-            Found::Document
+            Target::Document
         } else {
-            Found::WrongMethod(vec![Method::GET, Method::HEAD])
+            Target::WrongMethod(vec![Method::GET, Method::HEAD])
         };
     }
     // The template with `{...}` for each parameter, and the parameters.
@@ -216,7 +216,7 @@ pub fn find(method: &Method, path: &str) -> Found {
         if is_parameter {
             match percent_encoding::percent_decode_str(segment).decode_utf8() {
                 Ok(value) => values.push(value.into_owned()),
-                Err(_) => return Found::BadPath,
+                Err(_) => return Target::BadPath,
             }
             shape.push(if index == 1 { "{name}" } else { "{identity}" });
         } else {
@@ -233,11 +233,11 @@ pub fn find(method: &Method, path: &str) -> Found {
             let mut values = values.into_iter();
             let params =
                 PathParams { name: values.next().unwrap_or_default(), identity: values.next().unwrap_or_default() };
-            return Found::Route(route, params);
+            return Target::Route(route, params);
         }
         methods.push(route.method.clone());
     }
-    if methods.is_empty() { Found::NotFound } else { Found::WrongMethod(methods) }
+    if methods.is_empty() { Target::NotFound } else { Target::WrongMethod(methods) }
 }
 
 impl Endpoint {
@@ -326,17 +326,18 @@ impl Endpoint {
         renamed.to_owned()
     }
 
-    /// The answer to a success, from the RPC's reply message.
-    pub fn reply(self, message: &[u8]) -> Result<Option<serde_json::Value>, prost::DecodeError> {
+    /// The answer to a success, from the RPC's reply message: its JSON,
+    /// in the fields' order, or nothing (204).
+    pub fn reply(self, message: &[u8]) -> Result<Option<Vec<u8>>, prost::DecodeError> {
         let json = match self {
             Endpoint::CreateRoom | Endpoint::GetRoom | Endpoint::UpdateRoom => {
-                serde_json::to_value(RoomJson::from(Room::decode(message)?))
+                serde_json::to_vec(&RoomJson::from(Room::decode(message)?))
             }
-            Endpoint::ListRooms => serde_json::to_value(
-                ListRoomsResponse::decode(message)?.rooms.into_iter().map(RoomJson::from).collect::<Vec<_>>(),
+            Endpoint::ListRooms => serde_json::to_vec(
+                &ListRoomsResponse::decode(message)?.rooms.into_iter().map(RoomJson::from).collect::<Vec<_>>(),
             ),
-            Endpoint::ListParticipants => serde_json::to_value(
-                ListParticipantsResponse::decode(message)?
+            Endpoint::ListParticipants => serde_json::to_vec(
+                &ListParticipantsResponse::decode(message)?
                     .participants
                     .into_iter()
                     .map(ParticipantJson::from)
@@ -346,10 +347,10 @@ impl Endpoint {
             Endpoint::MuteTrack => {
                 let track = Track::decode(message)?;
                 let verb = if track.muted { "muted" } else { "unmuted" };
-                serde_json::to_value(MuteJson { message: format!("Track {verb} successfully") })
+                serde_json::to_vec(&MuteJson { message: format!("Track {verb} successfully") })
             }
             Endpoint::CreateToken => {
-                serde_json::to_value(TokenJson { token: CreateTokenResponse::decode(message)?.token })
+                serde_json::to_vec(&TokenJson { token: CreateTokenResponse::decode(message)?.token })
             }
         };
         Ok(Some(json.expect("the reply types serialize")))
@@ -421,7 +422,7 @@ mod tests {
 
     fn found(method: Method, path: &str) -> Option<(Endpoint, PathParams)> {
         match find(&method, path) {
-            Found::Route(route, params) => Some((route.endpoint, params)),
+            Target::Route(route, params) => Some((route.endpoint, params)),
             _ => None,
         }
     }
@@ -463,12 +464,12 @@ mod tests {
 
     #[test]
     fn other_paths_and_methods_are_told_apart() {
-        assert_eq!(find(&Method::GET, "/livekit/openapi.json"), Found::Document);
-        assert_eq!(find(&Method::PUT, "/livekit/rooms"), Found::WrongMethod(vec![Method::POST, Method::GET]));
-        assert_eq!(find(&Method::GET, "/livekit/nope"), Found::NotFound);
-        assert_eq!(find(&Method::GET, "/livekit/rooms//participants"), Found::NotFound);
-        assert_eq!(find(&Method::GET, "/livekit/rooms/a/b"), Found::NotFound);
-        assert_eq!(find(&Method::GET, "/livekit/rooms/%FF"), Found::BadPath);
+        assert_eq!(find(&Method::GET, "/livekit/openapi.json"), Target::Document);
+        assert_eq!(find(&Method::PUT, "/livekit/rooms"), Target::WrongMethod(vec![Method::POST, Method::GET]));
+        assert_eq!(find(&Method::GET, "/livekit/nope"), Target::NotFound);
+        assert_eq!(find(&Method::GET, "/livekit/rooms//participants"), Target::NotFound);
+        assert_eq!(find(&Method::GET, "/livekit/rooms/a/b"), Target::NotFound);
+        assert_eq!(find(&Method::GET, "/livekit/rooms/%FF"), Target::BadPath);
     }
 
     #[test]

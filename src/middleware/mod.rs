@@ -25,7 +25,7 @@ pub use browser_cors::BrowserCors;
 pub use call_log::{CallLog, Protocol};
 pub use end_watches::EndWatches;
 pub use limit::{Budgets, Holding, LimitCalls};
-pub use read_request::{ReadRequest, RequestLimits, Transcode};
+pub use read_request::{BODY_TOO_LARGE, BODY_TOO_SLOW, ReadRequest, RequestLimits, Transcode};
 
 /// A refusal in the caller's own protocol, for layers that answer before
 /// tonic-web translates grpc-web: a trailers-only gRPC answer, labelled

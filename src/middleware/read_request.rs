@@ -42,6 +42,26 @@ impl Transcode {
     }
 }
 
+/// The ErrorInfo reasons a transcoded body's refusal carries, so the REST
+/// routes answer HTTP's own statuses (413, 408) where gRPC has one code for
+/// several causes.
+pub const BODY_TOO_LARGE: &str = "BODY_TOO_LARGE";
+pub const BODY_TOO_SLOW: &str = "BODY_TOO_SLOW";
+
+impl Transcode {
+    /// The refusal, with the ErrorInfo reason that tells which limit broke.
+    fn explain(status: tonic::Status) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let reason = match status.code() {
+            tonic::Code::ResourceExhausted => BODY_TOO_LARGE,
+            tonic::Code::DeadlineExceeded => BODY_TOO_SLOW,
+            _ => return status,
+        };
+        let details = ErrorDetails::with_error_info(reason, "roomcontrol", std::collections::HashMap::new());
+        tonic::Status::with_error_details(status.code(), status.message(), details)
+    }
+}
+
 impl std::fmt::Debug for Transcode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Transcode")
@@ -99,9 +119,10 @@ where
             }
             let (mut parts, body) = request.into_parts();
             let read = match parts.extensions.remove::<Transcode>() {
-                Some(transcode) => {
-                    collect(body, limits.max_message_bytes, limits).await.and_then(|json| (transcode.0)(json))
-                }
+                Some(transcode) => collect(body, limits.max_message_bytes, limits)
+                    .await
+                    .map_err(Transcode::explain)
+                    .and_then(|json| (transcode.0)(json)),
                 None => read(body, is_grpc_web_text(&parts.headers), limits).await,
             };
             match read {

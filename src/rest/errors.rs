@@ -12,6 +12,7 @@ use tonic_types::StatusExt;
 
 use super::json::{ErrorJson, ErrorMessage};
 use super::routes::Endpoint;
+use crate::middleware::{BODY_TOO_LARGE, BODY_TOO_SLOW};
 
 /// The HTTP status for a gRPC code (google.rpc.Code's own mapping, which
 /// NestJS's exceptions follow).
@@ -35,10 +36,16 @@ pub fn http_status(code: Code) -> StatusCode {
 
 /// The answer to a failed call: the broken rules listed (with REST's field
 /// names) for INVALID_ARGUMENT with a BadRequest detail, else the status's
-/// message; `Retry-After` from a RetryInfo, `WWW-Authenticate` for 401.
+/// message; `Retry-After` from a RetryInfo, `WWW-Authenticate` for 401; 413
+/// and 408 for a body over the size limit or slower than its deadline.
 pub fn from_status(endpoint: Endpoint, status: &tonic::Status) -> Response<Body> {
-    let http = http_status(status.code());
     let details = status.get_error_details();
+    // The body's own limits have HTTP statuses of their own.
+    let http = match details.error_info().map(|info| info.reason.as_str()) {
+        Some(BODY_TOO_LARGE) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(BODY_TOO_SLOW) => StatusCode::REQUEST_TIMEOUT,
+        _ => http_status(status.code()),
+    };
     let message = match details.bad_request() {
         Some(bad_request) if !bad_request.field_violations.is_empty() => ErrorMessage::Rules(
             bad_request

@@ -195,6 +195,7 @@ fn errors(route: &Route, authentication: bool) -> Vec<(&'static str, &'static st
         errors.push(("404", "No such room, participant or track (or a path with an empty name)."));
     }
     if route.has_body() {
+        errors.push(("408", "The body did not arrive in full within server.request_body_timeout."));
         errors.push(("413", "The body is larger than server.max_message_bytes."));
         errors.push(("415", "The body is not JSON (content-type: application/json)."));
     }

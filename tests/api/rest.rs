@@ -495,3 +495,54 @@ async fn rest_routes_can_be_turned_off_and_leave_the_webhook_path_alone() {
     let text = webhook.text().await.unwrap();
     assert!(!text.contains("Cannot POST"), "the REST routes do not claim /livekit/webhook: {text}");
 }
+
+/// One raw HTTP/1.1 exchange: what a generated client never sends.
+async fn raw_http(app: &TestApp, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // Up to the end of the first answer's JSON body.
+    while !answer.ends_with(b"}") {
+        let read = stream.read(&mut buffer).await.unwrap();
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn rest_bodies_over_the_size_limit_or_too_slow_answer_413_and_408() {
+    let app = spawn_app_with(|config| {
+        config.server.max_message_bytes = 1024;
+        config.server.request_body_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let announced = send(
+        http()
+            .post(format!("{}/livekit/rooms", app.http_url()))
+            .header("content-type", "application/json")
+            .body(format!("{{\"name\":\"{}\"}}", "x".repeat(2000))),
+    )
+    .await;
+    let message = nest_error(&announced, 413, "Payload Too Large");
+    assert!(message.as_str().unwrap().contains("server.max_message_bytes"), "{message}");
+
+    // Chunked: the size shows only while the body is read.
+    let chunk = format!("{{\"name\":\"{}\"}}", "x".repeat(2000));
+    let head = "POST /livekit/rooms HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    let body = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+    let answer = raw_http(&app, head, body.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""statusCode":413"#), "{answer}");
+
+    // A body that promises more than it sends.
+    let head = "POST /livekit/token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
+    let answer = raw_http(&app, head, b"{\"roomName\":").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("server.request_body_timeout"), "{answer}");
+}

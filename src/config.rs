@@ -24,12 +24,14 @@ use url::Url;
 /// optional: a missing default file is not an error.
 pub const DEFAULT_CONFIG_FILE: &str = "roomcontrol.toml";
 
-/// The seed app's environment names and the keys they set.
-const SEED_ENV_NAMES: [(&str, &str); 4] = [
+/// The seed app's environment names, and the conventional `DATABASE_URL`,
+/// with the keys they set.
+const SEED_ENV_NAMES: [(&str, &str); 5] = [
     ("LIVEKIT_URL", "livekit.url"),
     ("LIVEKIT_API_KEY", "livekit.api_key"),
     ("LIVEKIT_API_SECRET", "livekit.api_secret"),
     ("PORT", "server.port"),
+    ("DATABASE_URL", "store.url"),
 ];
 
 /// The prefix of RoomControl's own environment variables.
@@ -37,7 +39,9 @@ const ENV_PREFIX: &str = "ROOMCONTROL_";
 
 /// Keys whose environment values are taken verbatim: a secret such as
 /// `0123` must not turn into the number 123.
-const STRING_KEYS: [&str; 7] = [
+const STRING_KEYS: [&str; 9] = [
+    "store.url",
+    "events.webhook_path",
     "livekit.url",
     "livekit.api_key",
     "livekit.api_secret",
@@ -112,8 +116,69 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub console: ConsoleConfig,
+    pub store: StoreConfig,
+    pub events: EventsConfig,
     #[serde(default)]
     pub rest: RestConfig,
+}
+
+/// Where RoomControl keeps its timeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://roomcontrol.db` (a file, created on first start),
+    /// `sqlite::memory:` (gone at exit), or `postgres://user@host/database`
+    /// (several replicas share it). Printed with any password hidden.
+    #[serde(serialize_with = "redact_url")]
+    pub url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// Longest wait for a connection.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub connect_timeout: Duration,
+}
+
+/// The timeline: LiveKit's webhooks in, ListEvents and WatchEvents out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Where LiveKit posts its webhooks, on the main port.
+    pub webhook_path: String,
+    /// Largest webhook body accepted; larger ones answer 413.
+    pub webhook_max_body_bytes: usize,
+    /// LiveKit API keys besides `livekit.api_key` whose signatures webhooks
+    /// may carry (during a key rotation).
+    pub webhook_keys: Vec<WebhookKeyConfig>,
+    /// How long events are kept.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub retention: Duration,
+    /// How often the pruner deletes what is older than `retention`.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub prune_interval: Duration,
+    /// How often the timeline's idea of who is live is compared with
+    /// LiveKit's, to infer the webhooks LiveKit never delivered; 0s: never.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub reconcile_interval: Duration,
+    /// How often a WatchEvents stream sends a heartbeat.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub heartbeat_interval: Duration,
+    /// Events a watcher may fall behind the newest before it is cut off
+    /// (ABORTED, resume from its last cursor).
+    pub watch_buffer: usize,
+    /// With PostgreSQL, how often the store is read for other replicas'
+    /// events should a wake-up (LISTEN/NOTIFY) be missed.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub poll_interval: Duration,
+}
+
+/// A LiveKit API key that may sign webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookKeyConfig {
+    pub api_key: String,
+    /// Never logged, never printed.
+    #[serde(serialize_with = "redact")]
+    pub api_secret: SecretString,
 }
 
 /// The NestJS app's REST routes under `/livekit/` on the main port
@@ -554,6 +619,22 @@ impl Default for Config {
             auth: AuthConfig::default(),
             admin: AdminConfig { enabled: true, host: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9464 },
             console: ConsoleConfig { dir: PathBuf::from("web/dist") },
+            store: StoreConfig {
+                url: "sqlite://roomcontrol.db".to_owned(),
+                max_connections: 8,
+                connect_timeout: Duration::from_secs(5),
+            },
+            events: EventsConfig {
+                webhook_path: "/livekit/webhook".to_owned(),
+                webhook_max_body_bytes: 1024 * 1024,
+                webhook_keys: Vec::new(),
+                retention: Duration::from_secs(30 * 24 * 3600),
+                prune_interval: Duration::from_secs(600),
+                reconcile_interval: Duration::from_secs(60),
+                heartbeat_interval: Duration::from_secs(5),
+                watch_buffer: 4096,
+                poll_interval: Duration::from_secs(1),
+            },
             rest: RestConfig::default(),
         }
     }
@@ -575,6 +656,10 @@ fn show_optional_duration<S: Serializer>(duration: &Option<Duration>, serializer
 
 fn redact<S: Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str("[redacted]")
+}
+
+fn redact_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::store::redacted_url(url))
 }
 
 fn redact_option<S: Serializer>(secret: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -667,6 +752,11 @@ impl Config {
             ("livekit.health_check_interval", self.livekit.health_check_interval),
             ("tokens.default_ttl", self.tokens.default_ttl),
             ("tokens.max_ttl", self.tokens.max_ttl),
+            ("events.retention", self.events.retention),
+            ("events.prune_interval", self.events.prune_interval),
+            ("events.heartbeat_interval", self.events.heartbeat_interval),
+            ("events.poll_interval", self.events.poll_interval),
+            ("store.connect_timeout", self.store.connect_timeout),
         ];
         for (key, value) in positive {
             if value.is_zero() {
@@ -712,6 +802,9 @@ impl Config {
             ("server.max_concurrent_local_calls", self.server.max_concurrent_local_calls),
             ("server.max_message_bytes", self.server.max_message_bytes),
             ("server.max_connections", self.server.max_connections),
+            ("events.webhook_max_body_bytes", self.events.webhook_max_body_bytes),
+            ("events.watch_buffer", self.events.watch_buffer),
+            ("store.max_connections", self.store.max_connections as usize),
         ] {
             if value == 0 {
                 return fail(key, "0", "expected at least 1");
@@ -739,6 +832,31 @@ impl Config {
         for origin in &self.server.cors.allowed_origins {
             if let Err(why) = cors_origin(origin) {
                 return fail("server.cors.allowed_origins", &format!("{origin:?}"), &why);
+            }
+        }
+        let url = self.store.url.as_str();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return fail(
+                "store.url",
+                &format!("{:?}", crate::store::redacted_url(url)),
+                "expected sqlite://<file> (sqlite://roomcontrol.db), sqlite::memory: or postgres://user@host/database",
+            );
+        }
+        let path = self.events.webhook_path.as_str();
+        if !path.starts_with('/') || path.starts_with("/roomcontrol.") || path.starts_with("/grpc.") || path == "/" {
+            return fail(
+                "events.webhook_path",
+                &format!("{path:?}"),
+                "expected an absolute path such as \"/livekit/webhook\", apart from the gRPC services' paths",
+            );
+        }
+        for (index, key) in self.events.webhook_keys.iter().enumerate() {
+            if key.api_key.trim().is_empty() || key.api_secret.expose_secret().is_empty() {
+                return fail(
+                    &format!("events.webhook_keys[{index}]"),
+                    "(empty)",
+                    "expected both api_key and api_secret of a LiveKit key",
+                );
             }
         }
         if let Err((key, shown, expected)) = crate::auth::check_config(&self.auth) {
@@ -786,7 +904,7 @@ impl Config {
     /// set `RUST_LOG` overrides `log.level` (see telemetry::effective_filter).
     pub fn to_redacted_json(&self) -> String {
         // Every field, so that a new section cannot be left out.
-        let Config { server, livekit, tokens, log, auth, admin, console, rest } = self;
+        let Config { server, livekit, tokens, log, auth, admin, console, store, events, rest } = self;
         let effective = crate::telemetry::effective_filter(log);
         let printed = PrintedConfig {
             server,
@@ -801,6 +919,8 @@ impl Config {
             auth,
             admin,
             console,
+            store,
+            events,
             rest,
         };
         serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
@@ -818,6 +938,8 @@ struct PrintedConfig<'a> {
     auth: &'a AuthConfig,
     admin: &'a AdminConfig,
     console: &'a ConsoleConfig,
+    store: &'a StoreConfig,
+    events: &'a EventsConfig,
     rest: &'a RestConfig,
 }
 

@@ -29,6 +29,33 @@ pub enum ApiError {
     /// A join token could not be signed.
     #[error(transparent)]
     Signing(#[from] SigningError),
+    /// The timeline's store failed or is shutting down.
+    #[error("the event store is unavailable: {0}")]
+    Store(String),
+    /// A cursor older than the timeline keeps.
+    #[error(
+        "since_cursor {asked} is older than the timeline keeps (events.retention): events up to cursor {oldest} were pruned; snapshot again (include_current_state) and resume after cursor {oldest}"
+    )]
+    Pruned { asked: u64, oldest: u64 },
+    /// A watcher fell too far behind, or the stream ended with the server:
+    /// the client resumes from `resume`.
+    #[error("{why}; resume with since_cursor = {resume}")]
+    Resume { code: Code, why: String, resume: u64 },
+}
+
+/// The domain of RoomControl's google.rpc.ErrorInfo details.
+pub const ERROR_DOMAIN: &str = "roomcontrol.v1";
+
+impl From<crate::events::TimelineError> for ApiError {
+    fn from(error: crate::events::TimelineError) -> Self {
+        Self::Store(error.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        Self::Store(error.to_string())
+    }
 }
 
 impl From<Violations> for ApiError {
@@ -52,6 +79,23 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(_) => Status::unauthenticated(message),
             ApiError::LiveKit(error) => Status::new(livekit_code(&error), message),
             ApiError::Signing(_) => Status::internal(message),
+            ApiError::Store(_) => Status::unavailable(message),
+            ApiError::Pruned { oldest, .. } => {
+                let details = ErrorDetails::with_error_info(
+                    "CURSOR_PRUNED",
+                    ERROR_DOMAIN,
+                    [("oldest_cursor".to_owned(), oldest.to_string())],
+                );
+                Status::with_error_details(Code::OutOfRange, message, details)
+            }
+            ApiError::Resume { code, resume, .. } => {
+                let details = ErrorDetails::with_error_info(
+                    "RESUME_FROM_CURSOR",
+                    ERROR_DOMAIN,
+                    [("resume_cursor".to_owned(), resume.to_string())],
+                );
+                Status::with_error_details(code, message, details)
+            }
         }
     }
 }

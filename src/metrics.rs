@@ -50,6 +50,11 @@ struct ShedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     kind: &'static str,
 }
@@ -86,6 +91,62 @@ pub struct Metrics {
     tokens_any: Counter,
     tokens_self: Counter,
     connections: ConnectionMetrics,
+    events: EventMetrics,
+}
+
+/// The timeline's series.
+#[derive(Debug)]
+struct EventMetrics {
+    webhooks: Family<OutcomeLabels, Counter>,
+    appended: Counter,
+    append_duration: Histogram,
+    position: Gauge,
+    watchers: Gauge,
+}
+
+impl EventMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let webhooks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhooks_received",
+            "LiveKit webhooks received, by outcome: stored, duplicate (a retry, stored before), unauthorized, bad_request, too_large, store_failed",
+            webhooks.clone(),
+        );
+        for outcome in ["stored", "duplicate", "unauthorized", "bad_request", "too_large", "store_failed"] {
+            let _ = webhooks.get_or_create(&OutcomeLabels { outcome });
+        }
+        let appended = Counter::default();
+        registry.register(
+            "events_appended",
+            "Events stored in the timeline (webhooks, actions, inferred)",
+            appended.clone(),
+        );
+        let append_duration = latency_histogram();
+        registry.register(
+            "event_append_batch_duration_seconds",
+            "Time to store one batch of events (one transaction)",
+            append_duration.clone(),
+        );
+        let position = Gauge::default();
+        registry.register(
+            "timeline_cursor",
+            "The newest cursor this replica has read from the store",
+            position.clone(),
+        );
+        let watchers = Gauge::default();
+        registry.register("event_watchers", "WatchEvents streams open on this replica", watchers.clone());
+        Self { webhooks, appended, append_duration, position, watchers }
+    }
+}
+
+/// Counts a WatchEvents stream as open until dropped.
+#[derive(Debug)]
+pub struct Watcher(Gauge);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[derive(Debug)]
@@ -163,6 +224,7 @@ impl Metrics {
         let tokens_any = tokens.get_or_create(&TokenLabels { kind: "any" }).clone();
         let tokens_self = tokens.get_or_create(&TokenLabels { kind: "self" }).clone();
         let connections = ConnectionMetrics::register(&mut registry);
+        let events = EventMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
             calls,
@@ -176,6 +238,7 @@ impl Metrics {
             tokens_any,
             tokens_self,
             connections,
+            events,
         })
     }
 
@@ -230,6 +293,24 @@ impl Metrics {
             queue_full: shed("queue_full"),
             queue_wait: shed("queue_wait"),
         }
+    }
+
+    pub fn webhook_received(&self, outcome: &'static str) {
+        self.events.webhooks.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn events_appended(&self, stored: usize, duration: Duration) {
+        self.events.appended.inc_by(stored as u64);
+        self.events.append_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn set_timeline_position(&self, cursor: u64) {
+        self.events.position.set(i64::try_from(cursor).unwrap_or(i64::MAX));
+    }
+
+    pub fn watcher_started(&self) -> Watcher {
+        self.events.watchers.inc();
+        Watcher(self.events.watchers.clone())
     }
 
     pub fn token_minted(&self, self_service: bool) {

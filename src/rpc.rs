@@ -29,6 +29,8 @@ pub enum Rpc {
     UpdateSubscriptions,
     SendData,
     CreateToken,
+    ListEvents,
+    WatchEvents,
 }
 
 /// What RoomControl knows about one RPC.
@@ -51,7 +53,7 @@ pub struct RpcInfo {
 use Scope::*;
 
 /// Every RPC, in the proto's order; `RPCS[rpc as usize].rpc == rpc`.
-pub const RPCS: [RpcInfo; 13] = [
+pub const RPCS: [RpcInfo; 15] = [
     row(Rpc::CreateRoom, "CreateRoom", "/roomcontrol.v1.RoomControl/CreateRoom", &[RoomsWrite], true, true),
     row(Rpc::ListRooms, "ListRooms", "/roomcontrol.v1.RoomControl/ListRooms", &[RoomsRead], false, true),
     row(Rpc::GetRoom, "GetRoom", "/roomcontrol.v1.RoomControl/GetRoom", &[RoomsRead], false, true),
@@ -115,6 +117,10 @@ pub const RPCS: [RpcInfo; 13] = [
         true,
         false,
     ),
+    // Read from the store. WatchEvents holds its slot only until its stream
+    // starts (the slot is released with the response's headers).
+    row(Rpc::ListEvents, "ListEvents", "/roomcontrol.v1.RoomControl/ListEvents", &[EventsRead], false, false),
+    row(Rpc::WatchEvents, "WatchEvents", "/roomcontrol.v1.RoomControl/WatchEvents", &[EventsRead], false, false),
 ];
 
 const fn row(

@@ -262,10 +262,77 @@ room_field! {
     SendDataRequest => room,
 }
 
-/// ListRooms answers only the rooms the caller may touch instead.
-impl AboutRoom for ListRoomsRequest {
-    fn room(&self) -> Option<&str> {
-        None
+/// ListRooms, ListEvents and WatchEvents answer only about the rooms the
+/// caller may touch instead.
+macro_rules! about_many_rooms {
+    ($($request:ty),*) => {$(
+        impl AboutRoom for $request {
+            fn room(&self) -> Option<&str> {
+                None
+            }
+        }
+    )*};
+}
+
+about_many_rooms!(ListRoomsRequest, ListEventsRequest, WatchEventsRequest);
+
+/// Most rooms or types one ListEvents or WatchEvents may filter on.
+pub const EVENT_FILTER_MAX: usize = 100;
+
+/// Most events one ListEvents page holds.
+pub const EVENTS_PAGE_MAX: i32 = 1000;
+
+/// The longest event type name accepted in a filter.
+const EVENT_TYPE_MAX_BYTES: usize = 64;
+
+/// The rooms and types an events call filters on.
+fn event_filters(violations: &mut Violations, rooms: &[String], types: &[String]) {
+    violations.count("rooms", rooms.len(), 0, EVENT_FILTER_MAX);
+    for (index, room) in rooms.iter().enumerate() {
+        violations.room_name(&format!("rooms[{index}]"), room);
+    }
+    violations.count("types", types.len(), 0, EVENT_FILTER_MAX);
+    for (index, kind) in types.iter().enumerate() {
+        let field = format!("types[{index}]");
+        if kind.is_empty() || kind.len() > EVENT_TYPE_MAX_BYTES {
+            violations.add(
+                field,
+                format!("must be an event type of 1 to {EVENT_TYPE_MAX_BYTES} bytes, such as \"participant_joined\""),
+            );
+        } else if !kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            violations.add(
+                field,
+                "must be an event type in lower case letters, digits and _, such as \"participant_joined\"",
+            );
+        }
+    }
+}
+
+impl Validate for ListEventsRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        event_filters(&mut violations, &self.rooms, &self.types);
+        if !(0..=EVENTS_PAGE_MAX).contains(&self.page_size) {
+            violations.add("page_size", format!("must be 1 to {EVENTS_PAGE_MAX}, or 0 for the default of 100"));
+        }
+        if !self.page_token.is_empty() && crate::events::watch::parse_page_token(&self.page_token).is_none() {
+            violations.add("page_token", "must be a next_page_token from an earlier ListEvents reply");
+        }
+        violations
+    }
+}
+
+impl Validate for WatchEventsRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        event_filters(&mut violations, &self.rooms, &self.types);
+        if self.include_current_state && self.since_cursor.is_some() {
+            violations.add(
+                "since_cursor",
+                "must be unset with include_current_state: the snapshot's end marker carries the cursor the events follow from",
+            );
+        }
+        violations
     }
 }
 

@@ -8,7 +8,7 @@
 //! reply. Transport, CORS, authentication and logging are layers
 //! (`crate::server`, `crate::middleware`), not handler code.
 
-mod convert;
+pub(crate) mod convert;
 mod participants;
 mod rooms;
 mod tokens;
@@ -21,6 +21,8 @@ use tonic::{Request, Response, Status};
 use crate::auth::Caller;
 use crate::config::{SelfServiceConfig, TokenConfig};
 use crate::error::ApiError;
+use crate::events::Timeline;
+use crate::events::watch::{WatchContext, WatchStream};
 use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
 use crate::proto::v1::room_control_server::RoomControl;
@@ -39,17 +41,47 @@ pub struct RoomControlService {
     metrics: Arc<Metrics>,
     tokens: TokenConfig,
     self_service: SelfServiceConfig,
+    watch: WatchContext,
+}
+
+impl std::fmt::Debug for WatchContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchContext").field("timeline", &self.timeline).finish_non_exhaustive()
+    }
 }
 
 impl RoomControlService {
-    pub fn new(
-        livekit: Arc<LiveKit>,
-        signer: TokenSigner,
-        metrics: Arc<Metrics>,
-        tokens: TokenConfig,
-        self_service: SelfServiceConfig,
-    ) -> Self {
-        Self { livekit, signer: Arc::new(signer), metrics, tokens, self_service }
+    pub fn new(signer: TokenSigner, tokens: TokenConfig, self_service: SelfServiceConfig, watch: WatchContext) -> Self {
+        Self {
+            livekit: watch.livekit.clone(),
+            signer: Arc::new(signer),
+            metrics: watch.metrics.clone(),
+            tokens,
+            self_service,
+            watch,
+        }
+    }
+
+    fn timeline(&self) -> &Timeline {
+        &self.watch.timeline
+    }
+
+    /// The security order every RPC but CreateToken follows, in one place:
+    /// scope, validation, the room on the call's span, the room's
+    /// authorization. PERMISSION_DENIED or INVALID_ARGUMENT name the rule
+    /// that failed; nothing reaches LiveKit before all of it passed.
+    fn admit<T: Validate + AboutRoom>(&self, rpc: Rpc, request: Request<T>) -> Result<Admitted<T>, ApiError> {
+        let caller = caller(&request)?;
+        let deadline = deadline(&request);
+        let request = request.into_inner();
+        caller.authorize(rpc, None)?;
+        request.violations().into_result()?;
+        if let Some(room) = request.room() {
+            record_room(room);
+            caller.authorize_room(room)?;
+        }
+        let audit = Audit { timeline: self.timeline().clone(), caller: caller.clone() };
+        Ok(Admitted { caller, deadline, request, audit })
     }
 }
 
@@ -59,23 +91,42 @@ pub(crate) struct Admitted<T> {
     pub caller: Arc<Caller>,
     pub deadline: Option<Instant>,
     pub request: T,
+    /// Where the call's action is recorded.
+    pub audit: Audit,
 }
 
-/// The security order every RPC but CreateToken follows, in one place:
-/// scope, validation, the room on the call's span, the room's
-/// authorization. PERMISSION_DENIED or INVALID_ARGUMENT name the rule that
-/// failed; nothing reaches LiveKit before all of it passed.
-fn admit<T: Validate + AboutRoom>(rpc: Rpc, request: Request<T>) -> Result<Admitted<T>, ApiError> {
-    let caller = caller(&request)?;
-    let deadline = deadline(&request);
-    let request = request.into_inner();
-    caller.authorize(rpc, None)?;
-    request.violations().into_result()?;
-    if let Some(room) = request.room() {
-        record_room(room);
-        caller.authorize_room(room)?;
+/// Records a caller's actions in the timeline: the audit trail.
+pub(crate) struct Audit {
+    timeline: Timeline,
+    caller: Arc<Caller>,
+}
+
+impl Audit {
+    /// Records an action LiveKit has carried out. It happened: a store that
+    /// fails now does not turn it into an error for the caller (who would
+    /// retry it); the failure is logged and counted instead.
+    pub async fn record(&self, rpc: Rpc, room: &str, identity: &str, detail: serde_json::Value) {
+        if let Err(error) = self.require(rpc, room, identity, detail).await {
+            tracing::error!(%error, rpc = rpc.name(), room, identity, "an action was carried out but not recorded in the timeline");
+        }
     }
-    Ok(Admitted { caller, deadline, request })
+
+    /// Records an action before it takes effect: no record, no action
+    /// (CreateToken: a token is not handed out unless its minting is
+    /// durably recorded).
+    pub async fn require(
+        &self,
+        rpc: Rpc,
+        room: &str,
+        identity: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        debug_assert!(rpc.info().changes_state, "{rpc} changes nothing: it is not an action");
+        tracing::debug!(target: "roomcontrol::audit", caller = %self.caller, rpc = rpc.name(), room, identity, %detail, "audit");
+        let (event, presence) = crate::events::action(&self.caller, rpc, room, identity, detail);
+        self.timeline.append(event, presence).await?;
+        Ok(())
+    }
 }
 
 /// The caller the authentication layer identified.
@@ -83,19 +134,6 @@ fn caller<T>(request: &Request<T>) -> Result<Arc<Caller>, ApiError> {
     request.extensions().get::<Arc<Caller>>().cloned().ok_or_else(|| {
         ApiError::Unauthenticated("no caller identity: RoomControl's authentication layer is missing".to_owned())
     })
-}
-
-/// One audit line for a call that changed something or minted a token.
-/// Never carries a token or a secret.
-fn audit(caller: &Caller, rpc: Rpc, room: &str, identity: &str, detail: &str) {
-    debug_assert!(rpc.info().changes_state, "{rpc} changes nothing: it writes no audit line");
-    tracing::info!(target: "roomcontrol::audit", caller = %caller, rpc = rpc.name(), room, identity, detail, "audit");
-}
-
-/// Whether audit lines are written (`log.level` lets them through), so a
-/// handler builds an expensive detail only when it is used.
-fn audit_enabled() -> bool {
-    tracing::enabled!(target: "roomcontrol::audit", tracing::Level::INFO)
 }
 
 /// When the caller stops waiting: the `grpc-timeout` it sent, if any.
@@ -134,22 +172,22 @@ fn record_room(room: &str) {
 #[tonic::async_trait]
 impl RoomControl for RoomControlService {
     async fn create_room(&self, request: Request<CreateRoomRequest>) -> Result<Response<Room>, Status> {
-        let call = admit(Rpc::CreateRoom, request)?;
+        let call = self.admit(Rpc::CreateRoom, request)?;
         Ok(Response::new(rooms::create_room(&self.livekit, call).await?))
     }
 
     async fn list_rooms(&self, request: Request<ListRoomsRequest>) -> Result<Response<ListRoomsResponse>, Status> {
-        let call = admit(Rpc::ListRooms, request)?;
+        let call = self.admit(Rpc::ListRooms, request)?;
         Ok(Response::new(rooms::list_rooms(&self.livekit, call).await?))
     }
 
     async fn get_room(&self, request: Request<GetRoomRequest>) -> Result<Response<Room>, Status> {
-        let call = admit(Rpc::GetRoom, request)?;
+        let call = self.admit(Rpc::GetRoom, request)?;
         Ok(Response::new(rooms::get_room(&self.livekit, call).await?))
     }
 
     async fn delete_room(&self, request: Request<DeleteRoomRequest>) -> Result<Response<DeleteRoomResponse>, Status> {
-        let call = admit(Rpc::DeleteRoom, request)?;
+        let call = self.admit(Rpc::DeleteRoom, request)?;
         Ok(Response::new(rooms::delete_room(&self.livekit, call).await?))
     }
 
@@ -157,7 +195,7 @@ impl RoomControl for RoomControlService {
         &self,
         request: Request<UpdateRoomMetadataRequest>,
     ) -> Result<Response<Room>, Status> {
-        let call = admit(Rpc::UpdateRoomMetadata, request)?;
+        let call = self.admit(Rpc::UpdateRoomMetadata, request)?;
         Ok(Response::new(rooms::update_room_metadata(&self.livekit, call).await?))
     }
 
@@ -165,12 +203,12 @@ impl RoomControl for RoomControlService {
         &self,
         request: Request<ListParticipantsRequest>,
     ) -> Result<Response<ListParticipantsResponse>, Status> {
-        let call = admit(Rpc::ListParticipants, request)?;
+        let call = self.admit(Rpc::ListParticipants, request)?;
         Ok(Response::new(participants::list_participants(&self.livekit, call).await?))
     }
 
     async fn get_participant(&self, request: Request<GetParticipantRequest>) -> Result<Response<Participant>, Status> {
-        let call = admit(Rpc::GetParticipant, request)?;
+        let call = self.admit(Rpc::GetParticipant, request)?;
         Ok(Response::new(participants::get_participant(&self.livekit, call).await?))
     }
 
@@ -178,7 +216,7 @@ impl RoomControl for RoomControlService {
         &self,
         request: Request<RemoveParticipantRequest>,
     ) -> Result<Response<RemoveParticipantResponse>, Status> {
-        let call = admit(Rpc::RemoveParticipant, request)?;
+        let call = self.admit(Rpc::RemoveParticipant, request)?;
         Ok(Response::new(participants::remove_participant(&self.livekit, call).await?))
     }
 
@@ -186,7 +224,7 @@ impl RoomControl for RoomControlService {
         &self,
         request: Request<UpdateParticipantRequest>,
     ) -> Result<Response<Participant>, Status> {
-        let call = admit(Rpc::UpdateParticipant, request)?;
+        let call = self.admit(Rpc::UpdateParticipant, request)?;
         Ok(Response::new(participants::update_participant(&self.livekit, call).await?))
     }
 
@@ -194,7 +232,7 @@ impl RoomControl for RoomControlService {
         &self,
         request: Request<MutePublishedTrackRequest>,
     ) -> Result<Response<Track>, Status> {
-        let call = admit(Rpc::MutePublishedTrack, request)?;
+        let call = self.admit(Rpc::MutePublishedTrack, request)?;
         Ok(Response::new(participants::mute_published_track(&self.livekit, call).await?))
     }
 
@@ -202,12 +240,12 @@ impl RoomControl for RoomControlService {
         &self,
         request: Request<UpdateSubscriptionsRequest>,
     ) -> Result<Response<UpdateSubscriptionsResponse>, Status> {
-        let call = admit(Rpc::UpdateSubscriptions, request)?;
+        let call = self.admit(Rpc::UpdateSubscriptions, request)?;
         Ok(Response::new(participants::update_subscriptions(&self.livekit, call).await?))
     }
 
     async fn send_data(&self, request: Request<SendDataRequest>) -> Result<Response<SendDataResponse>, Status> {
-        let call = admit(Rpc::SendData, request)?;
+        let call = self.admit(Rpc::SendData, request)?;
         Ok(Response::new(participants::send_data(&self.livekit, call).await?))
     }
 
@@ -218,15 +256,30 @@ impl RoomControl for RoomControlService {
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let caller = caller(&request)?;
+        let audit = Audit { timeline: self.timeline().clone(), caller: caller.clone() };
         let reply = tokens::authorized_create_token(
             &self.signer,
             &self.tokens,
             &self.self_service,
             &caller,
             request.into_inner(),
-        )?;
+            &audit,
+        )
+        .await?;
         self.metrics.token_minted(!caller.has(crate::auth::Scope::TokensCreate));
         Ok(Response::new(reply))
+    }
+
+    async fn list_events(&self, request: Request<ListEventsRequest>) -> Result<Response<ListEventsResponse>, Status> {
+        let call = self.admit(Rpc::ListEvents, request)?;
+        Ok(Response::new(crate::events::watch::list_events(self.timeline(), call).await?))
+    }
+
+    type WatchEventsStream = WatchStream;
+
+    async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Result<Response<WatchStream>, Status> {
+        let call = self.admit(Rpc::WatchEvents, request)?;
+        Ok(Response::new(crate::events::watch::watch_events(&self.watch, call).await?))
     }
 }
 

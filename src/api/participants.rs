@@ -1,7 +1,9 @@
 //! ListParticipants, GetParticipant, RemoveParticipant, UpdateParticipant,
 //! MutePublishedTrack, UpdateSubscriptions, SendData.
 
-use super::{Admitted, audit, convert};
+use serde_json::json;
+
+use super::{Admitted, convert};
 use crate::error::ApiError;
 use crate::livekit::{DataPacket, LiveKit, ParticipantUpdate};
 use crate::proto::v1::*;
@@ -27,9 +29,9 @@ pub async fn remove_participant(
     livekit: &LiveKit,
     call: Admitted<RemoveParticipantRequest>,
 ) -> Result<RemoveParticipantResponse, ApiError> {
-    let Admitted { caller, deadline, request } = call;
+    let Admitted { deadline, request, audit, .. } = call;
     livekit.remove_participant(&request.room, &request.identity, deadline).await?;
-    audit(&caller, Rpc::RemoveParticipant, &request.room, &request.identity, "");
+    audit.record(Rpc::RemoveParticipant, &request.room, &request.identity, json!({})).await;
     Ok(RemoveParticipantResponse {})
 }
 
@@ -37,14 +39,13 @@ pub async fn update_participant(
     livekit: &LiveKit,
     call: Admitted<UpdateParticipantRequest>,
 ) -> Result<Participant, ApiError> {
-    let Admitted { caller, deadline, request } = call;
-    let detail = format!(
-        "metadata: {}, name: {}, attributes: {}, permission: {}",
-        request.metadata.is_some(),
-        request.name.is_some(),
-        request.attributes.len(),
-        request.permission.is_some()
-    );
+    let Admitted { deadline, request, audit, .. } = call;
+    let detail = json!({
+        "metadata": request.metadata.is_some(),
+        "name": request.name.is_some(),
+        "attributes": request.attributes.keys().collect::<Vec<_>>(),
+        "permission": request.permission.is_some(),
+    });
     let update = ParticipantUpdate {
         metadata: request.metadata,
         name: request.name,
@@ -52,7 +53,7 @@ pub async fn update_participant(
         permission: request.permission.as_ref().map(convert::permission_to_livekit),
     };
     let participant = livekit.update_participant(&request.room, &request.identity, update, deadline).await?;
-    audit(&caller, Rpc::UpdateParticipant, &request.room, &request.identity, &detail);
+    audit.record(Rpc::UpdateParticipant, &request.room, &request.identity, detail).await;
     Ok(convert::participant(participant))
 }
 
@@ -60,12 +61,12 @@ pub async fn mute_published_track(
     livekit: &LiveKit,
     call: Admitted<MutePublishedTrackRequest>,
 ) -> Result<Track, ApiError> {
-    let Admitted { caller, deadline, request } = call;
+    let Admitted { deadline, request, audit, .. } = call;
     let track = livekit
         .mute_published_track(&request.room, &request.identity, &request.track_sid, request.muted, deadline)
         .await?;
-    let detail = format!("track {} muted: {}", request.track_sid, request.muted);
-    audit(&caller, Rpc::MutePublishedTrack, &request.room, &request.identity, &detail);
+    let detail = json!({ "trackSid": request.track_sid, "muted": request.muted });
+    audit.record(Rpc::MutePublishedTrack, &request.room, &request.identity, detail).await;
     Ok(convert::track(track))
 }
 
@@ -73,19 +74,24 @@ pub async fn update_subscriptions(
     livekit: &LiveKit,
     call: Admitted<UpdateSubscriptionsRequest>,
 ) -> Result<UpdateSubscriptionsResponse, ApiError> {
-    let Admitted { caller, deadline, request } = call;
-    let detail = format!("subscribe: {}, tracks: {}", request.subscribe, request.track_sids.join(" "));
+    let Admitted { deadline, request, audit, .. } = call;
+    let detail = json!({ "subscribe": request.subscribe, "trackSids": request.track_sids });
     livekit
         .update_subscriptions(&request.room, &request.identity, request.track_sids, request.subscribe, deadline)
         .await?;
-    audit(&caller, Rpc::UpdateSubscriptions, &request.room, &request.identity, &detail);
+    audit.record(Rpc::UpdateSubscriptions, &request.room, &request.identity, detail).await;
     Ok(UpdateSubscriptionsResponse {})
 }
 
 pub async fn send_data(livekit: &LiveKit, call: Admitted<SendDataRequest>) -> Result<SendDataResponse, ApiError> {
-    let Admitted { caller, deadline, request } = call;
+    let Admitted { deadline, request, audit, .. } = call;
     let room = request.room.clone();
-    let detail = format!("{} bytes to {} participants", request.data.len(), request.destination_identities.len());
+    let detail = json!({
+        "bytes": request.data.len(),
+        "destinationIdentities": request.destination_identities,
+        "topic": request.topic,
+        "reliable": request.reliable,
+    });
     let packet = DataPacket {
         room: request.room,
         data: request.data,
@@ -95,6 +101,6 @@ pub async fn send_data(livekit: &LiveKit, call: Admitted<SendDataRequest>) -> Re
         nonce: request.nonce,
     };
     livekit.send_data(packet, deadline).await?;
-    audit(&caller, Rpc::SendData, &room, "", &detail);
+    audit.record(Rpc::SendData, &room, "", detail).await;
     Ok(SendDataResponse {})
 }

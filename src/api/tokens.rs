@@ -2,7 +2,9 @@
 
 use prost_types::Timestamp;
 
-use super::{audit, audit_enabled, record_room};
+use serde_json::json;
+
+use super::{Audit, record_room};
 use crate::auth::{Caller, Scope, policy};
 use crate::config::{SelfServiceConfig, TokenConfig};
 use crate::error::ApiError;
@@ -14,12 +16,13 @@ use crate::{track_sources, validate};
 /// CreateToken for an authenticated caller: `tokens:create` mints for any
 /// identity in the caller's rooms; `tokens:create:self` only for the caller
 /// itself, within the self-service policy.
-pub fn authorized_create_token(
+pub async fn authorized_create_token(
     signer: &TokenSigner,
     limits: &TokenConfig,
     self_service: &SelfServiceConfig,
     caller: &Caller,
     mut request: CreateTokenRequest,
+    audit: &Audit,
 ) -> Result<CreateTokenResponse, ApiError> {
     caller.authorize(Rpc::CreateToken, None)?;
     let for_anyone = caller.has(Scope::TokensCreate);
@@ -41,38 +44,36 @@ pub fn authorized_create_token(
         validate(limits, &request)?;
         request
     };
-    // The audit line's detail, built only when the line is written.
-    let detail = audit_enabled().then(|| token_detail(&request, ttl, for_anyone));
-    let reply = sign(signer, request, ttl)?;
-    if let Some(detail) = detail {
-        audit(caller, Rpc::CreateToken, &reply.room, &reply.identity, &detail);
-    }
-    Ok(reply)
+    // Recorded before the token exists: no token leaves unrecorded.
+    let detail = token_detail(&request, ttl, for_anyone);
+    audit.require(Rpc::CreateToken, &request.room, &request.identity, detail).await?;
+    sign(signer, request, ttl)
 }
 
-/// What the audit line says about a minted token: its lifetime and
+/// What the timeline says about a minted token: its lifetime and
 /// permissions (never the token).
-fn token_detail(request: &CreateTokenRequest, ttl: std::time::Duration, for_anyone: bool) -> String {
+fn token_detail(request: &CreateTokenRequest, ttl: std::time::Duration, for_anyone: bool) -> serde_json::Value {
     let default = TokenPermissions::default();
     let permissions = request.permissions.as_ref().unwrap_or(&default);
-    let flag = |value: Option<bool>| value.map_or("default", |set| if set { "yes" } else { "no" });
-    format!(
-        "{}ttl {}, publish {}, subscribe {}, data {}, sources [{}], update own metadata {}, hidden {}",
-        if for_anyone { "" } else { "self-service, " },
-        crate::duration::display(ttl),
-        flag(permissions.can_publish),
-        flag(permissions.can_subscribe),
-        flag(permissions.can_publish_data),
-        permissions
-            .can_publish_sources
-            .iter()
-            .filter_map(|source| track_sources::from_proto(*source))
-            .map(|source| source.name)
-            .collect::<Vec<_>>()
-            .join(" "),
-        flag(permissions.can_update_own_metadata),
-        flag(permissions.hidden),
-    )
+    let sources: Vec<&str> = permissions
+        .can_publish_sources
+        .iter()
+        .filter_map(|source| track_sources::from_proto(*source))
+        .map(|source| source.name)
+        .collect();
+    json!({
+        "selfService": !for_anyone,
+        "name": request.name,
+        "ttl": crate::duration::display(ttl),
+        "canPublish": permissions.can_publish,
+        "canSubscribe": permissions.can_subscribe,
+        "canPublishData": permissions.can_publish_data,
+        "canPublishSources": sources,
+        "canUpdateOwnMetadata": permissions.can_update_own_metadata,
+        "hidden": permissions.hidden,
+        "metadataBytes": request.metadata.len(),
+        "attributes": request.attributes.keys().collect::<Vec<_>>(),
+    })
 }
 
 /// Validates a token request and signs the token, with no caller policy:

@@ -21,15 +21,18 @@ pub enum Scope {
     /// CreateToken for the caller's own identity, within the self-service
     /// policy.
     TokensCreateSelf,
+    /// ListEvents, WatchEvents.
+    EventsRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::RoomsRead,
         Scope::RoomsWrite,
         Scope::ParticipantsModerate,
         Scope::TokensCreate,
         Scope::TokensCreateSelf,
+        Scope::EventsRead,
     ];
 
     /// The scope's name in credentials and configuration.
@@ -40,6 +43,7 @@ impl Scope {
             Scope::ParticipantsModerate => "participants:moderate",
             Scope::TokensCreate => "tokens:create",
             Scope::TokensCreateSelf => "tokens:create:self",
+            Scope::EventsRead => "events:read",
         }
     }
 

@@ -30,6 +30,9 @@ use crate::api::RoomControlService;
 use crate::auth::{Authenticate, Authenticator};
 use crate::config::Config;
 use crate::crypto;
+use crate::events::intake::{self, Intake};
+use crate::events::watch::WatchContext;
+use crate::events::{self as timeline_events, Timeline};
 use crate::health::{self, Readiness};
 use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
@@ -39,6 +42,7 @@ use crate::middleware::{
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::rest::{self, Rest};
+use crate::store::Store;
 use crate::tls::Tls;
 use crate::tokens::TokenSigner;
 
@@ -63,6 +67,8 @@ pub enum StartupError {
     Auth(String),
     #[error("{0}")]
     Unauthenticated(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Any HTTP service of the stack, type-erased.
@@ -86,6 +92,8 @@ pub struct Application {
     config: Config,
     /// Turns true when the drain closes connections (and health Watches).
     close_connections: watch::Sender<bool>,
+    /// The timeline: webhooks and actions in, watches out.
+    timeline: Timeline,
 }
 
 impl Application {
@@ -121,13 +129,24 @@ impl Application {
         let reflection_v1 = reflection().build_v1().map_err(|e| StartupError::Reflection(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| StartupError::Reflection(e.to_string()))?;
 
+        let store = Store::open(&config.store).await?;
+        tracing::info!(store = %crate::store::redacted_url(&config.store.url), schema = crate::store::SCHEMA_VERSION, "store open");
+        let timeline = Timeline::start(store, &config.events, metrics.clone()).await?;
+        // Told to every connection (and every health Watch) when the drain
+        // reaches the point of closing connections.
+        let close_connections = watch::Sender::new(false);
+
         let admin_health: HttpService = BoxCloneSyncService::new(Routes::new(health_service.clone()).prepare());
         let room_control = RoomControlService::new(
-            livekit.clone(),
             signer,
-            metrics.clone(),
             config.tokens.clone(),
             config.auth.self_service.clone(),
+            WatchContext {
+                timeline: timeline.clone(),
+                livekit: livekit.clone(),
+                metrics: metrics.clone(),
+                closing: close_connections.subscribe(),
+            },
         );
         let mut routes = Routes::builder();
         routes
@@ -140,9 +159,6 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
 
-        // Told to every connection (and every health Watch) when the drain
-        // reaches the point of closing connections.
-        let close_connections = watch::Sender::new(false);
         let budgets = Budgets::new(&config.server, readiness.clone(), metrics.clone());
         let request_limits = RequestLimits {
             timeout: config.server.request_body_timeout,
@@ -197,6 +213,17 @@ impl Application {
             Some(console) => BoxCloneSyncService::new(Branch::new(console::is_console_request, console, api)),
             None => api,
         };
+        // LiveKit's webhooks: verified by their own signature, not a
+        // caller's credential, so they leave before authentication.
+        let intake = Intake::new(&config, timeline.clone(), metrics.clone());
+        let webhook_path = config.events.webhook_path.clone();
+        let intake: HttpService =
+            BoxCloneSyncService::new(tower::service_fn(move |request| intake.clone().handle(request)));
+        let service: HttpService = BoxCloneSyncService::new(Branch::new(
+            move |request: &http::Request<Body>| intake::is_webhook(&webhook_path, request),
+            intake,
+            service,
+        ));
 
         let addr = config.listen_addr();
         let listener = listen(addr).map_err(|source| StartupError::Bind { addr, source })?;
@@ -221,6 +248,7 @@ impl Application {
             readiness,
             config,
             close_connections,
+            timeline,
         })
     }
 
@@ -256,6 +284,10 @@ impl Application {
         tokio::spawn(async move { authenticator.prefetch().await });
 
         let (stop_background, stopped) = watch::channel(false);
+        let interval = self.config.events.reconcile_interval;
+        let reconcile = (!interval.is_zero()).then(|| {
+            tokio::spawn(timeline_events::reconcile::run(self.timeline.clone(), self.livekit.clone(), interval))
+        });
         let mut checks = tokio::spawn(health::watch_livekit(
             self.livekit,
             self.readiness.clone(),
@@ -307,6 +339,10 @@ impl Application {
         let connections = accept::accept_until(self.listener, serving, draining).await;
         let _ = self.close_connections.send(true);
         accept::drain(connections, self.config.server.grace_period).await;
+        if let Some(reconcile) = reconcile {
+            reconcile.abort();
+        }
+        self.timeline.shutdown().await;
         if let Some(admin) = admin {
             admin.abort();
         }

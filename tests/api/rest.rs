@@ -1,7 +1,7 @@
 //! The NestJS app's REST routes under /livekit/ (crate::rest): its requests,
 //! replayed over plain HTTP/1.1, get its JSON shapes back; each goes through
 //! its RPC's authentication, rules, limits and metrics; errors come in
-//! NestJS's shape.
+//! NestJS's shape; their actions reach the timeline as the RPCs' do.
 
 use std::time::Duration;
 
@@ -545,4 +545,29 @@ async fn rest_bodies_over_the_size_limit_or_too_slow_answer_413_and_408() {
     let answer = raw_http(&app, head, b"{\"roomName\":").await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("server.request_body_timeout"), "{answer}");
+}
+
+#[tokio::test]
+async fn rest_actions_land_in_the_timeline_as_their_rpcs_do() {
+    let app = spawn_app().await;
+    let room = unique("rest-timeline");
+    let created = rest(&app, Method::POST, "/livekit/rooms", Some(json!({"name": room}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let body = json!({"roomName": room, "participantName": "alice"});
+    let minted = rest(&app, Method::POST, "/livekit/token", Some(body)).await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{minted:?}");
+
+    let events = app
+        .client
+        .clone()
+        .list_events(ListEventsRequest { rooms: vec![room.clone()], ..Default::default() })
+        .await
+        .expect("ListEvents answers")
+        .into_inner()
+        .events;
+    let types: Vec<&str> = events.iter().map(|event| event.r#type.as_str()).collect();
+    assert_eq!(types, ["room_created", "token_minted"]);
+    let actor = events[1].actor.as_ref().expect("RoomControl's action has an actor");
+    assert_eq!(actor.rpc, "CreateToken");
+    assert!(!format!("{events:?}").contains(minted.body["token"].as_str().unwrap()), "never the token");
 }

@@ -1,5 +1,6 @@
 //! An in-memory stand-in for a single-node livekit-server's Twirp
-//! RoomService (server v1.13.x), for RoomControl's tests and benchmarks.
+//! RoomService and its webhooks (server v1.13.x), for RoomControl's tests
+//! and benchmarks.
 //!
 //! It speaks the real wire protocol (`livekit-protocol` messages as
 //! `application/protobuf` or protobuf JSON), authenticates every request
@@ -21,16 +22,53 @@
 //! - `ListRooms` and `ListParticipants` come back in no particular order
 //!   (Go map order), so the stand-in shuffles them.
 //! - Empty rooms close after their `empty_timeout`, and rooms whose last
-//!   participant left close after their `departure_timeout`.
+//!   participant left close after their `departure_timeout` (checked every
+//!   second, in whole seconds, as the server does). Both default to the
+//!   server's (300 s, 20 s) and can be set for all rooms in
+//!   [`StandInConfig`] or per room with CreateRoom.
+//!
+//! # Webhooks
+//!
+//! With [`StandInConfig::webhook_urls`] (or [`StandIn::set_webhook_urls`])
+//! the stand-in POSTs LiveKit's webhooks exactly as a single-node server
+//! does, whichever way the state changes (Twirp calls, test APIs, timeouts):
+//! - `room_started` when CreateRoom or a join creates a room;
+//!   `participant_joined` once a participant is ACTIVE
+//!   ([`StandIn::add_participant`], [`StandIn::activate_participant`]);
+//!   `track_published` per track ([`StandIn::add_track`]);
+//! - when a participant goes ([`StandIn::remove_participant`],
+//!   [`StandIn::abort_participant`], RemoveParticipant, a rejoin with its
+//!   identity): `track_unpublished` per track, then `participant_left`, or
+//!   `participant_connection_aborted` if it never became ACTIVE; revoking a
+//!   source with UpdateParticipant unpublishes its tracks too;
+//! - `room_finished` when the room times out, or after DeleteRoom has
+//!   closed everyone (their events first).
+//!
+//! Room and participant events carry the full Room and ParticipantInfo,
+//! track events only `room {sid, name}`, `participant {sid, identity}` and
+//! the full TrackInfo. Bodies are Go protojson ([`webhook_body`], random
+//! spaces after commas included), signed with the stand-in's own key and
+//! secret ([`sign_webhook`]: a bare JWT in `Authorization`, no `Bearer `).
+//! Delivery follows LiveKit's queues and retries (see
+//! [`StandInConfig::webhook_retry_unit`]); every attempt is recorded
+//! ([`StandIn::webhook_deliveries`], [`StandIn::wait_for_webhooks`]) with
+//! its exact bytes, and [`StandIn::drop_webhooks`] loses events on purpose.
+//!
+//! Where webhooks differ from the real server: the Room in an event has
+//! fresh participant counts (the server's can lag by seconds); Go adds its
+//! comma spaces all or none per server build, the stand-in at random per
+//! comma; only `http://` URLs, and a 3xx answer is final (Go follows it).
 
 #![forbid(unsafe_code)]
 
 mod auth;
 mod calls;
+mod notifier;
 mod protojson;
 mod server;
 mod state;
 mod twirp;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,6 +79,10 @@ use tokio::sync::watch;
 
 pub use calls::{AuthOutcome, Encoding, RecordedCall, RecordedResponse, RoomRequest};
 pub use state::TrackSpec;
+pub use webhook::{
+    WEBHOOK_CONTENT_TYPE, WEBHOOK_TOKEN_VALIDITY_SECS, WEBHOOK_USER_AGENT, WebhookDelivery, WebhookOutcome,
+    sign_webhook, sign_webhook_at, webhook_body,
+};
 
 /// Re-exported for matching on [`RecordedCall::claims`].
 pub use livekit_api::access_token::Claims;
@@ -57,16 +99,47 @@ pub struct StandInConfig {
     pub remote_unmute: bool,
     /// Where to listen; port 0 picks a free one.
     pub addr: SocketAddr,
+    /// `webhook.urls`: where to POST webhooks (http:// only), signed with
+    /// `api_key` and `api_secret` (`webhook.api_key`). Empty: no webhooks.
+    pub webhook_urls: Vec<String>,
+    /// `room.empty_timeout` in seconds (300): how long a room nobody joined
+    /// stays open, unless its CreateRoom sets one. 0 closes it at the next
+    /// check (within a second).
+    pub empty_timeout: u32,
+    /// `room.departure_timeout` in seconds (20): how long a room stays open
+    /// after its last participant left, unless its CreateRoom sets one. 0
+    /// closes it at the next check (within a second).
+    pub departure_timeout: u32,
+    /// `webhook.resource_url_notifier.max_age` (30 s): an event that waited
+    /// longer in its queue is dropped (and only logged). Zero means 30 s.
+    pub webhook_max_age: Duration,
+    /// `webhook.resource_url_notifier.max_depth` (200): a room's queue for
+    /// a URL that already holds this many waiting events refuses new ones.
+    /// Zero means 200.
+    pub webhook_queue_depth: usize,
+    /// A test knob with no LiveKit equivalent: the unit of the retry
+    /// schedule. LiveKit waits 1, 2, 4 and 8 s before its four retries (and
+    /// N s after a 429 or 503 with `Retry-After: N`); the stand-in waits
+    /// that many of these units. The default, 1 s, is the real schedule; a
+    /// test scales it down (e.g. 10 ms) to see all five attempts quickly.
+    pub webhook_retry_unit: Duration,
 }
 
 impl Default for StandInConfig {
-    /// `livekit-server --dev`'s key and secret on an ephemeral loopback port.
+    /// `livekit-server --dev`'s key and secret on an ephemeral loopback port,
+    /// the server's room timeouts, no webhooks.
     fn default() -> Self {
         StandInConfig {
             api_key: "devkey".to_owned(),
             api_secret: "secret".to_owned(),
             remote_unmute: false,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            webhook_urls: Vec::new(),
+            empty_timeout: state::DEFAULT_EMPTY_TIMEOUT,
+            departure_timeout: state::DEFAULT_DEPARTURE_TIMEOUT,
+            webhook_max_age: notifier::DEFAULT_MAX_AGE,
+            webhook_queue_depth: notifier::DEFAULT_MAX_DEPTH,
+            webhook_retry_unit: Duration::from_secs(1),
         }
     }
 }
@@ -111,6 +184,7 @@ pub(crate) struct Inner {
     /// Bumped by `stop()`: in-flight delays and hangs end.
     stop_tx: watch::Sender<u64>,
     running: tokio::sync::Mutex<Option<Running>>,
+    webhooks: Arc<notifier::Notifier>,
 }
 
 struct Running {
@@ -123,6 +197,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Runs `f` on the state after closing idle rooms, then queues the
+    /// webhooks the changes raised, still under the state lock so that they
+    /// queue in the order the changes happened.
+    fn with_state<R>(&self, f: impl FnOnce(&mut state::State, SystemTime) -> R) -> R {
+        let now = SystemTime::now();
+        let mut state = lock(&self.state);
+        state.expire(now);
+        let result = f(&mut state, now);
+        self.webhooks.notify(state.take_events());
+        result
+    }
+
     fn take_fault(&self, method: &str) -> Option<Fault> {
         let mut faults = lock(&self.faults);
         let i = faults.iter().position(|f| f.method.as_deref().is_none_or(|m| m == method))?;
@@ -186,13 +272,24 @@ impl StandIn {
         let listener = server::bind(config.addr)?;
         let addr = listener.local_addr()?;
         let (stop_tx, _) = watch::channel(0);
+        let webhooks = notifier::Notifier::new(
+            notifier::Settings {
+                api_key: config.api_key.clone(),
+                api_secret: config.api_secret.clone(),
+                max_age: config.webhook_max_age,
+                max_depth: config.webhook_queue_depth,
+                retry_unit: config.webhook_retry_unit,
+            },
+            config.webhook_urls,
+        );
+        let timeouts = state::Timeouts { empty: config.empty_timeout, departure: config.departure_timeout };
         let standin = StandIn {
             inner: Arc::new(Inner {
                 api_key: config.api_key,
                 api_secret: config.api_secret,
                 remote_unmute: config.remote_unmute,
                 addr,
-                state: Mutex::new(state::State::default()),
+                state: Mutex::new(state::State::new(timeouts)),
                 calls: Mutex::new(Vec::new()),
                 recording: std::sync::atomic::AtomicBool::new(true),
                 call_count: watch::channel(0).0,
@@ -201,9 +298,11 @@ impl StandIn {
                 no_route_delay: Mutex::new(Duration::from_secs(3)),
                 stop_tx,
                 running: tokio::sync::Mutex::new(None),
+                webhooks,
             }),
         };
         *standin.inner.running.lock().await = Some(standin.serve(listener));
+        tokio::spawn(close_idle_rooms(Arc::downgrade(&standin.inner)));
         Ok(standin)
     }
 
@@ -237,59 +336,103 @@ impl StandIn {
     }
 
     /// As if CreateRoom was called for `name` with default options: an
-    /// existing room is returned unchanged.
+    /// existing room is returned unchanged; a new one raises room_started.
     pub fn create_room(&self, name: &str) -> proto::Room {
-        let now = SystemTime::now();
-        let mut state = lock(&self.inner.state);
-        state.expire(now);
-        state.create_room(&proto::CreateRoomRequest { name: name.to_owned(), ..Default::default() }, now)
+        self.create_room_with(proto::CreateRoomRequest { name: name.to_owned(), ..Default::default() })
     }
 
-    /// A participant that has joined `room` (created if missing) and is
-    /// connected: state ACTIVE, a fresh `PA_` sid, joined now, the default
-    /// token permissions (subscribe, publish, publish data), kind STANDARD.
-    /// An existing participant with that identity is replaced, as a rejoin
-    /// replaces the previous session.
+    /// As if CreateRoom was called with `request` (its non-zero
+    /// `empty_timeout`, `departure_timeout`, `max_participants` and
+    /// `metadata` apply to a new room), without its checks.
+    pub fn create_room_with(&self, request: proto::CreateRoomRequest) -> proto::Room {
+        self.inner.with_state(|state, now| state.create_room(&request, now))
+    }
+
+    /// A participant that has joined `room` (created if missing:
+    /// room_started) and is connected: state ACTIVE (participant_joined), a
+    /// fresh `PA_` sid, joined now, the default token permissions
+    /// (subscribe, publish, publish data), kind STANDARD. An existing
+    /// participant with that identity is closed first (its
+    /// track_unpublished and participant_left, reason DUPLICATE_IDENTITY),
+    /// as a rejoin replaces the previous session.
     pub fn add_participant(&self, room: &str, identity: &str) -> proto::ParticipantInfo {
-        let now = SystemTime::now();
-        let mut state = lock(&self.inner.state);
-        state.expire(now);
-        state.add_participant(room, identity, now)
+        self.inner.with_state(|state, now| state.add_participant(room, identity, true, now))
     }
 
-    /// Publishes a track for a participant (`TR_` sid); the participant
-    /// becomes a publisher.
+    /// Like [`StandIn::add_participant`], but its media never connects (yet):
+    /// state JOINED, no participant_joined. Then
+    /// [`StandIn::activate_participant`] or [`StandIn::abort_participant`].
+    pub fn add_joining_participant(&self, room: &str, identity: &str) -> proto::ParticipantInfo {
+        self.inner.with_state(|state, now| state.add_participant(room, identity, false, now))
+    }
+
+    /// A JOINED participant's media connects: ACTIVE, participant_joined.
+    /// An ACTIVE one is returned unchanged.
+    ///
+    /// # Panics
+    /// If the participant is not in the room: a test bug.
+    pub fn activate_participant(&self, room: &str, identity: &str) -> proto::ParticipantInfo {
+        self.inner
+            .with_state(|state, _| state.activate_participant(room, identity))
+            .unwrap_or_else(|| panic!("livekit-standin: no participant {identity:?} in room {room:?}"))
+    }
+
+    /// Publishes a track for a participant (`TR_` sid; track_published);
+    /// the participant becomes a publisher.
     ///
     /// # Panics
     /// If the participant is not in the room: a test bug.
     pub fn add_track(&self, room: &str, identity: &str, track: TrackSpec) -> proto::TrackInfo {
-        let now = SystemTime::now();
-        let mut state = lock(&self.inner.state);
-        state.expire(now);
-        state
-            .add_track(room, identity, &track)
+        self.inner
+            .with_state(|state, _| state.add_track(room, identity, &track))
             .unwrap_or_else(|| panic!("livekit-standin: no participant {identity:?} in room {room:?}"))
+    }
+
+    /// The participant leaves (its client hangs up): track_unpublished per
+    /// track, then participant_left (participant_connection_aborted if it
+    /// never became ACTIVE), disconnect reason CLIENT_INITIATED. Returns the
+    /// participant as that event carries it (DISCONNECTED, no tracks).
+    ///
+    /// # Panics
+    /// If the participant is not in the room: a test bug.
+    pub fn remove_participant(&self, room: &str, identity: &str) -> proto::ParticipantInfo {
+        self.inner
+            .with_state(|state, now| state.remove_participant(room, identity, state::Departure::ClientLeft, now))
+            .unwrap_or_else(|| panic!("livekit-standin: no participant {identity:?} in room {room:?}"))
+    }
+
+    /// The participant's connection fails. One that never became ACTIVE
+    /// (unknown here, or added with [`StandIn::add_joining_participant`])
+    /// gives participant_connection_aborted (reason JOIN_FAILURE); an
+    /// unknown one joins first, creating the room if needed (room_started),
+    /// as a join that fails still does. An ACTIVE one gives what LiveKit
+    /// sends then: its track_unpublished and participant_left (reason
+    /// CONNECTION_TIMEOUT). Returns the participant as the last event
+    /// carries it.
+    pub fn abort_participant(&self, room: &str, identity: &str) -> proto::ParticipantInfo {
+        self.inner.with_state(|state, now| {
+            if state.participant(room, identity).is_none() {
+                state.add_participant(room, identity, false, now);
+            }
+            state
+                .remove_participant(room, identity, state::Departure::ConnectionLost, now)
+                .expect("the participant was just added")
+        })
     }
 
     /// Every room, oldest first, with its current counts.
     pub fn rooms(&self) -> Vec<proto::Room> {
-        let mut state = lock(&self.inner.state);
-        state.expire(SystemTime::now());
-        state.rooms_in_creation_order()
+        self.inner.with_state(|state, _| state.rooms_in_creation_order())
     }
 
     /// A participant as GetParticipant would return it.
     pub fn participant(&self, room: &str, identity: &str) -> Option<proto::ParticipantInfo> {
-        let mut state = lock(&self.inner.state);
-        state.expire(SystemTime::now());
-        state.participant(room, identity)
+        self.inner.with_state(|state, _| state.participant(room, identity))
     }
 
     /// The participants of a room, in the order they joined.
     pub fn participants(&self, room: &str) -> Vec<proto::ParticipantInfo> {
-        let mut state = lock(&self.inner.state);
-        state.expire(SystemTime::now());
-        let mut list = state.list_participants(room);
+        let mut list = self.inner.with_state(|state, _| state.list_participants(room));
         list.sort_by_key(|p| (p.joined_at_ms, p.identity.clone()));
         list
     }
@@ -299,11 +442,14 @@ impl StandIn {
         lock(&self.inner.calls).clone()
     }
 
-    /// Turns call recording on (the default) or off. A long-running stand-in
-    /// (benchmarks, the binary) turns it off so memory stays flat; while off,
-    /// [`StandIn::calls`] and [`StandIn::wait_for_calls`] see nothing new.
+    /// Turns call and webhook recording on (the default) or off. A
+    /// long-running stand-in (benchmarks, the binary) turns it off so memory
+    /// stays flat; while off, [`StandIn::calls`], [`StandIn::wait_for_calls`],
+    /// [`StandIn::webhook_deliveries`] and [`StandIn::wait_for_webhooks`] see
+    /// nothing new.
     pub fn set_recording(&self, on: bool) {
         self.inner.recording.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.inner.webhooks.set_recording(on);
     }
 
     pub fn clear_calls(&self) {
@@ -368,8 +514,56 @@ impl StandIn {
         lock(&self.inner.faults).push(QueuedFault { method: method.map(str::to_owned), fault, remaining: count });
     }
 
+    /// Where webhooks go from now on (events already queued still go to
+    /// their URL). Empty: no more webhooks.
+    pub fn set_webhook_urls<I, S>(&self, urls: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inner.webhooks.set_urls(urls.into_iter().map(Into::into).collect());
+    }
+
+    pub fn webhook_urls(&self) -> Vec<String> {
+        self.inner.webhooks.urls()
+    }
+
+    /// Every webhook attempt so far (since the last
+    /// [`StandIn::clear_webhook_deliveries`]), in the order they were made:
+    /// one record per POST (retries included, each with its exact body and
+    /// `Authorization`), and one per event given up without a POST
+    /// (attempt 0: dropped on purpose, queue full, too old).
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.inner.webhooks.deliveries()
+    }
+
+    pub fn clear_webhook_deliveries(&self) {
+        self.inner.webhooks.clear_deliveries();
+    }
+
+    /// Waits until `done` holds for [`StandIn::webhook_deliveries`], and
+    /// returns them. Wrap it in a timeout: it waits for ever otherwise.
+    pub async fn wait_for_webhooks(&self, done: impl Fn(&[WebhookDelivery]) -> bool) -> Vec<WebhookDelivery> {
+        self.inner.webhooks.wait_for(done).await
+    }
+
+    /// Waits until `n` webhook attempts (records) have been made, and
+    /// returns them all.
+    pub async fn wait_for_webhook_count(&self, n: usize) -> Vec<WebhookDelivery> {
+        self.wait_for_webhooks(|d| d.len() >= n).await
+    }
+
+    /// The next `count` events named `event` (or any event when `None`) are
+    /// lost: the change happens in the state, but no URL ever gets its
+    /// webhook (each URL gets a [`WebhookOutcome::Dropped`] record). Only
+    /// events raised while webhook URLs are set count.
+    pub fn drop_webhooks(&self, event: Option<&str>, count: usize) {
+        self.inner.webhooks.drop_next(event, count);
+    }
+
     /// Stops listening and shuts down every open connection (clients see
-    /// connection errors); in-flight delays and hangs end. State is kept.
+    /// connection errors); in-flight delays and hangs end. State is kept,
+    /// rooms still time out and webhooks still go out.
     pub async fn stop(&self) {
         let mut running = self.inner.running.lock().await;
         if let Some(Running { task, connections }) = running.take() {
@@ -389,6 +583,20 @@ impl StandIn {
             *running = Some(self.serve(listener));
         }
         Ok(())
+    }
+}
+
+/// The server's background worker: every second, close the rooms that have
+/// been idle for long enough (room_finished). Ends with the stand-in.
+async fn close_idle_rooms(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        inner.with_state(|_, _| ());
     }
 }
 

@@ -1,4 +1,5 @@
-//! `livekit-standin`: serves the stand-in RoomService until SIGINT/SIGTERM.
+//! `livekit-standin`: serves the stand-in RoomService until SIGINT/SIGTERM,
+//! and sends webhooks to each `--webhook-url`.
 //!
 //! Prints `listening on http://ADDR` on stdout once bound.
 
@@ -38,6 +39,18 @@ struct Args {
     /// fixed time per call.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// POST LiveKit's webhooks to this http:// URL (repeat for several),
+    /// signed with the API key and secret.
+    #[arg(long = "webhook-url", value_name = "URL")]
+    webhook_urls: Vec<String>,
+    /// Seconds a room nobody joined stays open (`room.empty_timeout`),
+    /// unless its CreateRoom sets one.
+    #[arg(long, default_value_t = 300)]
+    empty_timeout: u32,
+    /// Seconds a room stays open after its last participant left
+    /// (`room.departure_timeout`), unless its CreateRoom sets one.
+    #[arg(long, default_value_t = 20)]
+    departure_timeout: u32,
 }
 
 #[tokio::main]
@@ -48,6 +61,10 @@ async fn main() -> std::io::Result<()> {
         api_secret: args.api_secret,
         remote_unmute: args.remote_unmute,
         addr: args.listen,
+        webhook_urls: args.webhook_urls,
+        empty_timeout: args.empty_timeout,
+        departure_timeout: args.departure_timeout,
+        ..StandInConfig::default()
     })
     .await?;
     // nobody can read the calls of the binary: keep memory flat

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::auth::{AuthResult, authenticate};
 use crate::calls::{AuthOutcome, DecodeError, Encoding, JSON_MALFORMED, METHODS, RecordedResponse, RoomRequest};
 use crate::protojson;
+use crate::state::Departure;
 use crate::twirp::TwirpError;
 use crate::{Fault, Inner, RecordedCall};
 
@@ -477,9 +478,18 @@ fn run_call(
     claims: Option<&Claims>,
     enc: Encoding,
 ) -> Result<Option<Reply>, TwirpError> {
-    let now = SystemTime::now();
-    let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-    state.expire(now);
+    // under the state lock, which also queues the webhooks the call raises
+    inner.with_state(|state, now| run_locked(inner, state, now, request, claims, enc))
+}
+
+fn run_locked(
+    inner: &Inner,
+    state: &mut crate::state::State,
+    now: SystemTime,
+    request: RoomRequest,
+    claims: Option<&Claims>,
+    enc: Encoding,
+) -> Result<Option<Reply>, TwirpError> {
     Ok(Some(match request {
         RoomRequest::CreateRoom(req) => {
             require_create(claims)?;
@@ -509,7 +519,7 @@ fn run_call(
         }
         RoomRequest::DeleteRoom(req) => {
             require_create(claims)?;
-            if !state.delete_room(&req.room) {
+            if !state.delete_room(&req.room, now) {
                 return Err(TwirpError::room_not_found());
             }
             Reply::message("DeleteRoomResponse", &proto::DeleteRoomResponse {}, enc)
@@ -528,7 +538,7 @@ fn run_call(
         }
         RoomRequest::RemoveParticipant(req) => {
             require_admin(claims, &req.room)?;
-            if !state.remove_participant(&req.room, &req.identity, now) {
+            if state.remove_participant(&req.room, &req.identity, Departure::Removed, now).is_none() {
                 return Err(TwirpError::participant_not_found());
             }
             Reply::message("RemoveParticipantResponse", &proto::RemoveParticipantResponse {}, enc)

@@ -1,4 +1,5 @@
-//! The rooms, participants and tracks a single-node livekit-server would hold.
+//! The rooms, participants and tracks a single-node livekit-server would hold,
+//! and the webhook events their changes raise.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,9 +8,21 @@ use livekit_protocol as proto;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-/// `pkg/config/config.go` defaults.
+/// `pkg/config/config.go` defaults of `room.empty_timeout` and
+/// `room.departure_timeout`.
 pub(crate) const DEFAULT_EMPTY_TIMEOUT: u32 = 5 * 60;
 pub(crate) const DEFAULT_DEPARTURE_TIMEOUT: u32 = 20;
+
+/// `protocol/webhook/consts.go`.
+pub(crate) mod event {
+    pub const ROOM_STARTED: &str = "room_started";
+    pub const ROOM_FINISHED: &str = "room_finished";
+    pub const PARTICIPANT_JOINED: &str = "participant_joined";
+    pub const PARTICIPANT_LEFT: &str = "participant_left";
+    pub const PARTICIPANT_CONNECTION_ABORTED: &str = "participant_connection_aborted";
+    pub const TRACK_PUBLISHED: &str = "track_published";
+    pub const TRACK_UNPUBLISHED: &str = "track_unpublished";
+}
 
 /// `RoomConfig.EnabledCodecs` defaults, in order, as `Room.enabled_codecs`
 /// reports them (pion's mime type strings).
@@ -65,14 +78,14 @@ pub(crate) struct RoomState {
 }
 
 impl RoomState {
-    fn new(name: &str, now: SystemTime) -> Self {
+    fn new(name: &str, timeouts: Timeouts, now: SystemTime) -> Self {
         let (secs, millis) = unix_now(now);
         RoomState {
             room: proto::Room {
                 sid: guid("RM_"),
                 name: name.to_owned(),
-                empty_timeout: DEFAULT_EMPTY_TIMEOUT,
-                departure_timeout: DEFAULT_DEPARTURE_TIMEOUT,
+                empty_timeout: timeouts.empty,
+                departure_timeout: timeouts.departure,
                 max_participants: 0,
                 creation_time: secs,
                 creation_time_ms: millis,
@@ -114,6 +127,61 @@ impl RoomState {
 
     fn participant_mut(&mut self, identity: &str) -> Option<&mut proto::ParticipantInfo> {
         self.participants.iter_mut().find(|p| p.identity == identity)
+    }
+
+    /// `toMinimalRoomProto`: what track events carry of the room.
+    fn minimal(&self) -> proto::Room {
+        proto::Room { sid: self.room.sid.clone(), name: self.room.name.clone(), ..Default::default() }
+    }
+}
+
+/// A track event's participant: sid and identity only (`TrackPublished`,
+/// `TrackUnpublished` in `pkg/telemetry/events.go`).
+fn minimal_participant(p: &proto::ParticipantInfo) -> proto::ParticipantInfo {
+    proto::ParticipantInfo { sid: p.sid.clone(), identity: p.identity.clone(), ..Default::default() }
+}
+
+/// The server's `room.empty_timeout` and `room.departure_timeout` (seconds),
+/// which a room gets unless its CreateRoom asks for non-zero values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    pub(crate) empty: u32,
+    pub(crate) departure: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { empty: DEFAULT_EMPTY_TIMEOUT, departure: DEFAULT_DEPARTURE_TIMEOUT }
+    }
+}
+
+/// How a participant's session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// The client left (`ParticipantCloseReasonClientRequestLeave`).
+    ClientLeft,
+    /// The connection dropped: before ACTIVE a join failure, after it a
+    /// timed-out peer connection.
+    ConnectionLost,
+    /// RemoveParticipant.
+    Removed,
+    /// DeleteRoom.
+    RoomDeleted,
+    /// A new session with the same identity replaced it.
+    DuplicateIdentity,
+}
+
+impl Departure {
+    /// `ParticipantCloseReason.ToDisconnectReason`.
+    fn reason(self, was_active: bool) -> proto::DisconnectReason {
+        match self {
+            Departure::ClientLeft => proto::DisconnectReason::ClientInitiated,
+            Departure::ConnectionLost if was_active => proto::DisconnectReason::ConnectionTimeout,
+            Departure::ConnectionLost => proto::DisconnectReason::JoinFailure,
+            Departure::Removed => proto::DisconnectReason::ParticipantRemoved,
+            Departure::RoomDeleted => proto::DisconnectReason::RoomDeleted,
+            Departure::DuplicateIdentity => proto::DisconnectReason::DuplicateIdentity,
+        }
     }
 }
 
@@ -240,17 +308,112 @@ impl TrackSpec {
     }
 }
 
-/// Everything the server stores, keyed by room name.
+/// Everything the server stores, keyed by room name, and the webhook events
+/// raised by the changes not yet handed to the notifier.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     rooms: HashMap<String, RoomState>,
+    timeouts: Timeouts,
+    events: Vec<proto::WebhookEvent>,
 }
 
 impl State {
-    /// Closes idle rooms, as the server's background worker does every second.
+    pub(crate) fn new(timeouts: Timeouts) -> Self {
+        State { timeouts, ..Default::default() }
+    }
+
+    /// The webhook events raised since the last call, in the order the
+    /// server raises them (without `id` and `createdAt`, which are stamped
+    /// when an event is queued).
+    pub(crate) fn take_events(&mut self) -> Vec<proto::WebhookEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn raise(&mut self, event: &str, room: proto::Room, participant: Option<proto::ParticipantInfo>) {
+        self.events.push(proto::WebhookEvent {
+            event: event.to_owned(),
+            room: Some(room),
+            participant,
+            ..Default::default()
+        });
+    }
+
+    fn raise_track(
+        &mut self,
+        event: &str,
+        room: proto::Room,
+        participant: proto::ParticipantInfo,
+        track: proto::TrackInfo,
+    ) {
+        self.events.push(proto::WebhookEvent {
+            event: event.to_owned(),
+            room: Some(room),
+            participant: Some(participant),
+            track: Some(track),
+            ..Default::default()
+        });
+    }
+
+    /// Closes idle rooms (room_finished), as the server's background worker
+    /// does every second.
     pub(crate) fn expire(&mut self, now: SystemTime) {
         let (secs, _) = unix_now(now);
-        self.rooms.retain(|_, r| !r.is_expired(secs));
+        let mut expired: Vec<&String> = self.rooms.iter().filter(|(_, r)| r.is_expired(secs)).map(|(k, _)| k).collect();
+        if expired.is_empty() {
+            return;
+        }
+        // rooms close one by one in Go map order
+        expired.shuffle(&mut rand::rng());
+        let expired: Vec<String> = expired.into_iter().cloned().collect();
+        for name in expired {
+            if let Some(room) = self.rooms.remove(&name) {
+                self.raise(event::ROOM_FINISHED, room.to_proto(), None);
+            }
+        }
+    }
+
+    /// The room, created (room_started) if missing, as a join creates it.
+    fn room_for_join(&mut self, room: &str, now: SystemTime) -> &mut RoomState {
+        if !self.rooms.contains_key(room) {
+            let state = RoomState::new(room, self.timeouts, now);
+            self.raise(event::ROOM_STARTED, state.to_proto(), None);
+            self.rooms.insert(room.to_owned(), state);
+        }
+        // just inserted if it was missing
+        self.rooms.get_mut(room).expect("the room exists")
+    }
+
+    /// `ParticipantImpl.Close` and its close callback: each published track
+    /// is unpublished (track_unpublished, in Go map order), the participant
+    /// turns DISCONNECTED without tracks, and participant_left (or
+    /// participant_connection_aborted if it never became ACTIVE) carries it
+    /// with the room as it is without it. `None` if there is no such
+    /// participant.
+    fn close_participant(
+        &mut self,
+        room: &str,
+        identity: &str,
+        departure: Departure,
+        now: SystemTime,
+    ) -> Option<proto::ParticipantInfo> {
+        let r = self.rooms.get_mut(room)?;
+        let index = r.participants.iter().position(|p| p.identity == identity)?;
+        let mut p = r.participants.remove(index);
+        r.last_left_at = unix_now(now).0;
+        let minimal_room = r.minimal();
+        let room_after = r.to_proto();
+        let mut tracks = std::mem::take(&mut p.tracks);
+        tracks.shuffle(&mut rand::rng());
+        for track in tracks {
+            self.raise_track(event::TRACK_UNPUBLISHED, minimal_room.clone(), minimal_participant(&p), track);
+        }
+        let was_active = p.state == proto::participant_info::State::Active as i32;
+        p.state = proto::participant_info::State::Disconnected as i32;
+        p.disconnect_reason = departure.reason(was_active) as i32;
+        p.version += 1;
+        let event = if was_active { event::PARTICIPANT_LEFT } else { event::PARTICIPANT_CONNECTION_ABORTED };
+        self.raise(event, room_after, Some(p.clone()));
+        Some(p)
     }
 
     pub(crate) fn room_exists(&self, name: &str) -> bool {
@@ -260,11 +423,12 @@ impl State {
     /// `CreateRoom`: a running room is returned as it is (`getOrCreateRoom`
     /// holds the live room and skips the allocator); a new one gets the
     /// request's non-zero options over the defaults (`roomallocator.go`).
+    /// A new room raises room_started.
     pub(crate) fn create_room(&mut self, req: &proto::CreateRoomRequest, now: SystemTime) -> proto::Room {
         if let Some(existing) = self.rooms.get(&req.name) {
             return existing.to_proto();
         }
-        let mut state = RoomState::new(&req.name, now);
+        let mut state = RoomState::new(&req.name, self.timeouts, now);
         if req.empty_timeout > 0 {
             state.room.empty_timeout = req.empty_timeout;
         }
@@ -279,6 +443,7 @@ impl State {
         }
         let room = state.to_proto();
         self.rooms.insert(req.name.clone(), state);
+        self.raise(event::ROOM_STARTED, room.clone(), None);
         room
     }
 
@@ -300,8 +465,21 @@ impl State {
         rooms
     }
 
-    pub(crate) fn delete_room(&mut self, name: &str) -> bool {
-        self.rooms.remove(name).is_some()
+    /// `Room.Close`: every participant is closed (in Go map order), then
+    /// room_finished.
+    pub(crate) fn delete_room(&mut self, name: &str, now: SystemTime) -> bool {
+        let Some(room) = self.rooms.get(name) else {
+            return false;
+        };
+        let mut identities: Vec<String> = room.participants.iter().map(|p| p.identity.clone()).collect();
+        identities.shuffle(&mut rand::rng());
+        for identity in identities {
+            self.close_participant(name, &identity, Departure::RoomDeleted, now);
+        }
+        if let Some(room) = self.rooms.remove(name) {
+            self.raise(event::ROOM_FINISHED, room.to_proto(), None);
+        }
+        true
     }
 
     pub(crate) fn update_room_metadata(&mut self, name: &str, metadata: &str) -> Option<proto::Room> {
@@ -326,17 +504,15 @@ impl State {
         self.participant(room, identity).is_some()
     }
 
-    pub(crate) fn remove_participant(&mut self, room: &str, identity: &str, now: SystemTime) -> bool {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return false;
-        };
-        let before = r.participants.len();
-        r.participants.retain(|p| p.identity != identity);
-        let removed = r.participants.len() != before;
-        if removed {
-            r.last_left_at = unix_now(now).0;
-        }
-        removed
+    /// The participant's session ends; `None` if it is not in the room.
+    pub(crate) fn remove_participant(
+        &mut self,
+        room: &str,
+        identity: &str,
+        departure: Departure,
+        now: SystemTime,
+    ) -> Option<proto::ParticipantInfo> {
+        self.close_participant(room, identity, departure, now)
     }
 
     /// `ParticipantImpl.setTrackMuted`: the updated track, or `None` when
@@ -385,33 +561,54 @@ impl State {
             }
             changed = true;
         }
+        let mut unpublished = Vec::new();
         if let Some(permission) = &req.permission
             && p.permission.as_ref() != Some(permission)
         {
             p.permission = Some(permission.clone());
-            p.tracks.retain(|t| can_publish_source(permission, t.source));
+            let (kept, dropped) =
+                std::mem::take(&mut p.tracks).into_iter().partition(|t| can_publish_source(permission, t.source));
+            p.tracks = kept;
+            unpublished = dropped;
             p.is_publisher = permission.can_publish && !p.tracks.is_empty();
             changed = true;
         }
         if changed {
             p.version += 1;
         }
-        Some(p.clone())
+        let p = p.clone();
+        let minimal_room = self.rooms.get(&req.room).map(RoomState::minimal).unwrap_or_default();
+        for track in unpublished {
+            self.raise_track(event::TRACK_UNPUBLISHED, minimal_room.clone(), minimal_participant(&p), track);
+        }
+        Some(p)
     }
 
-    /// A participant as it looks once connected (state ACTIVE, default
-    /// token permissions); the room is created first if needed.
-    pub(crate) fn add_participant(&mut self, room: &str, identity: &str, now: SystemTime) -> proto::ParticipantInfo {
-        let r = self.rooms.entry(room.to_owned()).or_insert_with(|| RoomState::new(room, now));
+    /// A participant that joins (the room is created first if needed) and,
+    /// if `active`, connects its media: state ACTIVE, participant_joined.
+    /// Otherwise it stays JOINED, and no participant_joined is sent. Default
+    /// token permissions. A participant with the same identity is closed
+    /// first, as a new session replaces the previous one.
+    pub(crate) fn add_participant(
+        &mut self,
+        room: &str,
+        identity: &str,
+        active: bool,
+        now: SystemTime,
+    ) -> proto::ParticipantInfo {
+        self.room_for_join(room, now);
+        self.close_participant(room, identity, Departure::DuplicateIdentity, now);
+        let r = self.room_for_join(room, now);
         let (secs, millis) = unix_now(now);
         if r.first_joined_at == 0 {
             r.first_joined_at = secs;
         }
-        r.participants.retain(|p| p.identity != identity);
+        let state =
+            if active { proto::participant_info::State::Active } else { proto::participant_info::State::Joined };
         let info = proto::ParticipantInfo {
             sid: guid("PA_"),
             identity: identity.to_owned(),
-            state: proto::participant_info::State::Active as i32,
+            state: state as i32,
             joined_at: secs,
             joined_at_ms: millis,
             version: 1,
@@ -425,15 +622,40 @@ impl State {
             ..Default::default()
         };
         r.participants.push(info.clone());
+        if active {
+            let room_now = r.to_proto();
+            self.raise(event::PARTICIPANT_JOINED, room_now, Some(info.clone()));
+        }
         info
     }
 
+    /// A JOINED participant's media connects: ACTIVE, participant_joined.
+    /// `None` if it is not in the room; an ACTIVE one is returned unchanged.
+    pub(crate) fn activate_participant(&mut self, room: &str, identity: &str) -> Option<proto::ParticipantInfo> {
+        let r = self.rooms.get_mut(room)?;
+        let p = r.participant_mut(identity)?;
+        if p.state == proto::participant_info::State::Active as i32 {
+            return Some(p.clone());
+        }
+        p.state = proto::participant_info::State::Active as i32;
+        p.version += 1;
+        let info = p.clone();
+        let room_now = r.to_proto();
+        self.raise(event::PARTICIPANT_JOINED, room_now, Some(info.clone()));
+        Some(info)
+    }
+
+    /// A published track: track_published.
     pub(crate) fn add_track(&mut self, room: &str, identity: &str, spec: &TrackSpec) -> Option<proto::TrackInfo> {
-        let p = self.rooms.get_mut(room)?.participant_mut(identity)?;
+        let r = self.rooms.get_mut(room)?;
+        let minimal_room = r.minimal();
+        let p = r.participant_mut(identity)?;
         let track = spec.to_track_info(p.tracks.len());
         p.tracks.push(track.clone());
         p.is_publisher = true;
         p.version += 1;
+        let participant = minimal_participant(p);
+        self.raise_track(event::TRACK_PUBLISHED, minimal_room, participant, track.clone());
         Some(track)
     }
 }
@@ -471,11 +693,124 @@ mod tests {
     fn a_room_closes_departure_timeout_after_the_last_one_left() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut s = State::default();
-        s.add_participant("r", "a", t0);
-        s.remove_participant("r", "a", t0 + Duration::from_secs(400));
+        s.add_participant("r", "a", true, t0);
+        s.remove_participant("r", "a", Departure::ClientLeft, t0 + Duration::from_secs(400));
         s.expire(t0 + Duration::from_secs(419));
         assert!(s.room_exists("r"));
         s.expire(t0 + Duration::from_secs(420));
         assert!(!s.room_exists("r"));
+    }
+
+    fn names(events: &[proto::WebhookEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.event.as_str()).collect()
+    }
+
+    #[test]
+    fn a_participant_life_raises_livekits_events_in_order() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = State::new(Timeouts { empty: 300, departure: 0 });
+        s.add_participant("r", "a", true, t0);
+        s.add_track("r", "a", &TrackSpec::microphone("mic"));
+        s.add_track("r", "a", &TrackSpec::camera("cam"));
+        s.remove_participant("r", "a", Departure::ClientLeft, t0);
+        s.expire(t0);
+        let events = s.take_events();
+        assert_eq!(
+            names(&events),
+            [
+                "room_started",
+                "participant_joined",
+                "track_published",
+                "track_published",
+                "track_unpublished",
+                "track_unpublished",
+                "participant_left",
+                "room_finished"
+            ]
+        );
+        let left = events[6].participant.as_ref().unwrap();
+        assert_eq!(left.state, proto::participant_info::State::Disconnected as i32);
+        assert_eq!(left.disconnect_reason, proto::DisconnectReason::ClientInitiated as i32);
+        assert!(left.tracks.is_empty());
+        assert_eq!(events[6].room.as_ref().unwrap().num_participants, 0);
+        // track events carry only the room's and the participant's ids
+        let track_event = &events[2];
+        let room = track_event.room.as_ref().unwrap();
+        assert_eq!((room.name.as_str(), room.sid.len(), room.creation_time), ("r", 15, 0));
+        let p = track_event.participant.as_ref().unwrap();
+        assert_eq!(p, &proto::ParticipantInfo { sid: left.sid.clone(), identity: "a".into(), ..Default::default() });
+        assert!(s.take_events().is_empty());
+    }
+
+    #[test]
+    fn a_participant_that_never_became_active_is_a_connection_aborted() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = State::default();
+        s.add_participant("r", "a", false, t0);
+        let p = s.remove_participant("r", "a", Departure::ConnectionLost, t0).unwrap();
+        assert_eq!(names(&s.take_events()), ["room_started", "participant_connection_aborted"]);
+        assert_eq!(p.disconnect_reason, proto::DisconnectReason::JoinFailure as i32);
+    }
+
+    #[test]
+    fn a_rejoin_closes_the_previous_session_first() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = State::default();
+        let first = s.add_participant("r", "a", true, t0);
+        let second = s.add_participant("r", "a", true, t0);
+        let events = s.take_events();
+        assert_eq!(names(&events), ["room_started", "participant_joined", "participant_left", "participant_joined"]);
+        assert_eq!(events[2].participant.as_ref().unwrap().sid, first.sid);
+        assert_eq!(
+            events[2].participant.as_ref().unwrap().disconnect_reason,
+            proto::DisconnectReason::DuplicateIdentity as i32
+        );
+        assert_eq!(events[3].participant.as_ref().unwrap().sid, second.sid);
+    }
+
+    #[test]
+    fn deleting_a_room_closes_each_participant_then_finishes_it() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = State::default();
+        s.create_room(&proto::CreateRoomRequest { name: "r".into(), ..Default::default() }, t0);
+        s.add_participant("r", "a", true, t0);
+        s.add_track("r", "a", &TrackSpec::microphone("mic"));
+        s.add_participant("r", "b", true, t0);
+        s.take_events();
+        assert!(s.delete_room("r", t0));
+        let events = s.take_events();
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[3].event, "room_finished");
+        let order: Vec<(&str, &str)> =
+            events[..3].iter().map(|e| (e.event.as_str(), e.participant.as_ref().unwrap().identity.as_str())).collect();
+        let a_first = [("track_unpublished", "a"), ("participant_left", "a"), ("participant_left", "b")];
+        let b_first = [("participant_left", "b"), ("track_unpublished", "a"), ("participant_left", "a")];
+        assert!(order == a_first || order == b_first, "{order:?}");
+        assert!(!s.delete_room("r", t0));
+    }
+
+    #[test]
+    fn revoking_a_source_unpublishes_its_tracks() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = State::default();
+        s.add_participant("r", "a", true, t0);
+        s.add_track("r", "a", &TrackSpec::microphone("mic"));
+        s.add_track("r", "a", &TrackSpec::camera("cam"));
+        s.take_events();
+        let permission = proto::ParticipantPermission {
+            can_publish: true,
+            can_subscribe: true,
+            can_publish_sources: vec![proto::TrackSource::Microphone as i32],
+            ..Default::default()
+        };
+        s.update_participant(&proto::UpdateParticipantRequest {
+            room: "r".into(),
+            identity: "a".into(),
+            permission: Some(permission),
+            ..Default::default()
+        });
+        let events = s.take_events();
+        assert_eq!(names(&events), ["track_unpublished"]);
+        assert_eq!(events[0].track.as_ref().unwrap().name, "cam");
     }
 }

@@ -118,7 +118,7 @@ pub fn status_for_code(code: &str) -> u16 {
 
 /// A JSON string as Go's encoding/json writes it (`<`, `>`, `&`, U+2028 and
 /// U+2029 escaped).
-fn go_json_string(s: &str) -> String {
+pub(crate) fn go_json_string(s: &str) -> String {
     let plain = serde_json::Value::String(s.to_owned()).to_string();
     let mut out = String::with_capacity(plain.len());
     for c in plain.chars() {

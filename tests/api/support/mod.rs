@@ -10,6 +10,8 @@
 pub mod grpc_web;
 mod requests;
 mod rpc;
+pub mod store;
+pub mod webhooks;
 
 pub use rpc::{Rpc, livekit_bound};
 
@@ -110,6 +112,11 @@ pub fn test_config(livekit: &LiveKitTarget) -> Config {
     config.livekit.api_key = livekit.api_key.clone();
     config.livekit.api_secret = SecretString::from(livekit.api_secret.clone());
     config.livekit.health_check_interval = Duration::from_millis(100);
+    // Each app its own timeline, gone with it; tests that need a shared or
+    // lasting one say so (`store::TestDatabase`).
+    config.store.url = "sqlite::memory:".to_owned();
+    // No reconciliation (it calls LiveKit): the events tests turn it on.
+    config.events.reconcile_interval = Duration::ZERO;
     config
 }
 

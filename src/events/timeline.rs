@@ -1,0 +1,295 @@
+//! Appending to the timeline and following it.
+//!
+//! - The appender is one task: callers hand it an event and wait for its
+//!   answer; it takes everything queued (up to [`MAX_BATCH`]) into one
+//!   transaction, so under load one commit carries many events (group
+//!   commit), and answers each caller only once the commit returned.
+//! - The tailer is one task per process: woken by the appender (and, on
+//!   PostgreSQL, by every replica's NOTIFY, or by its poll should a wake-up
+//!   be lost), it reads the store's new events in cursor order and
+//!   publishes them on a broadcast channel. Watchers subscribe to that
+//!   channel; a watcher that falls more than `events.watch_buffer` events
+//!   behind loses its place (and is cut off by `watch`), never slowing the
+//!   appender or the other watchers.
+//! - The pruner deletes what is older than `events.retention`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prost::Message;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
+
+use crate::config::EventsConfig;
+use crate::metrics::Metrics;
+use crate::proto::v1::Event;
+use crate::store::{Filter, NewEvent, Presence, Store, StoreError};
+
+/// Most events in one append transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// Most events the tailer reads at once.
+const TAIL_PAGE: u32 = 1000;
+
+/// Most events the pruner deletes in one transaction.
+const PRUNE_CHUNK: u32 = 10_000;
+
+/// Why an event could not be appended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TimelineError {
+    #[error("the event store failed: {0}")]
+    Store(String),
+    #[error("the timeline is shutting down")]
+    Closed,
+}
+
+/// What became of an appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at this cursor.
+    Stored(u64),
+    /// An event with its id was stored before: nothing changed.
+    Duplicate,
+}
+
+/// An event as the live feed carries it: decoded once, shared by every
+/// watcher.
+#[derive(Debug)]
+pub struct LiveEvent {
+    pub event: Event,
+}
+
+impl LiveEvent {
+    pub fn cursor(&self) -> u64 {
+        self.event.cursor
+    }
+
+    pub fn room(&self) -> &str {
+        self.event.room.as_ref().map_or("", |room| room.name.as_str())
+    }
+}
+
+struct Pending {
+    event: NewEvent,
+    done: oneshot::Sender<Result<Appended, TimelineError>>,
+}
+
+/// The timeline of one process: shared by the intake, the handlers and the
+/// watchers.
+#[derive(Clone)]
+pub struct Timeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    appends: mpsc::Sender<Pending>,
+    live: broadcast::Sender<Arc<LiveEvent>>,
+    /// The newest cursor the tailer has published.
+    tailed: watch::Receiver<u64>,
+    config: EventsConfig,
+    /// The tailer and the pruner, stopped when the last handle goes (the
+    /// appender stops by itself when no one can append any more).
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeline").field("store", &self.inner.store).finish_non_exhaustive()
+    }
+}
+
+impl Timeline {
+    /// Starts the appender, the tailer and the pruner on `store`.
+    pub async fn start(store: Store, config: &EventsConfig, metrics: Arc<Metrics>) -> Result<Timeline, StoreError> {
+        let newest = store.latest_cursor().await?;
+        let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
+        let (live, _) = broadcast::channel(config.watch_buffer);
+        let (tailed_tx, tailed) = watch::channel(newest);
+        let wake = Arc::new(Notify::new());
+        tokio::spawn(append_loop(store.clone(), queue, wake.clone(), metrics.clone()));
+        let tasks = vec![
+            tokio::spawn(tail_loop(
+                store.clone(),
+                newest,
+                live.clone(),
+                tailed_tx,
+                wake,
+                config.poll_interval,
+                metrics,
+            ))
+            .abort_handle(),
+            tokio::spawn(prune_loop(store.clone(), config.retention, config.prune_interval)).abort_handle(),
+        ];
+        Ok(Timeline { inner: Arc::new(Inner { store, appends, live, tailed, config: config.clone(), tasks }) })
+    }
+
+    /// Stops following and pruning, and closes the store once the queries
+    /// in flight are done (the end of the drain).
+    pub async fn shutdown(&self) {
+        for task in &self.inner.tasks {
+            task.abort();
+        }
+        self.inner.store.close().await;
+    }
+
+    /// Appends one event and waits until it is durably stored.
+    pub async fn append(&self, event: Event, presence: Presence) -> Result<Appended, TimelineError> {
+        let new = NewEvent {
+            id: event.id.clone(),
+            kind: event.r#type.clone(),
+            room: event.room.as_ref().map(|room| room.name.clone()).unwrap_or_default(),
+            received_at: event
+                .received_at
+                .and_then(|at| SystemTime::try_from(at).ok())
+                .map_or_else(|| super::unix_micros(SystemTime::now()), super::unix_micros),
+            payload: event.encode_to_vec(),
+            presence,
+        };
+        let (done, answer) = oneshot::channel();
+        self.inner.appends.send(Pending { event: new, done }).await.map_err(|_| TimelineError::Closed)?;
+        answer.await.map_err(|_| TimelineError::Closed)?
+    }
+
+    /// The live feed: every event stored from now on, in cursor order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.inner.live.subscribe()
+    }
+
+    /// The newest cursor published on the live feed.
+    pub fn tailed(&self) -> watch::Receiver<u64> {
+        self.inner.tailed.clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &EventsConfig {
+        &self.inner.config
+    }
+}
+
+/// Decodes a stored event, with its cursor.
+pub fn decode(cursor: u64, payload: &[u8]) -> Result<Event, StoreError> {
+    let mut event = Event::decode(payload).map_err(|source| StoreError::Corrupt { cursor, source })?;
+    event.cursor = cursor;
+    Ok(event)
+}
+
+async fn append_loop(store: Store, mut queue: mpsc::Receiver<Pending>, wake: Arc<Notify>, metrics: Arc<Metrics>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let events: Vec<NewEvent> = batch.iter().map(|pending| pending.event.clone()).collect();
+        let started = std::time::Instant::now();
+        match store.append(&events).await {
+            Ok(cursors) => {
+                metrics.events_appended(cursors.iter().filter(|cursor| cursor.is_some()).count(), started.elapsed());
+                for (pending, cursor) in batch.drain(..).zip(cursors) {
+                    let _ = pending.done.send(Ok(cursor.map_or(Appended::Duplicate, Appended::Stored)));
+                }
+                wake.notify_one();
+            }
+            Err(error) => {
+                tracing::error!(%error, events = batch.len(), "cannot append to the timeline");
+                let error = TimelineError::Store(error.to_string());
+                for pending in batch.drain(..) {
+                    let _ = pending.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn tail_loop(
+    store: Store,
+    mut position: u64,
+    live: broadcast::Sender<Arc<LiveEvent>>,
+    tailed: watch::Sender<u64>,
+    wake: Arc<Notify>,
+    poll_interval: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut listener = match &store {
+        Store::Postgres(pool) => match crate::store::postgres::listen(pool).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN for other replicas' events; polling instead");
+                None
+            }
+        },
+        Store::Sqlite(_) => None,
+    };
+    let shared = store.is_shared();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = wake.notified() => {}
+            notification = async { listener.as_mut()?.recv().await.err() }, if listener.is_some() => {
+                if let Some(error) = notification {
+                    tracing::warn!(%error, "lost the LISTEN connection; it reconnects, the poll covers the gap");
+                }
+            }
+            () = tokio::time::sleep(poll_interval), if shared || failing => {}
+        }
+        loop {
+            let page = match store.read_after(position, TAIL_PAGE, &Filter::default()).await {
+                Ok(page) => page,
+                Err(error) => {
+                    if !failing {
+                        tracing::error!(%error, "cannot read the timeline; retrying");
+                    }
+                    failing = true;
+                    break;
+                }
+            };
+            failing = false;
+            let full = page.len() == TAIL_PAGE as usize;
+            for stored in page {
+                match decode(stored.cursor, &stored.payload) {
+                    Ok(event) => {
+                        // No receiver is not an error: nobody is watching.
+                        let _ = live.send(Arc::new(LiveEvent { event }));
+                    }
+                    Err(error) => tracing::error!(%error, "skipped an event that cannot be decoded"),
+                }
+                position = stored.cursor;
+            }
+            tailed.send_replace(position);
+            metrics.set_timeline_position(position);
+            if !full {
+                break;
+            }
+        }
+    }
+}
+
+async fn prune_loop(store: Store, retention: Duration, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        let cutoff = SystemTime::now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        let before = super::unix_micros(cutoff);
+        let mut total = 0;
+        loop {
+            match store.prune(before, PRUNE_CHUNK).await {
+                Ok(0) => break,
+                Ok(deleted) => total += deleted,
+                Err(error) => {
+                    tracing::error!(%error, "cannot prune the timeline");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(events = total, retention = %crate::duration::display(retention), "pruned the timeline");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! ListEvents and WatchEvents.
+//!
+//! A watch never skips an event a client could have seen, and never sends
+//! one twice: it subscribes to the live feed first, then reads the store
+//! from its starting cursor until it has caught up, then takes the live
+//! feed, dropping what it already sent (cursors at or below its position).
+//! Every event of the live feed is published after the subscription or
+//! was committed before the store read that follows it, so nothing falls
+//! between the two.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use prost_types::Timestamp;
+use tokio::sync::{broadcast, mpsc, watch};
+use tonic::Status;
+
+use super::Timeline;
+use super::timeline::{LiveEvent, decode};
+use crate::api::{Admitted, convert};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::livekit::LiveKit;
+use crate::metrics::Metrics;
+use crate::proto::v1::watch_events_response::Message;
+use crate::proto::v1::*;
+use crate::store::Filter;
+
+/// The default ListEvents page.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// Events a replay reads at once.
+const REPLAY_PAGE: u32 = 500;
+
+/// Replies a watch may have queued for a slow client before it waits.
+const STREAM_QUEUE: usize = 64;
+
+const PAGE_TOKEN_PREFIX: &str = "after:";
+
+/// The cursor in a page token; `None` for one this server never gave.
+pub fn parse_page_token(token: &str) -> Option<u64> {
+    token.strip_prefix(PAGE_TOKEN_PREFIX)?.parse().ok()
+}
+
+fn page_token(cursor: u64) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{cursor}")
+}
+
+/// The filters of a request, with the caller's room patterns.
+struct Matcher {
+    caller: Arc<Caller>,
+    filter: Filter,
+}
+
+impl Matcher {
+    fn new(caller: Arc<Caller>, rooms: Vec<String>, kinds: Vec<String>) -> Self {
+        Self { caller, filter: Filter { rooms, kinds } }
+    }
+
+    fn matches(&self, event: &Event) -> bool {
+        let room = event.room.as_ref().map_or("", |room| room.name.as_str());
+        (self.filter.rooms.is_empty() || self.filter.rooms.iter().any(|name| name == room))
+            && (self.filter.kinds.is_empty() || self.filter.kinds.iter().any(|kind| *kind == event.r#type))
+            && self.caller.may_touch(room)
+    }
+}
+
+/// OUT_OF_RANGE when events after `since` were pruned.
+async fn check_not_pruned(timeline: &Timeline, since: u64) -> Result<(), ApiError> {
+    let pruned = timeline.store().pruned_through().await?;
+    if since < pruned {
+        return Err(ApiError::Pruned { asked: since, oldest: pruned });
+    }
+    Ok(())
+}
+
+pub(crate) async fn list_events(
+    timeline: &Timeline,
+    call: Admitted<ListEventsRequest>,
+) -> Result<ListEventsResponse, ApiError> {
+    let Admitted { caller, request, .. } = call;
+    let since = match parse_page_token(&request.page_token) {
+        Some(cursor) => cursor.max(request.since_cursor),
+        None => request.since_cursor,
+    };
+    check_not_pruned(timeline, since).await?;
+    let size = u32::try_from(request.page_size).ok().filter(|size| *size > 0).unwrap_or(DEFAULT_PAGE_SIZE);
+    let matcher = Matcher::new(caller, request.rooms, request.types);
+    let page = timeline.store().read_after(since, size, &matcher.filter).await?;
+    let full = page.len() == size as usize;
+    let mut cursor = since;
+    let mut events = Vec::with_capacity(page.len());
+    for stored in page {
+        cursor = stored.cursor;
+        let event = decode(stored.cursor, &stored.payload)?;
+        if matcher.matches(&event) {
+            events.push(event);
+        }
+    }
+    Ok(ListEventsResponse { events, next_page_token: if full { page_token(cursor) } else { String::new() }, cursor })
+}
+
+/// What a watch needs besides its request.
+#[derive(Clone)]
+pub struct WatchContext {
+    pub timeline: Timeline,
+    pub livekit: Arc<LiveKit>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the server drains: streams end with UNAVAILABLE and
+    /// the cursor to resume from on another replica.
+    pub closing: watch::Receiver<bool>,
+}
+
+/// The stream WatchEvents answers with.
+pub struct WatchStream {
+    replies: mpsc::Receiver<Result<WatchEventsResponse, Status>>,
+}
+
+impl futures_util::Stream for WatchStream {
+    type Item = Result<WatchEventsResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.replies.poll_recv(cx)
+    }
+}
+
+pub(crate) async fn watch_events(
+    context: &WatchContext,
+    call: Admitted<WatchEventsRequest>,
+) -> Result<WatchStream, ApiError> {
+    let Admitted { caller, request, deadline, .. } = call;
+    let timeline = &context.timeline;
+    if let Some(since) = request.since_cursor {
+        check_not_pruned(timeline, since).await?;
+    }
+    // Subscribed before anything is read, so nothing falls in between.
+    let live = timeline.subscribe();
+    let matcher = Matcher::new(caller, request.rooms, request.types);
+    let (replies, receiver) = mpsc::channel(STREAM_QUEUE);
+    let position = match request.since_cursor {
+        Some(since) => since,
+        None => timeline.store().latest_cursor().await?,
+    };
+    let mut snapshot = Vec::new();
+    if request.include_current_state {
+        for room in context.livekit.list_rooms(matcher.filter.rooms.clone(), deadline).await? {
+            if !matcher.caller.may_touch(&room.name) {
+                continue;
+            }
+            let participants = match context.livekit.list_participants(&room.name, deadline).await {
+                Ok(participants) => participants,
+                // Closed between the two questions: not live any more.
+                Err(crate::livekit::LiveKitError::Twirp { code: crate::livekit::TwirpCode::NotFound, .. }) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            snapshot.push(Message::Snapshot(Snapshot {
+                room: Some(convert::room(room)),
+                participants: participants.into_iter().map(convert::participant).collect(),
+            }));
+        }
+        snapshot.push(Message::SnapshotEnd(SnapshotEnd { cursor: position }));
+    }
+    let watcher = Watcher {
+        timeline: timeline.clone(),
+        matcher,
+        position,
+        replies,
+        heartbeat: timeline.config().heartbeat_interval,
+    };
+    let guard = context.metrics.watcher_started();
+    let closing = context.closing.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        watcher.run(snapshot, live, closing).await;
+    });
+    Ok(WatchStream { replies: receiver })
+}
+
+struct Watcher {
+    timeline: Timeline,
+    matcher: Matcher,
+    /// Every event up to here was sent (or did not match).
+    position: u64,
+    replies: mpsc::Sender<Result<WatchEventsResponse, Status>>,
+    heartbeat: std::time::Duration,
+}
+
+/// Why a watch ended.
+enum End {
+    /// The client went away.
+    Gone,
+    /// Ended by the server with this status.
+    Status(Status),
+}
+
+impl Watcher {
+    async fn run(
+        mut self,
+        snapshot: Vec<Message>,
+        live: broadcast::Receiver<Arc<LiveEvent>>,
+        closing: watch::Receiver<bool>,
+    ) {
+        let end = match self.stream(snapshot, live, closing).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        };
+        if let End::Status(status) = end {
+            let _ = self.replies.send(Err(status)).await;
+        }
+    }
+
+    async fn send(&self, message: Message) -> Result<(), End> {
+        self.replies.send(Ok(WatchEventsResponse { message: Some(message) })).await.map_err(|_| End::Gone)
+    }
+
+    fn resume(&self, code: tonic::Code, why: impl Into<String>) -> End {
+        End::Status(ApiError::Resume { code, why: why.into(), resume: self.position }.into())
+    }
+
+    async fn stream(
+        &mut self,
+        snapshot: Vec<Message>,
+        mut live: broadcast::Receiver<Arc<LiveEvent>>,
+        mut closing: watch::Receiver<bool>,
+    ) -> Result<std::convert::Infallible, End> {
+        for message in snapshot {
+            self.send(message).await?;
+        }
+        self.replay().await?;
+        let mut heartbeats = tokio::time::interval(self.heartbeat);
+        heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeats.reset();
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(event) => {
+                        if event.cursor() <= self.position {
+                            continue;
+                        }
+                        self.position = event.cursor();
+                        if self.matcher.matches(&event.event) {
+                            self.send(Message::Event(event.event.clone())).await?;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        return Err(self.resume(
+                            tonic::Code::Aborted,
+                            format!("this watch fell {missed} events behind the timeline (events.watch_buffer) and was cut off"),
+                        ));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(self.resume(tonic::Code::Unavailable, "the timeline stopped"));
+                    }
+                },
+                _ = heartbeats.tick() => {
+                    let sent_at = Some(Timestamp::from(SystemTime::now()));
+                    self.send(Message::Heartbeat(Heartbeat { cursor: self.position, sent_at })).await?;
+                }
+                _ = async { closing.wait_for(|closing| *closing).await.is_ok() } => {
+                    return Err(self.resume(tonic::Code::Unavailable, "the server is shutting down"));
+                }
+                () = self.replies.closed() => return Err(End::Gone),
+            }
+        }
+    }
+
+    /// Sends what the store holds after the position, until caught up.
+    async fn replay(&mut self) -> Result<(), End> {
+        loop {
+            let page = match self.timeline.store().read_after(self.position, REPLAY_PAGE, &self.matcher.filter).await {
+                Ok(page) => page,
+                Err(error) => {
+                    return Err(self.resume(tonic::Code::Unavailable, format!("the event store failed: {error}")));
+                }
+            };
+            let done = page.len() < REPLAY_PAGE as usize;
+            for stored in page {
+                let event = match decode(stored.cursor, &stored.payload) {
+                    Ok(event) => event,
+                    Err(error) => {
+                        tracing::error!(%error, "skipped an event that cannot be decoded");
+                        self.position = stored.cursor;
+                        continue;
+                    }
+                };
+                self.position = stored.cursor;
+                if self.matcher.matches(&event) {
+                    self.send(Message::Event(event)).await?;
+                }
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}

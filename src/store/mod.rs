@@ -1,0 +1,310 @@
+//! The store every replica shares: the timeline of events, and the
+//! timeline's account of who is live.
+//!
+//! SQLite is the embedded default (a file in the working directory, so
+//! `cargo run` needs nothing else); PostgreSQL is for production and for
+//! more than one replica. Both speak the same schema, created by versioned
+//! migrations embedded in the binary (`migrations/<database>/NNNN_*.sql`,
+//! the same versions for both) and applied at start-up. A database migrated
+//! by a newer RoomControl is refused, not touched.
+//!
+//! The store's order is the truth: an event's `cursor` is its position, and
+//! appends become visible in cursor order. On SQLite one process writes; on
+//! PostgreSQL every append batch takes one transaction-scoped advisory lock
+//! before it draws its cursors, so a batch with smaller cursors always
+//! commits before one with larger cursors, and a reader that has seen
+//! cursor N can never later find a cursor below N appear (the trap of
+//! sequence numbers with concurrent writers).
+
+pub mod postgres;
+mod queries;
+mod sqlite;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::StoreConfig;
+
+/// Why the store could not be opened or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot open the store at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error(
+        "the store at {url} was migrated by a newer RoomControl (it has schema version {version}, which this binary does not know; it knows up to {known}): run the newer binary, or point store.url at another database"
+    )]
+    TooNew { url: String, version: i64, known: i64 },
+    #[error("cannot read the embedded migrations: {0}")]
+    Embedded(#[from] MigrateError),
+    #[error("cannot migrate the store at {url}: {source}")]
+    Migrate { url: String, source: MigrateError },
+    #[error("the store failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("the store holds an event it cannot decode (cursor {cursor}): {source}")]
+    Corrupt { cursor: u64, source: prost::DecodeError },
+}
+
+/// One event to append: its payload and the columns it is found by.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub kind: String,
+    pub room: String,
+    /// Unix microseconds.
+    pub received_at: i64,
+    /// The encoded `roomcontrol.v1.Event`.
+    pub payload: Vec<u8>,
+    /// What the event changes in the timeline's account of who is live.
+    pub presence: Presence,
+}
+
+/// What an event changes in who is live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    Unchanged,
+    RoomStarted { room_sid: String, room: String },
+    RoomFinished { room_sid: String },
+    ParticipantJoined { participant_sid: String, room_sid: String, room: String, identity: String },
+    ParticipantGone { participant_sid: String },
+}
+
+/// An event as stored.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub cursor: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Which events a read returns.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Exact room names; empty: every room.
+    pub rooms: Vec<String>,
+    /// Exact types; empty: every type.
+    pub kinds: Vec<String>,
+}
+
+/// Who the timeline says is live.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub rooms: Vec<LiveRoom>,
+    pub participants: Vec<LiveParticipant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRoom {
+    pub room_sid: String,
+    pub room: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveParticipant {
+    pub participant_sid: String,
+    pub room_sid: String,
+    pub room: String,
+    pub identity: String,
+}
+
+/// The store: one pool, SQLite or PostgreSQL.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: only the kind is shown.
+        f.write_str(match self {
+            Store::Sqlite(_) => "Store::Sqlite",
+            Store::Postgres(_) => "Store::Postgres",
+        })
+    }
+}
+
+/// The migrations, embedded: (version, description, SQLite, PostgreSQL).
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "timeline",
+    include_str!("migrations/sqlite/0001_timeline.sql"),
+    include_str!("migrations/postgres/0001_timeline.sql"),
+)];
+
+/// The newest schema version this binary knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// The embedded migrations for one database, as sqlx's migrator reads them.
+#[derive(Debug)]
+struct Embedded {
+    postgres: bool,
+}
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> futures_util::future::BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sqlite, pg)| {
+                let sql = if self.postgres { pg } else { sqlite };
+                Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, Cow::Borrowed(*sql), false)
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(migrations)))
+    }
+}
+
+/// The URL with any password hidden, for messages.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Connects and applies the migrations this binary carries.
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let url = config.url.as_str();
+        let shown = redacted_url(url);
+        let connect = |source| StoreError::Connect { url: shown.clone(), source };
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(connect)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(config.connect_timeout)
+                .connect_with(options)
+                .await
+                .map_err(connect)?;
+            Store::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let memory = url.contains(":memory:") || url.contains("mode=memory");
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(connect)?
+                .create_if_missing(true)
+                // Write-ahead log: readers never wait for the writer, and a
+                // commit is durable against a killed process without an
+                // fsync per commit (NORMAL syncs at checkpoints).
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            // An in-memory database lives as long as its one connection.
+            let (max, idle) = if memory { (1, None) } else { (config.max_connections, Some(Duration::from_secs(600))) };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .min_connections(u32::from(memory))
+                .idle_timeout(idle)
+                .max_lifetime(if memory { None } else { Some(Duration::from_secs(1800)) })
+                .acquire_timeout(config.connect_timeout)
+                .connect_with(options)
+                .await
+                .map_err(connect)?;
+            Store::Sqlite(pool)
+        } else {
+            return Err(StoreError::Config(format!(
+                "store.url = {shown:?}: expected sqlite:<file> (sqlite://roomcontrol.db, sqlite::memory:) or postgres://user@host/database"
+            )));
+        };
+        store.migrate(&shown).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self, url: &str) -> Result<(), StoreError> {
+        // Refuses a database holding a version this binary does not know.
+        let result = match self {
+            Store::Sqlite(pool) => Migrator::new(Embedded { postgres: false }).await?.run(pool).await,
+            Store::Postgres(pool) => Migrator::new(Embedded { postgres: true }).await?.run(pool).await,
+        };
+        result.map_err(|source| match source {
+            MigrateError::VersionMissing(version) => {
+                StoreError::TooNew { url: url.to_owned(), version, known: SCHEMA_VERSION }
+            }
+            source => StoreError::Migrate { url: url.to_owned(), source },
+        })
+    }
+
+    /// Whether several processes may share this store.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Appends a batch in one transaction, in order. Returns, for each
+    /// event, its cursor, or `None` when an event with its id was already
+    /// stored (a replayed webhook: stored once).
+    pub async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Option<u64>>, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::append(pool, batch).await,
+            Store::Postgres(pool) => postgres::append(pool, batch).await,
+        }
+    }
+
+    /// Up to `limit` events after `after`, oldest first.
+    pub async fn read_after(&self, after: u64, limit: u32, filter: &Filter) -> Result<Vec<StoredEvent>, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::read_after(pool, after, limit, filter).await,
+            Store::Postgres(pool) => postgres::read_after(pool, after, limit, filter).await,
+        }
+    }
+
+    /// The newest cursor given so far (0: none).
+    pub async fn latest_cursor(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::latest_cursor(pool).await,
+            Store::Postgres(pool) => postgres::latest_cursor(pool).await,
+        }
+    }
+
+    /// Every event up to this cursor was pruned (0: none).
+    pub async fn pruned_through(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::pruned_through(pool).await,
+            Store::Postgres(pool) => postgres::pruned_through(pool).await,
+        }
+    }
+
+    /// Deletes the events received before `before` (unix microseconds), and
+    /// every event before them in cursor order, at most `limit` at a time.
+    /// Returns how many were deleted.
+    pub async fn prune(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::prune(pool, before, limit).await,
+            Store::Postgres(pool) => postgres::prune(pool, before, limit).await,
+        }
+    }
+
+    /// Who the timeline says is live.
+    pub async fn live(&self) -> Result<Live, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::live(pool).await,
+            Store::Postgres(pool) => postgres::live(pool).await,
+        }
+    }
+
+    /// Closes the pool, waiting for queries in flight.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(pool) => pool.close().await,
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Clamps a cursor read from the database (a signed 64-bit column) to u64.
+fn to_cursor(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Clamps a cursor for a query (a signed 64-bit column).
+fn to_column(cursor: u64) -> i64 {
+    i64::try_from(cursor).unwrap_or(i64::MAX)
+}

@@ -37,6 +37,11 @@ pub enum ApiError {
         "since_cursor {asked} is older than the timeline keeps (events.retention): events up to cursor {oldest} were pruned; snapshot again (include_current_state) and resume after cursor {oldest}"
     )]
     Pruned { asked: u64, oldest: u64 },
+    /// A cursor this store never gave.
+    #[error(
+        "since_cursor {asked} is beyond the newest event stored ({newest}): a cursor from another store? resume from 0, or leave since_cursor unset to follow from now"
+    )]
+    FutureCursor { asked: u64, newest: u64 },
     /// A watcher fell too far behind, or the stream ended with the server:
     /// the client resumes from `resume`.
     #[error("{why}; resume with since_cursor = {resume}")]
@@ -85,6 +90,14 @@ impl From<ApiError> for Status {
                     "CURSOR_PRUNED",
                     ERROR_DOMAIN,
                     [("oldest_cursor".to_owned(), oldest.to_string())],
+                );
+                Status::with_error_details(Code::OutOfRange, message, details)
+            }
+            ApiError::FutureCursor { newest, .. } => {
+                let details = ErrorDetails::with_error_info(
+                    "CURSOR_IN_THE_FUTURE",
+                    ERROR_DOMAIN,
+                    [("newest_cursor".to_owned(), newest.to_string())],
                 );
                 Status::with_error_details(Code::OutOfRange, message, details)
             }

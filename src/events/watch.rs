@@ -62,16 +62,22 @@ impl Matcher {
     fn matches(&self, event: &Event) -> bool {
         let room = event.room.as_ref().map_or("", |room| room.name.as_str());
         (self.filter.rooms.is_empty() || self.filter.rooms.iter().any(|name| name == room))
-            && (self.filter.kinds.is_empty() || self.filter.kinds.iter().any(|kind| *kind == event.r#type))
+            && (self.filter.kinds.is_empty() || self.filter.kinds.contains(&event.r#type))
             && self.caller.may_touch(room)
     }
 }
 
-/// OUT_OF_RANGE when events after `since` were pruned.
-async fn check_not_pruned(timeline: &Timeline, since: u64) -> Result<(), ApiError> {
+/// OUT_OF_RANGE when events after `since` were pruned, or when `since` is
+/// beyond the newest cursor (a cursor from another store: waiting for the
+/// store to reach it would skip every event until then).
+async fn check_cursor(timeline: &Timeline, since: u64) -> Result<(), ApiError> {
     let pruned = timeline.store().pruned_through().await?;
     if since < pruned {
         return Err(ApiError::Pruned { asked: since, oldest: pruned });
+    }
+    let newest = timeline.store().latest_cursor().await?;
+    if since > newest {
+        return Err(ApiError::FutureCursor { asked: since, newest });
     }
     Ok(())
 }
@@ -85,7 +91,7 @@ pub(crate) async fn list_events(
         Some(cursor) => cursor.max(request.since_cursor),
         None => request.since_cursor,
     };
-    check_not_pruned(timeline, since).await?;
+    check_cursor(timeline, since).await?;
     let size = u32::try_from(request.page_size).ok().filter(|size| *size > 0).unwrap_or(DEFAULT_PAGE_SIZE);
     let matcher = Matcher::new(caller, request.rooms, request.types);
     let page = timeline.store().read_after(since, size, &matcher.filter).await?;
@@ -133,7 +139,7 @@ pub(crate) async fn watch_events(
     let Admitted { caller, request, deadline, .. } = call;
     let timeline = &context.timeline;
     if let Some(since) = request.since_cursor {
-        check_not_pruned(timeline, since).await?;
+        check_cursor(timeline, since).await?;
     }
     // Subscribed before anything is read, so nothing falls in between.
     let live = timeline.subscribe();

@@ -119,7 +119,9 @@ async fn webhooks_without_a_valid_signature_are_refused_and_not_stored() {
     let body = webhooks::body(&event);
     let key = app.livekit.api_key.clone();
     let secret = app.livekit.api_secret.clone();
-    let cases: Vec<(&str, Vec<u8>, Option<String>, u16, &str)> = vec![
+    // (case, body, Authorization, status, words in the answer)
+    type Case<'a> = (&'a str, Vec<u8>, Option<String>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no Authorization", body.clone(), None, 401, "no Authorization header"),
         ("wrong secret", body.clone(), Some(sign(&key, "not-the-secret", &body)), 401, "signature does not hold"),
         ("unknown key", body.clone(), Some(sign("otherkey", &secret, &body)), 401, "does not know"),
@@ -354,6 +356,17 @@ async fn a_cursor_older_than_retention_is_out_of_range(kind: Kind) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange);
+    // A cursor this store never gave: OUT_OF_RANGE too, not a silent wait.
+    let newest = events[2].cursor;
+    let status = app
+        .client
+        .clone()
+        .watch_events(WatchEventsRequest { since_cursor: Some(newest + 100), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert!(status.message().contains("beyond the newest"), "{}", status.message());
+    assert_eq!(status.get_details_error_info().unwrap().metadata["newest_cursor"], newest.to_string());
     // From the oldest cursor kept, all is well.
     let rest = list(&app, ListEventsRequest { since_cursor: events[1].cursor, ..Default::default() }).await.events;
     assert_eq!(rest.iter().map(|event| event.cursor).collect::<Vec<_>>(), [events[2].cursor]);
@@ -484,3 +497,36 @@ async fn callers_see_only_the_events_of_their_rooms() {
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(status.message().contains("events:read"), "{}", status.message());
 }
+
+async fn the_schema_is_migrated_once_and_a_newer_database_is_refused(kind: Kind) {
+    let database = TestDatabase::create(kind).await;
+    let config = roomcontrol::config::StoreConfig {
+        url: database.url.clone(),
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(5),
+    };
+    // Applied on the first start, nothing to do on the second.
+    Store::open(&config).await.expect("migrates an empty database").close().await;
+    let store = Store::open(&config).await.expect("opens a migrated database");
+    // As a newer RoomControl would leave it: a version this binary lacks.
+    let newer = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES (9999, 'from the future', true, x'00', 0)";
+    match &store {
+        Store::Sqlite(pool) => sqlx::query(newer).execute(pool).await.map(drop),
+        Store::Postgres(pool) => sqlx::query(&newer.replace("x'00'", "'\\x00'::bytea")).execute(pool).await.map(drop),
+    }
+    .unwrap();
+    store.close().await;
+    let refused = Store::open(&config).await.unwrap_err().to_string();
+    assert!(refused.contains("migrated by a newer RoomControl"), "{refused}");
+    assert!(refused.contains("9999"), "{refused}");
+    // The binary refuses to start on it, with the same words.
+    let url = database.url.clone();
+    let mut app_config = roomcontrol::Config::default();
+    app_config.server.port = 0;
+    app_config.admin.enabled = false;
+    app_config.store.url = url;
+    let error = roomcontrol::Application::build(app_config).await.err().expect("refuses to start").to_string();
+    assert!(error.contains("newer RoomControl"), "{error}");
+}
+both_stores!(migrations_on, the_schema_is_migrated_once_and_a_newer_database_is_refused);

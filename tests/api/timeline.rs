@@ -15,17 +15,21 @@ use crate::support::webhooks;
 use crate::support::{TestApp, spawn_app_with, unique};
 
 /// RoomControl on `database`, with the stand-in's webhooks pointed at it and
-/// reconciliation every `reconcile` (zero: off).
-async fn app_with_webhooks(database: &TestDatabase, reconcile: Duration) -> (TestApp, StandIn) {
+/// reconciliation every `reconcile` (zero: off). `None` against a real
+/// LiveKit, whose webhooks the test cannot drive.
+async fn app_with_webhooks(database: &TestDatabase, reconcile: Duration) -> Option<(TestApp, StandIn)> {
     let url = database.url.clone();
     let app = spawn_app_with(move |config| {
         config.store.url = url;
         config.events.reconcile_interval = reconcile;
     })
     .await;
-    let standin = app.standin.clone().expect("these tests drive the stand-in");
+    let Some(standin) = app.standin.clone() else {
+        eprintln!("skipped against a real LiveKit: drives the stand-in's participants and webhooks");
+        return None;
+    };
     standin.set_webhook_urls([format!("{}/livekit/webhook", app.http_url())]);
-    (app, standin)
+    Some((app, standin))
 }
 
 async fn watch_room(app: &TestApp, room: &str) -> Streaming<WatchEventsResponse> {
@@ -62,7 +66,7 @@ async fn next_of(stream: &mut Streaming<WatchEventsResponse>, types: &[&str]) ->
 
 async fn livekits_webhooks_reach_watchers_in_order(kind: Kind) {
     let database = TestDatabase::create(kind).await;
-    let (app, standin) = app_with_webhooks(&database, Duration::ZERO).await;
+    let Some((app, standin)) = app_with_webhooks(&database, Duration::ZERO).await else { return };
     let room = unique("live");
     let mut stream = watch_room(&app, &room).await;
     let alice = standin.add_participant(&room, "alice");
@@ -154,7 +158,7 @@ fn count(events: &[Event], kind: &str, sid: &str) -> usize {
 
 async fn a_dropped_leave_and_a_dropped_finish_are_inferred_once(kind: Kind) {
     let database = TestDatabase::create(kind).await;
-    let (app, standin) = app_with_webhooks(&database, Duration::from_millis(100)).await;
+    let Some((app, standin)) = app_with_webhooks(&database, Duration::from_millis(100)).await else { return };
     let room = unique("lossy");
     let mut stream = watch_room(&app, &room).await;
     let alice = standin.add_participant(&room, "alice");
@@ -188,7 +192,7 @@ both_stores!(a_dropped_leave_and_finish_on, a_dropped_leave_and_a_dropped_finish
 #[tokio::test]
 async fn a_leave_before_its_join_and_a_duplicate_infer_nothing() {
     let database = TestDatabase::create(Kind::Sqlite).await;
-    let (app, standin) = app_with_webhooks(&database, Duration::from_millis(100)).await;
+    let Some((app, standin)) = app_with_webhooks(&database, Duration::from_millis(100)).await else { return };
     // Webhooks sent by the test alone: nobody here is live in the stand-in.
     standin.set_webhook_urls(Vec::<String>::new());
     let room = unique("disorder");
@@ -216,7 +220,7 @@ async fn a_leave_before_its_join_and_a_duplicate_infer_nothing() {
 #[tokio::test]
 async fn a_participant_whose_join_was_lost_gets_an_inferred_join() {
     let database = TestDatabase::create(Kind::Sqlite).await;
-    let (app, standin) = app_with_webhooks(&database, Duration::from_millis(100)).await;
+    let Some((app, standin)) = app_with_webhooks(&database, Duration::from_millis(100)).await else { return };
     let room = unique("unseen");
     let mut stream = watch_room(&app, &room).await;
     standin.drop_webhooks(Some("participant_joined"), 1);

@@ -4,11 +4,18 @@
 //
 // Run it with scripts/console-e2e, which builds web/dist and both binaries
 // first. It starts:
-//   - livekit-standin --seed-rooms 1 --seed-tracks: room-1 with participant-1
-//     publishing a camera and a microphone track;
 //   - roomcontrol on free ports, serving web/dist at /console/, with
 //     authentication on (one API key), so the console's bearer field is
-//     exercised on every call.
+//     exercised on every call, and its timeline in a SQLite file in a
+//     temporary directory (removed at the end);
+//   - livekit-standin --seed-rooms 1 --seed-tracks on a port picked before
+//     RoomControl started (RoomControl's livekit.url): room-1 with
+//     participant-1 publishing a camera and a microphone track, posting
+//     LiveKit's webhooks to RoomControl's /livekit/webhook, and closing a
+//     room 1 s after its last participant left (--departure-timeout 1).
+// The test also calls RoomControl itself, as another client would, over
+// grpc-web from Node (connect-web with descriptors that buf builds from
+// proto/), to change things "elsewhere" while the page watches.
 // Screenshots of each step go to target/e2e-screenshots/, the processes'
 // logs to target/e2e-logs/.
 //
@@ -16,13 +23,18 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { chromium } from "playwright-core";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -35,17 +47,27 @@ const shots = path.join(targetDir, "e2e-screenshots");
 const logs = path.join(targetDir, "e2e-logs");
 
 // How long one DOM condition may take; RoomControl answers in milliseconds
-// and the console refreshes every 3 s.
+// and the console refreshes every 3 s (every 15 s while it follows events).
 const WAIT_MS = 20_000;
+// A change made elsewhere must reach the rooms list through the timeline
+// well before the console's fallback poll (15 s) could bring it.
+const EVENT_WAIT_MS = 5_000;
+// The fallback poll's interval, with room to spare.
+const POLL_WAIT_MS = 35_000;
 
 const children = [];
 let work;
 let standin; // { child, url }
 let roomcontrol; // { child, base }
+let roomcontrolEnv;
+let rc; // a grpc-web client of RoomControl, for changes made "elsewhere"
 let context;
 let page;
 const pageErrors = [];
-const apiKey = `rck_${randomBytes(24).toString("base64url").replace(/[^A-Za-z0-9]/g, "").slice(0, 32)}`;
+const newKey = () => `rck_${randomBytes(24).toString("base64url").replace(/[^A-Za-z0-9]/g, "").slice(0, 32)}`;
+const apiKey = newKey();
+// A key that may read rooms but not the timeline (no events:read).
+const readOnlyKey = newKey();
 
 /** Starts a process, its stdout and stderr into target/e2e-logs/<name>.log. */
 function start(name, bin, args, env, cwd) {
@@ -92,6 +114,62 @@ async function shot(name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 }
 
+/** A port free now on 127.0.0.1, for a process that must be told it before it starts. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts RoomControl (`port` "0": any free one) and waits for its address. */
+async function startRoomControl(name, port) {
+  const child = start(name, roomcontrolBin, [], { ...roomcontrolEnv, PORT: String(port) }, work);
+  const address = await firstLine(name, child, child.stderr, (line) => {
+    try {
+      const entry = JSON.parse(line);
+      return entry.address ?? entry.fields?.address;
+    } catch {
+      return undefined;
+    }
+  });
+  return { child, base: `http://${address}`, port: Number(address.split(":").pop()) };
+}
+
+/**
+ * A RoomControl client for Node: the service's descriptors come from
+ * proto/ through buf (from web/node_modules, as `npm run generate` uses it),
+ * the calls go over grpc-web with the test's API key.
+ */
+function roomControlClient(baseUrl) {
+  const image = path.join(work, "roomcontrol.binpb");
+  execFileSync(path.join(repo, "web", "node_modules", ".bin", "buf"), ["build", "../proto", "--as-file-descriptor-set", "-o", image], {
+    cwd: path.join(repo, "web"),
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(image)));
+  const service = registry.getService("roomcontrol.v1.RoomControl");
+  assert.ok(service, "buf built no roomcontrol.v1.RoomControl");
+  return createClient(
+    service,
+    createGrpcWebTransport({
+      baseUrl,
+      useBinaryFormat: true,
+      defaultTimeoutMs: 10_000,
+      interceptors: [
+        (next) => (request) => {
+          request.header.set("authorization", `Bearer ${apiKey}`);
+          return next(request);
+        },
+      ],
+    }),
+  );
+}
+
 before(async () => {
   for (const dir of [shots, logs]) {
     rmSync(dir, { recursive: true, force: true });
@@ -102,52 +180,70 @@ before(async () => {
   // A working directory of its own: no .env or roomcontrol.toml of the repository is read.
   work = mkdtempSync(path.join(tmpdir(), "roomcontrol-e2e-"));
 
-  // The LiveKit stand-in with room-1 / participant-1 publishing two tracks.
-  const standinChild = start(
-    "livekit-standin",
-    standinBin,
-    ["--listen", "127.0.0.1:0", "--seed-rooms", "1", "--seed-tracks"],
-    cleanEnv(),
-    work,
-  );
-  const standinUrl = await firstLine("livekit-standin", standinChild, standinChild.stdout, (line) =>
-    line.match(/^listening on (http:\/\/\S+)$/)?.[1],
-  );
-  standin = { child: standinChild, url: standinUrl };
+  // The stand-in must know RoomControl's address (for its webhooks) and
+  // RoomControl the stand-in's: RoomControl starts first, pointed at a port
+  // picked now, and the stand-in then listens there. So the stand-in's
+  // first webhooks (the seeded room) find RoomControl up.
+  const standinUrl = `http://127.0.0.1:${await freePort()}`;
 
-  // RoomControl with one API key, so every call needs the console's bearer token.
-  const hash = createHash("sha256").update(apiKey).digest("hex");
+  // RoomControl with API keys, so every call needs the console's bearer token.
+  const hash = (key) => createHash("sha256").update(key).digest("hex");
   const config = path.join(work, "roomcontrol.toml");
   writeFileSync(
     config,
     [
       "[[auth.api_keys]]",
       'name = "e2e-console"',
-      `hash = "sha256:${hash}"`,
-      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "tokens:create"]',
+      `hash = "sha256:${hash(apiKey)}"`,
+      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "tokens:create", "events:read"]',
+      "",
+      "[[auth.api_keys]]",
+      'name = "e2e-rooms-only"',
+      `hash = "sha256:${hash(readOnlyKey)}"`,
+      'scopes = ["rooms:read"]',
       "",
     ].join("\n"),
   );
-  const rcChild = start("roomcontrol", roomcontrolBin, [], {
+  roomcontrolEnv = {
     ...cleanEnv(),
-    PORT: "0",
     ROOMCONTROL_CONFIG: config,
     ROOMCONTROL_ADMIN__PORT: "0",
     ROOMCONTROL_CONSOLE__DIR: consoleDir,
     ROOMCONTROL_LOG__FORMAT: "json",
+    // The timeline in the temporary directory (not roomcontrol.db in the
+    // repository), in a file so that it outlives a restart of RoomControl.
+    ROOMCONTROL_STORE__URL: `sqlite://${path.join(work, "timeline.db")}`,
     LIVEKIT_URL: standinUrl,
     LIVEKIT_API_KEY: "devkey",
     LIVEKIT_API_SECRET: "secret",
-  }, work);
-  const address = await firstLine("roomcontrol", rcChild, rcChild.stderr, (line) => {
-    try {
-      const entry = JSON.parse(line);
-      return entry.address ?? entry.fields?.address;
-    } catch {
-      return undefined;
-    }
-  });
-  roomcontrol = { child: rcChild, base: `http://${address}` };
+  };
+  roomcontrol = await startRoomControl("roomcontrol", 0);
+  rc = roomControlClient(roomcontrol.base);
+
+  // The LiveKit stand-in with room-1 / participant-1 publishing two tracks,
+  // sending LiveKit's webhooks to RoomControl.
+  const standinChild = start(
+    "livekit-standin",
+    standinBin,
+    [
+      "--listen",
+      standinUrl.replace(/^http:\/\//, ""),
+      "--seed-rooms",
+      "1",
+      "--seed-tracks",
+      "--webhook-url",
+      `${roomcontrol.base}/livekit/webhook`,
+      "--departure-timeout",
+      "1",
+    ],
+    cleanEnv(),
+    work,
+  );
+  const listening = await firstLine("livekit-standin", standinChild, standinChild.stdout, (line) =>
+    line.match(/^listening on (http:\/\/\S+)$/)?.[1],
+  );
+  assert.equal(listening, standinUrl, "the stand-in listens where RoomControl expects LiveKit");
+  standin = { child: standinChild, url: standinUrl };
 
   context = await chromium.launchPersistentContext(path.join(work, "chromium-profile"), {
     executablePath: chromiumPath,
@@ -201,6 +297,22 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
   const roomRow = (name) => rooms.locator(`tr[data-room="${name}"]`);
   const banner = page.locator("#rooms-error");
   const notice = page.locator("#rooms-notice");
+  const timelineState = page.locator("#timeline-state");
+  const events = page.locator("#timeline-events li.event");
+  const eventRow = (type, text) => page.locator(`#timeline-events li.event[data-type="${type}"]`, text ? { hasText: text } : {});
+  const field = (row, name) => row.locator(`[data-field="${name}"]`).innerText();
+  /**
+   * Waits until the rooms list was last refreshed because of a timeline
+   * event and `room` is (or is not) in it: an update that no poll brought.
+   */
+  const listUpdatedByEvent = (room, present) =>
+    page.waitForFunction(
+      ([room, present]) =>
+        (document.querySelector("#rooms-table").dataset.updatedBy ?? "").startsWith("event ") &&
+        (document.querySelector(`#rooms-body tr[data-room="${CSS.escape(room)}"]`) !== null) === present,
+      [room, present],
+      { timeout: EVENT_WAIT_MS },
+    );
 
   await step("/console redirects to /console/ and the page asks for a credential", async () => {
     await page.goto(`${roomcontrol.base}/console`);
@@ -227,6 +339,46 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await shot("02-rooms");
   });
 
+  await step("the rooms list follows the timeline: a room created or deleted elsewhere shows at once, not at the next poll", async () => {
+    await page.locator('#rooms-status[data-live="true"]').waitFor();
+    assert.match(await page.locator("#rooms-status").innerText(), /live updates from events \(polling every 15 s as a fallback\)/);
+    // Another client creates a room: room_created (RoomControl) and
+    // room_started (LiveKit's webhook) refresh the list.
+    await rc.createRoom({ name: "e2e-elsewhere", metadata: "made by another client" });
+    await listUpdatedByEvent("e2e-elsewhere", true);
+    assert.match(await page.locator("#rooms-status").innerText(), /updated \S+ on room_(created|started)/);
+    await shot("02b-room-created-elsewhere");
+    await rc.deleteRoom({ name: "e2e-elsewhere" });
+    await listUpdatedByEvent("e2e-elsewhere", false);
+    assert.match(await page.locator("#rooms-status").innerText(), /updated \S+ on room_(deleted|finished)/);
+  });
+
+  await step("without events:read the list is polled every 3 s as before, and says why", async () => {
+    const useKey = async (key) => {
+      await page.locator("#bearer").fill(key);
+      await page.getByRole("button", { name: "Use", exact: true }).click();
+    };
+    await useKey(readOnlyKey);
+    await page.locator('#rooms-status[data-live="false"]', { hasText: "PERMISSION_DENIED" }).waitFor();
+    assert.match(await page.locator("#rooms-status").innerText(), /refreshing every 3 s \(no live updates: PERMISSION_DENIED\)$/);
+    assert.match(await page.locator("#rooms-status").getAttribute("title"), /PERMISSION_DENIED: .*events:read/);
+    await roomRow("room-1").waitFor();
+    await banner.waitFor({ state: "hidden" });
+    // a room's page works, its timeline says why it is off
+    await roomRow("room-1").getByRole("button", { name: "Participants" }).click();
+    await page.locator('#participants article[data-identity="participant-1"]').waitFor();
+    await page.locator('#timeline-state[data-state="off"]', { hasText: "off (PERMISSION_DENIED)" }).waitFor();
+    assert.match(await page.locator("#timeline-empty").innerText(), /^Cannot follow this room's events: PERMISSION_DENIED: .*events:read/);
+    await shot("02c-rooms-without-events-read");
+    // the right credential turns both on again
+    await useKey(apiKey);
+    await page.locator('#rooms-status[data-live="true"]').waitFor();
+    await page.locator('#timeline-state[data-state="live"]').waitFor();
+    await page.locator("#detail-close").click();
+    await page.locator("#room-detail").waitFor({ state: "hidden" });
+    assert.equal(new URL(page.url()).hash, "#/rooms");
+  });
+
   await step("create a room and see it listed", async () => {
     await page.locator("#create-name").fill("e2e-standup");
     await page.locator("#create-max").fill("8");
@@ -240,6 +392,11 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await page.locator("#detail-name", { hasText: "e2e-standup" }).waitFor();
     await page.locator("#participants-empty").waitFor();
     assert.match(await page.locator("#detail-facts").innerText(), /Max participants\s+8/);
+    // its timeline begins with its creation: RoomControl's action and LiveKit's webhook
+    const created = eventRow("room_created");
+    await created.waitFor();
+    assert.match(await field(created, "actor"), /^by API key "e2e-console" · CreateRoom$/);
+    assert.equal(await eventRow("room_started").getAttribute("data-source"), "livekit");
   });
 
   await step("edit the room's metadata", async () => {
@@ -333,6 +490,35 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await shot("04-participant-tracks");
   });
 
+  await step("a room's page has its own address and shows its timeline live", async () => {
+    assert.equal(new URL(page.url()).hash, "#/rooms/room-1");
+    // The address opens the room's page again after a reload.
+    await page.reload();
+    await page.locator("#detail-name", { hasText: "room-1" }).waitFor();
+    await page.locator('#participants article[data-identity="participant-1"]').waitFor();
+    await page.locator('#timeline-state[data-state="live"]').waitFor();
+    // The stream began with a snapshot of who is in the room.
+    await page.locator("#timeline-intro", { hasText: "1 participant was in the room (participant-1)" }).waitFor();
+    assert.equal(await events.count(), 0, "only what happens from now on is shown");
+    // Another client changes the room's metadata and mints a token for it:
+    // both show up without a reload, newest first, with who asked.
+    await rc.updateRoomMetadata({ room: "room-1", metadata: '{"agenda":"timeline"}' });
+    const metadata = eventRow("room_metadata_updated");
+    await metadata.waitFor();
+    assert.match(await field(metadata, "actor"), /^by API key "e2e-console" · UpdateRoomMetadata$/);
+    assert.equal(await metadata.getAttribute("data-source"), "roomcontrol");
+    assert.match(await field(metadata, "time"), /^\d\d:\d\d:\d\d$/);
+    await rc.createToken({ room: "room-1", identity: "bob" });
+    const token = eventRow("token_minted");
+    await token.waitFor();
+    assert.equal(await field(token, "participant"), "bob");
+    assert.match(await field(token, "actor"), /CreateToken$/);
+    assert.deepEqual(await events.evaluateAll((rows) => rows.map((r) => r.dataset.type)), ["token_minted", "room_metadata_updated"]);
+    // The metadata event also refreshed the list and the room's facts.
+    await roomRow("room-1").locator("td.metadata", { hasText: '{"agenda":"timeline"}' }).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await page.locator("#room-metadata").inputValue(), '{"agenda":"timeline"}');
+  });
+
   await step("mute the participant's camera and see the change", async () => {
     const participant = page.locator('#participants article[data-identity="participant-1"]');
     const camera = participant.locator('li.track[data-track-name="camera"]');
@@ -342,6 +528,13 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     assert.match(await camera.locator(".badge").innerText(), /muted/);
     // the microphone is untouched
     assert.equal(await participant.locator('li.track[data-track-name="microphone"]').getAttribute("data-muted"), "false");
+    // RoomControl's action is in the timeline, with the track and who asked.
+    const muted = eventRow("track_muted");
+    await muted.waitFor();
+    assert.equal(await field(muted, "participant"), "participant-1");
+    // named as the room's page knows it (the action itself has the sid alone)
+    assert.equal(await field(muted, "track"), "camera");
+    assert.match(await field(muted, "actor"), /MutePublishedTrack$/);
     await shot("05-track-muted");
   });
 
@@ -362,6 +555,41 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await participant.waitFor({ state: "detached" });
   });
 
+  await step("the timeline shows the participant leave with LiveKit's webhooks, then the room close", async () => {
+    // RoomControl's action, and what LiveKit's webhooks said about it.
+    const removed = eventRow("participant_removed");
+    await removed.waitFor();
+    assert.equal(await field(removed, "participant"), "participant-1");
+    assert.match(await field(removed, "actor"), /RemoveParticipant$/);
+    for (const track of ["camera", "microphone"]) {
+      const unpublished = eventRow("track_unpublished", track);
+      await unpublished.waitFor();
+      assert.equal(await unpublished.getAttribute("data-source"), "livekit");
+      assert.equal(await field(unpublished, "participant"), "participant-1");
+      assert.match(await field(unpublished, "track"), new RegExp(`^${track} \\((video|audio)\\)$`));
+      assert.equal(await field(unpublished, "actor"), "from LiveKit");
+    }
+    const left = eventRow("participant_left");
+    await left.waitFor();
+    assert.equal(await field(left, "participant"), "participant-1");
+    // The stand-in closes the room 1 s after its last participant left:
+    // room_finished arrives as a webhook, and the list drops the room at
+    // once. The room's page stays, marked not active, its timeline live.
+    await eventRow("room_finished").waitFor();
+    await listUpdatedByEvent("room-1", false);
+    await notice.filter({ hasText: "Room room-1 is no longer active" }).waitFor();
+    await page.locator("#detail-inactive").waitFor();
+    await page.locator('#timeline-state[data-state="live"]').waitFor();
+    assert.equal(await page.locator('#timeline-events li.event[data-inferred="true"]').count(), 0, "LiveKit sent every webhook");
+    assert.equal(await eventRow("room_finished").locator('[data-field="inferred"]').count(), 0);
+    // newest first: the room closed last
+    assert.equal(await events.first().getAttribute("data-type"), "room_finished");
+    const ids = await events.evaluateAll((rows) => rows.map((r) => r.dataset.id));
+    assert.equal(new Set(ids).size, ids.length, "no event is shown twice");
+    await page.locator("#timeline").screenshot({ path: path.join(shots, "timeline.png") });
+    await shot("06b-timeline");
+  });
+
   await step("delete the room", async () => {
     await roomRow("e2e-standup").getByRole("button", { name: "Delete" }).click();
     await notice.filter({ hasText: "Room e2e-standup deleted" }).waitFor();
@@ -372,14 +600,61 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
   await step("a readable error once the LiveKit stand-in is stopped", async () => {
     standin.child.kill("SIGKILL");
     await standin.child.exited;
-    // the next refresh (every 3 s) fails; the banner says why
-    await banner.filter({ hasText: "UNAVAILABLE" }).waitFor();
+    // No event says LiveKit is gone: the next fallback poll (every 15 s
+    // while the list follows events) fails, and the banner says why.
+    await banner.filter({ hasText: "UNAVAILABLE" }).waitFor({ timeout: POLL_WAIT_MS });
     const text = await banner.innerText();
     assert.match(text, /Could not list the rooms/);
     assert.ok(text.includes(`LiveKit at ${standin.url}`), `the error names LiveKit's URL: ${text}`);
     assert.match(text, /unreachable/);
     await page.locator("#rooms-table.stale").waitFor();
     await shot("08-livekit-down");
+  });
+
+  await step("the timeline reconnects after RoomControl restarts, resuming after its last cursor", async () => {
+    // room-1's page is still open: its timeline does not need LiveKit.
+    await page.locator('#timeline-state[data-state="live"]').waitFor();
+    const before = await events.evaluateAll((rows) => rows.map((r) => r.dataset.id));
+    // Hold the console's reconnects back until an event happened while it
+    // was away, so the resumed stream has to replay it.
+    let retried;
+    const tried = new Promise((resolve) => (retried = resolve));
+    const hold = (route) => {
+      retried();
+      return route.abort("connectionrefused");
+    };
+    await page.route("**/roomcontrol.v1.RoomControl/WatchEvents", hold);
+    try {
+      // A graceful stop ends the streams with UNAVAILABLE and a resume_cursor.
+      roomcontrol.child.kill("SIGTERM");
+      const { code } = await roomcontrol.child.exited;
+      assert.equal(code, 0, "RoomControl stopped cleanly");
+      await page.locator('#timeline-state[data-state="retrying"]').waitFor();
+      assert.match(await timelineState.innerText(), /disconnected · retrying in \d+ s/);
+      await shot("11-timeline-reconnecting");
+      roomcontrol = await startRoomControl("roomcontrol-restarted", roomcontrol.port);
+      await rc.createToken({ room: "room-1", identity: "carol" });
+      // the console keeps trying (and is held back) meanwhile
+      let giveUp;
+      await Promise.race([
+        tried,
+        new Promise((_, reject) => {
+          giveUp = setTimeout(() => reject(new Error("the console did not try to reconnect within 30 s")), 30_000);
+        }),
+      ]).finally(() => clearTimeout(giveUp));
+      assert.equal(await eventRow("token_minted", "carol").count(), 0);
+    } finally {
+      await page.unroute("**/roomcontrol.v1.RoomControl/WatchEvents", hold);
+    }
+    // The next retry resumes after the last cursor: carol's token, minted
+    // while the page was away, is replayed; nothing shown is shown again.
+    await eventRow("token_minted", "carol").waitFor({ timeout: 40_000 });
+    await page.locator('#timeline-state[data-state="live"]').waitFor();
+    const after = await events.evaluateAll((rows) => rows.map((r) => r.dataset.id));
+    assert.deepEqual(after.slice(1), before, "the earlier rows are kept, none twice");
+    assert.equal(await events.first().getAttribute("data-type"), "token_minted");
+    // and the rooms list follows the events again
+    await page.locator('#rooms-status[data-live="true"]').waitFor();
   });
 
   await step("the join page gets a token through CreateToken", async () => {

@@ -1,5 +1,6 @@
 // The console's shell: the bearer token field and the two pages, chosen by
-// the URL's fragment (#/rooms, #/join) so the page works under any path.
+// the URL's fragment (#/rooms, #/rooms/<room>, #/join) so the page works
+// under any path.
 
 import { bearer, setBearer } from "./api";
 import { $, input } from "./dom";
@@ -18,9 +19,26 @@ const pages: Record<string, { page: Page; section: string; nav: string }> = {
 
 let current: string | null = null;
 
+/** "#/rooms/standup" -> ["rooms", "standup"]; "#/join" -> ["join", null]. */
+function parse(hash: string): [string, string | null] {
+  const path = hash.replace(/^#\/?/, "");
+  const slash = path.indexOf("/");
+  const name = slash < 0 ? path : path.slice(0, slash);
+  let rest: string | null = null;
+  if (slash >= 0 && path.length > slash + 1) {
+    try {
+      rest = decodeURIComponent(path.slice(slash + 1));
+    } catch {
+      rest = path.slice(slash + 1);
+    }
+  }
+  return name in pages ? [name, rest] : ["rooms", null];
+}
+
 function route(): void {
-  const name = location.hash.replace(/^#\/?/, "") || "rooms";
-  const next = name in pages ? name : "rooms";
+  const [next, room] = parse(location.hash);
+  // A room's page is the rooms page with that room open.
+  if (next === "rooms") rooms.open(room);
   if (next === current) return;
   if (current) {
     pages[current].page.stop();
@@ -30,7 +48,8 @@ function route(): void {
   current = next;
   $(pages[next].section).hidden = false;
   $(pages[next].nav).setAttribute("aria-current", "page");
-  document.title = `RoomControl · ${next === "rooms" ? "Rooms" : "Join a call"}`;
+  document.title =
+    next === "join" ? "RoomControl · Join a call" : room ? `RoomControl · Room ${room}` : "RoomControl · Rooms";
   pages[next].page.start();
 }
 

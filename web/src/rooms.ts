@@ -1,9 +1,17 @@
-// The admin page: active rooms (refreshed every few seconds), creating,
-// deleting and describing them, and a room's participants with their tracks.
+// The admin page: active rooms, creating, deleting and describing them, and
+// a room's page (#/rooms/<name>): its participants with their tracks and its
+// live timeline.
+//
+// The list follows the timeline (WatchEvents): an event that changes a room
+// (started, finished, created, deleted, someone joined or left, ...)
+// refreshes it within a moment. A slow poll stays as a fallback, and while
+// the event stream is down (or refused: it needs events:read) the list is
+// polled every few seconds as before.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { client, describe, failureText, type Failure } from "./api";
 import { $, clock, dateTime, h, input, when } from "./dom";
+import { EventFollower, type FollowState } from "./events";
 import {
   ParticipantKind,
   ParticipantState,
@@ -13,19 +21,57 @@ import {
   type Room,
   type Track,
 } from "./gen/roomcontrol/v1/room_control_pb";
+import * as timeline from "./timeline";
 
+/** Polling while the event stream is not live. */
 const REFRESH_MS = 3000;
+/** Polling while it is: only a fallback. */
+const FALLBACK_MS = 15_000;
+/** Events arriving together cause one refresh, at most one a second. */
+const EVENT_DEBOUNCE_MS = 250;
+const EVENT_MIN_GAP_MS = 1000;
+
+/**
+ * The timeline events that change what the rooms list (or a room's page)
+ * shows: rooms appearing and going, participant and publisher counts,
+ * metadata.
+ */
+export const LIST_EVENT_TYPES = [
+  "room_started",
+  "room_finished",
+  "participant_joined",
+  "participant_left",
+  "participant_connection_aborted",
+  "room_created",
+  "room_deleted",
+  "room_metadata_updated",
+  "track_published",
+  "track_unpublished",
+];
 
 let running = false;
 let timer: ReturnType<typeof setTimeout> | undefined;
 let inFlight = false;
 let again = false;
+/** Why the next refresh runs: "start", "poll", "action", "event:<type>", ... */
+let pendingReason = "start";
+
+let listFollower: EventFollower | null = null;
+let listState: FollowState = { kind: "connecting", resuming: false };
+let eventTimer: ReturnType<typeof setTimeout> | undefined;
+let eventReason = "";
+let lastEventRefresh = 0;
 
 let rooms: Room[] = [];
 let roomsUpdatedAt: Date | null = null;
+let roomsUpdatedBy = "";
 let roomsKey = "";
 let selected: string | null = null;
+/** Whether the selected room was in the last list (for "no longer active"). */
+let selectedActive = false;
 let participantsKey = "";
+/** The names of the selected room's tracks by sid, for its timeline. */
+const trackNames = new Map<string, string>();
 let metadataDirty = false;
 /** Whether the error banner shows a failed refresh (cleared by the next good one). */
 let bannerFromRefresh = false;
@@ -43,73 +89,152 @@ export function init(): void {
     metadataDirty = true;
   });
   $("#detail-close").addEventListener("click", () => select(null));
+  timeline.init(
+    (event) => eventArrived(event.type),
+    (sid) => trackNames.get(sid),
+  );
+  listFollower = new EventFollower({
+    action: "Following the rooms' events",
+    types: LIST_EVENT_TYPES,
+    onEvent: (event) => eventArrived(event.type),
+    onState: (state) => {
+      const wasLive = listState.kind === "live";
+      listState = state;
+      if (state.kind === "live" && !wasLive) {
+        // Whatever happened while the stream was down or connecting.
+        void refresh("events connected");
+      } else if (state.kind !== "live" && wasLive) {
+        // Back to polling at the fast rate.
+        void refresh("events disconnected");
+      } else {
+        showStatus();
+      }
+    },
+  });
 }
 
 export function start(): void {
   running = true;
-  void refresh();
+  listFollower?.start();
+  if (selected) timeline.show(selected, listFollower?.cursor);
+  void refresh("start");
 }
 
 export function stop(): void {
   running = false;
   clearTimeout(timer);
+  clearTimeout(eventTimer);
+  eventTimer = undefined;
+  listFollower?.stop();
+  timeline.pause();
 }
 
 export function credentialsChanged(): void {
-  if (running) void refresh();
+  if (!running) return;
+  listFollower?.restart();
+  timeline.credentialsChanged();
+  void refresh("new credential");
+}
+
+/** The room of the page's URL (#/rooms/<name>), or null for the list alone. */
+export function open(name: string | null): void {
+  if (name !== selected) select(name, false);
 }
 
 // --- refreshing ---------------------------------------------------------
 
-async function refresh(): Promise<void> {
+/** An event that changes what is shown: refresh soon, coalescing a burst. */
+function eventArrived(type: string): void {
+  if (!running) return;
+  eventReason = `event ${type}`;
+  if (eventTimer !== undefined) return;
+  const wait = Math.max(EVENT_DEBOUNCE_MS, lastEventRefresh + EVENT_MIN_GAP_MS - Date.now());
+  eventTimer = setTimeout(() => {
+    eventTimer = undefined;
+    lastEventRefresh = Date.now();
+    void refresh(eventReason);
+  }, wait);
+}
+
+function pollMs(): number {
+  return listState.kind === "live" ? FALLBACK_MS : REFRESH_MS;
+}
+
+async function refresh(reason: string): Promise<void> {
   clearTimeout(timer);
   if (!running) return;
   if (inFlight) {
     again = true;
+    pendingReason = reason;
     return;
   }
   inFlight = true;
   try {
-    const ok = await loadRooms();
-    if (ok && selected) await loadParticipants(selected);
+    const ok = await loadRooms(reason);
+    if (ok && selected && rooms.some((r) => r.name === selected)) await loadParticipants(selected);
   } finally {
     inFlight = false;
     if (running) {
       if (again) {
         again = false;
-        void refresh();
+        void refresh(pendingReason);
       } else {
-        timer = setTimeout(() => void refresh(), REFRESH_MS);
+        timer = setTimeout(() => void refresh("poll"), pollMs());
       }
     }
   }
 }
 
-async function loadRooms(): Promise<boolean> {
+async function loadRooms(reason: string): Promise<boolean> {
   try {
     const answer = await client.listRooms({});
     rooms = [...answer.rooms].sort((a, b) => a.name.localeCompare(b.name));
     roomsUpdatedAt = new Date();
+    roomsUpdatedBy = reason;
   } catch (error) {
     showError(describe("Could not list the rooms", error), true);
     $("#rooms-table").classList.add("stale");
-    $("#rooms-status").textContent = roomsUpdatedAt
-      ? `refresh failed at ${clock(new Date())}; showing the rooms of ${clock(roomsUpdatedAt)}`
-      : `could not list the rooms (${clock(new Date())}); retrying every ${REFRESH_MS / 1000} s`;
+    roomsFailedAt = new Date();
+    showStatus();
     return false;
   }
+  roomsFailedAt = null;
   if (bannerFromRefresh) clearError();
   $("#rooms-table").classList.remove("stale");
-  $("#rooms-status").textContent =
-    `${rooms.length} ${rooms.length === 1 ? "room" : "rooms"} · updated ${clock(roomsUpdatedAt!)} · ` +
-    `refreshing every ${REFRESH_MS / 1000} s`;
-  if (selected && !rooms.some((r) => r.name === selected)) {
-    notice(`Room ${selected} is no longer active.`);
-    select(null);
-  }
+  $("#rooms-table").dataset.updatedBy = reason;
+  showStatus();
+  const active = selected !== null && rooms.some((r) => r.name === selected);
+  if (selected && selectedActive && !active) notice(`Room ${selected} is no longer active.`);
+  selectedActive = active;
   renderRooms();
   if (selected) renderFacts();
   return true;
+}
+
+let roomsFailedAt: Date | null = null;
+
+/** The line above the list: how fresh it is, and how it is kept fresh. */
+function showStatus(): void {
+  const status = $("#rooms-status");
+  const how =
+    listState.kind === "live"
+      ? `live updates from events (polling every ${FALLBACK_MS / 1000} s as a fallback)`
+      : listState.kind === "off"
+        ? `refreshing every ${REFRESH_MS / 1000} s (no live updates: ${listState.failure.code || "refused"})`
+        : `refreshing every ${REFRESH_MS / 1000} s (live updates: ${listState.kind === "retrying" ? "reconnecting" : "connecting"}…)`;
+  status.dataset.live = String(listState.kind === "live");
+  // Why live updates are off or down, in full.
+  status.title = listState.kind === "off" || listState.kind === "retrying" ? failureText(listState.failure) : "";
+  if (roomsFailedAt) {
+    status.textContent = roomsUpdatedAt
+      ? `refresh failed at ${clock(roomsFailedAt)}; showing the rooms of ${clock(roomsUpdatedAt)}`
+      : `could not list the rooms (${clock(roomsFailedAt)}); retrying every ${pollMs() / 1000} s`;
+    return;
+  }
+  if (!roomsUpdatedAt) return;
+  const why = roomsUpdatedBy.startsWith("event ") ? ` on ${roomsUpdatedBy.slice(6)}` : "";
+  status.textContent =
+    `${rooms.length} ${rooms.length === 1 ? "room" : "rooms"} · updated ${clock(roomsUpdatedAt)}${why} · ${how}`;
 }
 
 async function loadParticipants(room: string): Promise<void> {
@@ -165,29 +290,58 @@ function renderRooms(): void {
   );
 }
 
-function select(name: string | null): void {
+/**
+ * Opens a room's page (its details, participants and timeline) beside the
+ * list, or closes it. `push`: record it in the URL (#/rooms/<name>), so the
+ * page can be linked to and Back returns to the previous one. `since`: the
+ * cursor its timeline starts after (see timeline.show).
+ */
+function select(name: string | null, push = true, since = listFollower?.cursor): void {
   if (name !== selected) {
     selected = name;
+    selectedActive = name !== null && rooms.some((r) => r.name === name);
     participantsKey = "";
     metadataDirty = false;
-    $("#participants").replaceChildren();
-    $("#participants-count").textContent = "";
-    $("#participants-empty").hidden = true;
+    clearParticipants();
+    if (push) {
+      const hash = name === null ? "#/rooms" : `#/rooms/${encodeURIComponent(name)}`;
+      if (location.hash !== hash) location.hash = hash;
+    }
+    document.title = name === null ? "RoomControl · Rooms" : `RoomControl · Room ${name}`;
   }
   $("#room-detail").hidden = name === null;
   roomsKey = "";
   renderRooms();
+  if (running) timeline.show(name, since);
   if (name === null) return;
   $("#detail-name").textContent = name;
   const room = rooms.find((r) => r.name === name);
   if (!metadataDirty) ($("#room-metadata") as HTMLTextAreaElement).value = room?.metadata ?? "";
   renderFacts();
-  void loadParticipants(name);
+  if (room) void loadParticipants(name);
+}
+
+function clearParticipants(): void {
+  participantsKey = "";
+  trackNames.clear();
+  $("#participants").replaceChildren();
+  $("#participants-count").textContent = "";
+  $("#participants-empty").hidden = true;
 }
 
 function renderFacts(): void {
   const room = rooms.find((r) => r.name === selected);
-  if (!room) return;
+  // A room LiveKit does not list (it ended, or has not started): its page
+  // stays, with its timeline, to see what happens to it.
+  $("#detail-inactive").hidden = room !== undefined || roomsUpdatedAt === null;
+  $("#metadata-form").hidden = room === undefined;
+  $("#participants-section").hidden = room === undefined;
+  $("#detail-facts").hidden = room === undefined;
+  if (!room) {
+    $("#detail-facts").replaceChildren();
+    clearParticipants();
+    return;
+  }
   const seconds = (s: number, fallback: string) => (s ? `${s} s` : fallback);
   const facts: [string, string][] = [
     ["Sid", room.sid],
@@ -227,6 +381,7 @@ function renderParticipants(participants: Participant[]): void {
   );
   if (key === participantsKey) return;
   participantsKey = key;
+  for (const p of participants) for (const t of p.tracks) if (t.name) trackNames.set(t.sid, t.name);
   const room = selected!;
   $("#participants-count").textContent = `(${participants.length})`;
   $("#participants-empty").hidden = participants.length > 0;
@@ -324,7 +479,7 @@ async function act(button: HTMLButtonElement | null, action: string, run: () => 
     return false;
   } finally {
     if (button) button.disabled = false;
-    void refresh();
+    void refresh("action");
   }
 }
 
@@ -337,6 +492,9 @@ function optionalNumber(selector: string): number {
 
 async function createRoom(button: HTMLButtonElement | null): Promise<void> {
   const name = input("#create-name").value.trim();
+  // The room's page, opened once it exists, starts its timeline from here:
+  // it shows the room_created (and LiveKit's room_started) of this call.
+  const before = listFollower?.cursor;
   const ok = await act(button, `Could not create room ${name}`, async () => {
     const room = await client.createRoom({
       name,
@@ -349,7 +507,7 @@ async function createRoom(button: HTMLButtonElement | null): Promise<void> {
   });
   if (ok) {
     (input("#create-name").form as HTMLFormElement).reset();
-    select(name);
+    select(name, true, before);
   }
 }
 

@@ -20,10 +20,13 @@ use libfuzzer_sys::fuzz_target;
 use roomcontrol::api::RoomControlService;
 use roomcontrol::auth::Caller;
 use roomcontrol::config::Config;
+use roomcontrol::events::Timeline;
+use roomcontrol::events::watch::WatchContext;
 use roomcontrol::livekit::LiveKit;
 use roomcontrol::metrics::Metrics;
 use roomcontrol::proto::v1::room_control_server::RoomControlServer;
 use roomcontrol::rpc::RPCS;
+use roomcontrol::store::Store;
 use roomcontrol::tokens::TokenSigner;
 use tonic_web::{GrpcWebLayer, GrpcWebService};
 use tower::{Layer, ServiceExt};
@@ -43,13 +46,22 @@ fn fixture() -> &'static Fixture {
         let mut config = Config::default();
         // Port 1 on loopback: refused at once, and no name to resolve.
         config.livekit.url = "http://127.0.0.1:1".to_owned();
+        config.store.url = "sqlite::memory:".to_owned();
         let metrics = Metrics::new();
         let livekit = Arc::new(LiveKit::new(&config.livekit, metrics.clone()).expect("a LiveKit client"));
         let signer = TokenSigner::new(&config.livekit).expect("a token signer");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        // The timeline, in memory: the actions the fuzzer's calls record.
+        let timeline = runtime.block_on(async {
+            let store = Store::open(&config.store).await.expect("an in-memory store");
+            Timeline::start(store, &config.events, metrics.clone()).await.expect("a timeline")
+        });
+        let (_closing, closing) = tokio::sync::watch::channel(false);
+        let watch = WatchContext { timeline, livekit, metrics, closing };
         let room_control =
-            RoomControlService::new(livekit, signer, metrics, config.tokens.clone(), config.auth.self_service.clone());
+            RoomControlService::new(signer, config.tokens.clone(), config.auth.self_service.clone(), watch);
         Fixture {
-            runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
+            runtime,
             service: GrpcWebLayer::new().layer(RoomControlServer::new(room_control)),
             caller: Arc::new(Caller::anonymous()),
         }

@@ -619,6 +619,7 @@ async fn a_flood_of_unknown_kids_cannot_hammer_the_jwks_url() {
 #[tokio::test]
 async fn without_credentials_configured_roomcontrol_refuses_to_serve_beyond_loopback() {
     let mut config = roomcontrol::Config::default();
+    config.store.url = "sqlite::memory:".to_owned();
     config.server.host = "0.0.0.0".parse().unwrap();
     config.server.port = 0;
     config.admin.port = 0;

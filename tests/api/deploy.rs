@@ -257,6 +257,8 @@ async fn the_configmaps_configuration_starts_a_server() {
     config.server.port = 0;
     config.admin.port = 0;
     config.livekit.url = "http://127.0.0.1:9".to_owned();
+    // The pods' store is PostgreSQL (DATABASE_URL from the Secret).
+    config.store.url = "sqlite::memory:".to_owned();
     let application = roomcontrol::Application::build(config).await.expect("the ConfigMap's configuration starts");
     assert!(application.admin_addr().is_some(), "the metrics port is on");
 }

@@ -523,6 +523,7 @@ async fn the_schema_is_migrated_once_and_a_newer_database_is_refused(kind: Kind)
     // The binary refuses to start on it, with the same words.
     let url = database.url.clone();
     let mut app_config = roomcontrol::Config::default();
+    app_config.livekit.url = "http://127.0.0.1:9".to_owned();
     app_config.server.port = 0;
     app_config.admin.enabled = false;
     app_config.store.url = url;

@@ -118,6 +118,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub store: StoreConfig,
     pub events: EventsConfig,
+    #[serde(default)]
+    pub rest: RestConfig,
 }
 
 /// Where RoomControl keeps its timeline.
@@ -177,6 +179,22 @@ pub struct WebhookKeyConfig {
     /// Never logged, never printed.
     #[serde(serialize_with = "redact")]
     pub api_secret: SecretString,
+}
+
+/// The NestJS app's REST routes under `/livekit/` on the main port
+/// (`crate::rest`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestConfig {
+    /// Serve them. On by default: they go through the same authentication
+    /// as the RPCs, so they open nothing the RPCs do not.
+    pub enabled: bool,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// The browser console (`web/`), served at `/console/` on the main port.
@@ -617,6 +635,7 @@ impl Default for Config {
                 watch_buffer: 4096,
                 poll_interval: Duration::from_secs(1),
             },
+            rest: RestConfig::default(),
         }
     }
 }
@@ -885,7 +904,7 @@ impl Config {
     /// set `RUST_LOG` overrides `log.level` (see telemetry::effective_filter).
     pub fn to_redacted_json(&self) -> String {
         // Every field, so that a new section cannot be left out.
-        let Config { server, livekit, tokens, log, auth, admin, console, store, events } = self;
+        let Config { server, livekit, tokens, log, auth, admin, console, store, events, rest } = self;
         let effective = crate::telemetry::effective_filter(log);
         let printed = PrintedConfig {
             server,
@@ -902,6 +921,7 @@ impl Config {
             console,
             store,
             events,
+            rest,
         };
         serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
     }
@@ -920,6 +940,7 @@ struct PrintedConfig<'a> {
     console: &'a ConsoleConfig,
     store: &'a StoreConfig,
     events: &'a EventsConfig,
+    rest: &'a RestConfig,
 }
 
 #[derive(Serialize)]

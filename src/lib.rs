@@ -5,7 +5,8 @@
 //! and handled in [`api`] (the RPC's entry in the [`rpc`] registry, the
 //! rules in [`validate`]), and leaves for LiveKit through [`livekit`], the
 //! only module that talks to the LiveKit server. [`error`] turns every
-//! failure into a gRPC status once. docs/architecture.md walks the path.
+//! failure into a gRPC status once. [`rest`] serves the NestJS app's REST
+//! routes by sending each through the same stack as an RPC. docs/architecture.md walks the path.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod livekit;
 pub mod metrics;
 pub mod middleware;
 pub mod proto;
+pub mod rest;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::middleware::Protocol;
 use crate::rpc::Route;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,9 +152,10 @@ impl Drop for Watcher {
 #[derive(Debug)]
 struct RpcSeries {
     duration: Histogram,
-    /// `calls_total` with code "Ok", over gRPC and over grpc-web.
+    /// `calls_total` with code "Ok", over gRPC, grpc-web and REST.
     ok_grpc: Counter,
     ok_grpc_web: Counter,
+    ok_rest: Counter,
 }
 
 impl Metrics {
@@ -215,6 +217,7 @@ impl Metrics {
                     duration: call_duration.get_or_create(&RpcLabels { rpc }).clone(),
                     ok_grpc: ok("grpc"),
                     ok_grpc_web: ok("grpc-web"),
+                    ok_rest: ok("rest"),
                 }
             })
             .collect();
@@ -258,15 +261,16 @@ impl Metrics {
     }
 
     /// Counts a finished call.
-    pub fn call_finished(&self, route: Route, grpc_web: bool, code: tonic::Code, duration: Duration) {
+    pub fn call_finished(&self, route: Route, protocol: Protocol, code: tonic::Code, duration: Duration) {
         let series = &self.per_rpc[route.index()];
-        match code {
-            tonic::Code::Ok if grpc_web => series.ok_grpc_web.inc(),
-            tonic::Code::Ok => series.ok_grpc.inc(),
-            _ => {
-                let protocol = if grpc_web { "grpc-web" } else { "grpc" };
-                self.calls.get_or_create(&CallLabels { rpc: route.label(), code: code_label(code), protocol }).inc()
-            }
+        match (code, protocol) {
+            (tonic::Code::Ok, Protocol::Grpc) => series.ok_grpc.inc(),
+            (tonic::Code::Ok, Protocol::GrpcWeb) => series.ok_grpc_web.inc(),
+            (tonic::Code::Ok, Protocol::Rest) => series.ok_rest.inc(),
+            _ => self
+                .calls
+                .get_or_create(&CallLabels { rpc: route.label(), code: code_label(code), protocol: protocol.label() })
+                .inc(),
         };
         series.duration.observe(duration.as_secs_f64());
     }
@@ -480,7 +484,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.call_finished(
             Route::of("/roomcontrol.v1.RoomControl/GetRoom"),
-            false,
+            Protocol::Grpc,
             tonic::Code::NotFound,
             Duration::from_millis(3),
         );

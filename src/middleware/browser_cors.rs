@@ -53,15 +53,29 @@ where
     }
 }
 
-/// The CORS policy for grpc-web callers.
-pub fn policy(config: &CorsConfig) -> CorsLayer {
-    let allow_origin = if config.allowed_origins.iter().any(|origin| origin == "*") {
+/// The CORS policy for the REST routes (`crate::rest`): the same allowed
+/// origins as grpc-web callers, with REST's methods and headers.
+pub fn rest_policy(config: &CorsConfig) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(allow_origin(config))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([http::header::CONTENT_TYPE, http::header::AUTHORIZATION])
+        .expose_headers([http::header::RETRY_AFTER, http::header::WWW_AUTHENTICATE])
+        .max_age(Duration::from_secs(24 * 3600))
+}
+
+fn allow_origin(config: &CorsConfig) -> AllowOrigin {
+    if config.allowed_origins.iter().any(|origin| origin == "*") {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(config.allowed_origins.iter().filter_map(|origin| origin.parse().ok()))
-    };
+    }
+}
+
+/// The CORS policy for grpc-web callers.
+pub fn policy(config: &CorsConfig) -> CorsLayer {
     CorsLayer::new()
-        .allow_origin(allow_origin)
+        .allow_origin(allow_origin(config))
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([
             http::header::CONTENT_TYPE,

@@ -1,5 +1,5 @@
-//! One tracing span per call, carrying the RPC, the protocol (grpc or
-//! grpc-web), the caller and the room (recorded by the handler), closed by
+//! One tracing span per call, carrying the RPC, the protocol (grpc,
+//! grpc-web or rest), the caller and the room (recorded by the handler), closed by
 //! one log line with the gRPC status code and the latency: at `info` or
 //! `warn` for a failed or refused call, at `debug` for a success.
 
@@ -46,19 +46,15 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
         let route = Route::of(path);
-        let grpc_web = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc-web"));
-        let protocol = if grpc_web { "grpc-web" } else { "grpc" };
+        let protocol = Protocol::of(&request);
         // Probes and reflection are frequent and dull: debug level.
         let routine = rpc::is_public(path);
         // The path as sent (not its label): a log reader wants to see what
         // an unknown path was. Formatted only if the span is enabled.
         let span = if routine {
-            tracing::debug_span!("call", rpc = %path, protocol, caller = field::Empty, room = field::Empty)
+            tracing::debug_span!("call", rpc = %path, protocol = protocol.label(), caller = field::Empty, room = field::Empty)
         } else {
-            tracing::info_span!("call", rpc = %path, protocol, caller = field::Empty, room = field::Empty)
+            tracing::info_span!("call", rpc = %path, protocol = protocol.label(), caller = field::Empty, room = field::Empty)
         };
         let started = Instant::now();
         let in_flight = self.metrics.call_started();
@@ -67,14 +63,14 @@ where
         Box::pin(
             async move {
                 // Counts the call as cancelled if it is dropped unanswered.
-                let mut unanswered = Unanswered { metrics: &metrics, route, grpc_web, started, answered: false };
+                let mut unanswered = Unanswered { metrics: &metrics, route, protocol, started, answered: false };
                 let result = future.await;
                 unanswered.answered = true;
                 let elapsed = started.elapsed();
                 match &result {
                     Ok(response) => {
                         let code = log_response(response, elapsed);
-                        metrics.call_finished(route, grpc_web, code, elapsed);
+                        metrics.call_finished(route, protocol, code, elapsed);
                     }
                     Err(_) => tracing::warn!(latency_ms = elapsed.as_secs_f64() * 1000.0, "call failed in transport"),
                 }
@@ -86,6 +82,38 @@ where
     }
 }
 
+/// How a call reached RoomControl, for its span and its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    GrpcWeb,
+    /// A REST route (`crate::rest`), sent through the stack as gRPC with
+    /// this in its extensions.
+    Rest,
+}
+
+impl Protocol {
+    fn of<B>(request: &Request<B>) -> Protocol {
+        if let Some(protocol) = request.extensions().get::<Protocol>() {
+            return *protocol;
+        }
+        let grpc_web = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc-web"));
+        if grpc_web { Protocol::GrpcWeb } else { Protocol::Grpc }
+    }
+
+    /// The metrics label and log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Rest => "rest",
+        }
+    }
+}
+
 /// A call whose answer is not ready yet. When the client cancels (an
 /// HTTP/2 RST_STREAM, a closed connection) the server drops the call's
 /// future: the call is then counted as CANCELLED and logged at debug, as
@@ -93,7 +121,7 @@ where
 struct Unanswered<'a> {
     metrics: &'a Metrics,
     route: Route,
-    grpc_web: bool,
+    protocol: Protocol,
     started: Instant,
     answered: bool,
 }
@@ -105,7 +133,7 @@ impl Drop for Unanswered<'_> {
         }
         let elapsed = self.started.elapsed();
         tracing::debug!(latency_ms = elapsed.as_secs_f64() * 1000.0, "call cancelled by the client");
-        self.metrics.call_finished(self.route, self.grpc_web, tonic::Code::Cancelled, elapsed);
+        self.metrics.call_finished(self.route, self.protocol, tonic::Code::Cancelled, elapsed);
     }
 }
 

@@ -22,10 +22,10 @@ mod read_request;
 
 pub use branch::Branch;
 pub use browser_cors::BrowserCors;
-pub use call_log::CallLog;
+pub use call_log::{CallLog, Protocol};
 pub use end_watches::EndWatches;
 pub use limit::{Budgets, Holding, LimitCalls};
-pub use read_request::{ReadRequest, RequestLimits};
+pub use read_request::{BODY_TOO_LARGE, BODY_TOO_SLOW, ReadRequest, RequestLimits, Transcode};
 
 /// A refusal in the caller's own protocol, for layers that answer before
 /// tonic-web translates grpc-web: a trailers-only gRPC answer, labelled

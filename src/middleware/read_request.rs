@@ -12,6 +12,7 @@
 //! deadline passes. Health, reflection (a bidirectional stream) and the
 //! console pass untouched.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +26,48 @@ use tower::Service;
 
 use super::{PassOrBoxed, refusal, take_ready};
 use crate::rpc;
+
+/// A request whose body is not a gRPC message yet: the REST routes
+/// (`crate::rest`) send their JSON body through the stack with this in the
+/// request's extensions. The body is read like a gRPC request's (within
+/// `server.request_body_timeout` and `server.max_message_bytes`), then this
+/// turns it into the framed message; its refusal is the call's answer.
+#[derive(Clone)]
+pub struct Transcode(Arc<TranscodeFn>);
+
+type TranscodeFn = dyn Fn(Bytes) -> Result<Bytes, tonic::Status> + Send + Sync;
+
+impl Transcode {
+    pub fn new(transcode: impl Fn(Bytes) -> Result<Bytes, tonic::Status> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(transcode))
+    }
+}
+
+/// The ErrorInfo reasons a transcoded body's refusal carries, so the REST
+/// routes answer HTTP's own statuses (413, 408) where gRPC has one code for
+/// several causes.
+pub const BODY_TOO_LARGE: &str = "BODY_TOO_LARGE";
+pub const BODY_TOO_SLOW: &str = "BODY_TOO_SLOW";
+
+impl Transcode {
+    /// The refusal, with the ErrorInfo reason that tells which limit broke.
+    fn explain(status: tonic::Status) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let reason = match status.code() {
+            tonic::Code::ResourceExhausted => BODY_TOO_LARGE,
+            tonic::Code::DeadlineExceeded => BODY_TOO_SLOW,
+            _ => return status,
+        };
+        let details = ErrorDetails::with_error_info(reason, "roomcontrol", std::collections::HashMap::new());
+        tonic::Status::with_error_details(status.code(), status.message(), details)
+    }
+}
+
+impl std::fmt::Debug for Transcode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Transcode")
+    }
+}
 
 /// The gRPC frame header before each message: a compression flag and a
 /// 4-byte length.
@@ -75,8 +118,15 @@ where
             if !is_grpc(&request) {
                 return Ok(unsupported_media_type());
             }
-            let (parts, body) = request.into_parts();
-            match read(body, is_grpc_web_text(&parts.headers), limits).await {
+            let (mut parts, body) = request.into_parts();
+            let read = match parts.extensions.remove::<Transcode>() {
+                Some(transcode) => collect(body, limits.max_message_bytes, limits)
+                    .await
+                    .map_err(Transcode::explain)
+                    .and_then(|json| (transcode.0)(json)),
+                None => read(body, is_grpc_web_text(&parts.headers), limits).await,
+            };
+            match read {
                 Ok(body) => inner.call(Request::from_parts(parts, Body::new(Full::new(body)))).await,
                 Err(status) => Ok(refusal(&parts.headers, status)),
             }
@@ -117,29 +167,7 @@ async fn read(body: Body, base64_text: bool, limits: RequestLimits) -> Result<By
     let framed_limit = limits.max_message_bytes + FRAME_HEADER_BYTES;
     // grpc-web's text form takes 4 bytes for every 3.
     let limit = if base64_text { framed_limit.div_ceil(3) * 4 } else { framed_limit };
-    let too_large = || {
-        tonic::Status::resource_exhausted(format!(
-            "the request message is larger than {} bytes (server.max_message_bytes)",
-            limits.max_message_bytes
-        ))
-    };
-    let collected = match tokio::time::timeout(limits.timeout, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Ok(Err(error)) if is_malformed(error.as_ref()) => {
-            return Err(tonic::Status::invalid_argument(
-                "the request body is malformed: its HTTP framing cannot be read",
-            ));
-        }
-        // The stream was reset or the connection closed: the client left.
-        Ok(Err(_)) => return Err(tonic::Status::cancelled("the client ended the call before its request arrived")),
-        Err(_) => {
-            return Err(tonic::Status::deadline_exceeded(format!(
-                "the request message did not arrive in full within {} (server.request_body_timeout)",
-                crate::duration::display(limits.timeout)
-            )));
-        }
-    };
+    let collected = collect(body, limit, limits).await?;
     if collected.is_empty() {
         return Err(tonic::Status::invalid_argument(
             "the call carries no request message: a gRPC client sends one framed message, even an empty one",
@@ -157,10 +185,34 @@ async fn read(body: Body, base64_text: bool, limits: RequestLimits) -> Result<By
     if let Some(header) = framed.get(..FRAME_HEADER_BYTES) {
         let promised = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
         if promised > limits.max_message_bytes {
-            return Err(too_large());
+            return Err(too_large(limits));
         }
     }
     Ok(collected)
+}
+
+fn too_large(limits: RequestLimits) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!(
+        "the request message is larger than {} bytes (server.max_message_bytes)",
+        limits.max_message_bytes
+    ))
+}
+
+/// The body as it came, at most `limit` bytes, within the deadline.
+async fn collect(body: Body, limit: usize, limits: RequestLimits) -> Result<Bytes, tonic::Status> {
+    match tokio::time::timeout(limits.timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limits)),
+        Ok(Err(error)) if is_malformed(error.as_ref()) => {
+            Err(tonic::Status::invalid_argument("the request body is malformed: its HTTP framing cannot be read"))
+        }
+        // The stream was reset or the connection closed: the client left.
+        Ok(Err(_)) => Err(tonic::Status::cancelled("the client ended the call before its request arrived")),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "the request message did not arrive in full within {} (server.request_body_timeout)",
+            crate::duration::display(limits.timeout)
+        ))),
+    }
 }
 
 /// The body of a grpc-web-text request, decoded as tonic-web will decode

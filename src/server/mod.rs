@@ -41,6 +41,7 @@ use crate::middleware::{
 };
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use crate::rest::{self, Rest};
 use crate::store::Store;
 use crate::tls::Tls;
 use crate::tokens::TokenSigner;
@@ -192,12 +193,25 @@ impl Application {
                 tonic::Status::internal("internal error").into_http::<Body>()
             }))
             .service(routes.routes().prepare());
+        // The NestJS app's REST routes (/livekit/...): each request becomes
+        // an in-process call of its RPC through the stack above, so it is
+        // logged, authenticated, limited and handled exactly as the RPC.
+        let rest = config.rest.enabled.then(|| Rest::new(&config, authenticator.is_enabled(), grpc.clone()));
         // Browsers send `Origin`: CORS answers their preflights and labels
-        // cross-origin replies. Backends send none and skip it.
+        // cross-origin replies. Backends send none and skip it. The REST
+        // routes get the same allowed origins, with REST's methods.
         let grpc = BrowserCors::new(browser_cors::policy(&config.server.cors), grpc);
-        let service: HttpService = match console::service(&config.console.dir) {
-            Some(console) => BoxCloneSyncService::new(Branch::new(console::is_console_request, console, grpc)),
+        let api: HttpService = match rest {
+            Some(rest) => BoxCloneSyncService::new(Branch::new(
+                rest::is_rest_request,
+                BrowserCors::new(browser_cors::rest_policy(&config.server.cors), rest),
+                grpc,
+            )),
             None => BoxCloneSyncService::new(grpc),
+        };
+        let service: HttpService = match console::service(&config.console.dir) {
+            Some(console) => BoxCloneSyncService::new(Branch::new(console::is_console_request, console, api)),
+            None => api,
         };
         // LiveKit's webhooks: verified by their own signature, not a
         // caller's credential, so they leave before authentication.

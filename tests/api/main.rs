@@ -18,6 +18,7 @@ mod participants;
 mod process;
 mod replicas;
 mod resilience;
+mod rest;
 mod rooms;
 mod shutdown;
 mod timeline;

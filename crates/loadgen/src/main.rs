@@ -227,8 +227,9 @@ struct WatchArgs {
     /// Webhooks per second, on a fixed schedule.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
-    /// HTTP/1.1 connections the webhooks go over (at most this many in flight).
-    #[arg(long, default_value_t = 16)]
+    /// HTTP/1.1 connections the webhooks go over: at most this many in
+    /// flight. A webhook due while every one is busy is sent late.
+    #[arg(long, default_value_t = 256)]
     webhook_connections: usize,
     /// After the window, the longest wait for the last deliveries.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -613,6 +614,12 @@ fn print_fanout(record: &FanoutRecord) {
         "  delivered {} of {} ({:.0} deliveries/s in the window), the last {:.3} s after it; streams ended: {:?}",
         record.deliveries, record.expected_deliveries, record.deliveries_per_s, record.drain_s, record.streams_ended
     );
+    if record.undelivered > 0 {
+        println!(
+            "  NEVER CAME {} deliveries, counted as arriving at the end: the latencies below are lower bounds",
+            record.undelivered
+        );
+    }
     println!(
         "  from send p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
         l.p50, l.p90, l.p99, l.p999, l.max

@@ -190,6 +190,11 @@ pub struct FanoutRecord {
     /// that should have been (`events` times the watchers).
     pub deliveries: u64,
     pub expected_deliveries: u64,
+    /// Deliveries that had not come when the run ended (the watcher was
+    /// cut off, or still behind after the drain): they are in the latency
+    /// figures as arriving then, which makes those lower bounds.
+    #[serde(default)]
+    pub undelivered: u64,
     /// Per delivery of a measured event: from the moment its webhook was
     /// sent (stamped in the participant's name) to its arrival at the watcher.
     pub latency_us: Latency,

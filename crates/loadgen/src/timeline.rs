@@ -521,6 +521,10 @@ struct Shared {
     epoch: Instant,
     /// When each webhook's 200 arrived, in ns since `epoch` (0: not yet).
     answered: Vec<AtomicU64>,
+    /// When each webhook was sent (its stamp), and how many watchers it
+    /// reached.
+    sent: Vec<AtomicU64>,
+    reached: Vec<AtomicU64>,
     /// The sequence numbers due in the measured window.
     measured: std::ops::Range<u64>,
     /// The measured window in ns since `epoch`; empty until the webhooks start.
@@ -542,6 +546,9 @@ impl Shared {
         let Some((seq, sent_ns)) = parse_stamp(name) else { return };
         let now_ns = self.now_ns();
         let answered = self.answered.get(seq as usize).map_or(0, |at| at.load(Ordering::Acquire));
+        if let Some(reached) = self.reached.get(seq as usize) {
+            reached.fetch_add(1, Ordering::Relaxed);
+        }
         let window = self.window_from.load(Ordering::Acquire)..self.window_until.load(Ordering::Acquire);
         let mut deliveries = self.deliveries.lock().expect("never poisoned");
         if window.contains(&now_ns) {
@@ -641,6 +648,8 @@ pub async fn fanout(options: FanoutOptions) -> Result<FanoutRecord, String> {
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         answered: (0..total).map(|_| AtomicU64::new(0)).collect(),
+        sent: (0..total).map(|_| AtomicU64::new(0)).collect(),
+        reached: (0..total).map(|_| AtomicU64::new(0)).collect(),
         measured: seq_at(warmup)..total,
         window_from: AtomicU64::new(u64::MAX),
         window_until: AtomicU64::new(u64::MAX),
@@ -703,11 +712,12 @@ pub async fn fanout(options: FanoutOptions) -> Result<FanoutRecord, String> {
     let store_sampler = tokio::spawn(sample_store(None, metrics_url, from, until));
     let mut sent = Sent { latency: new_histogram(), lag: new_histogram(), errors: Errors::default(), stored: 0 };
     let mut sends = JoinSet::new();
-    let reap = |sent: &mut Sent, done: Result<(u64, Instant, Result<(), CallError>), tokio::task::JoinError>| match done
-    {
-        Ok((seq, started, result)) => match result {
+    // A send gives its seq, how long its answer took (timed in the task:
+    // sends are reaped only between sends) and the outcome.
+    let reap = |sent: &mut Sent, done: Result<(u64, u64, Result<(), CallError>), tokio::task::JoinError>| match done {
+        Ok((seq, took_ns, result)) => match result {
             Ok(()) if shared.measured.contains(&seq) => {
-                sent.latency.saturating_record(elapsed_nanos(started));
+                sent.latency.saturating_record(took_ns);
                 sent.stored += 1;
             }
             Ok(()) => {}
@@ -726,17 +736,19 @@ pub async fn fanout(options: FanoutOptions) -> Result<FanoutRecord, String> {
         sends.spawn(async move {
             // Stamped, then signed: the signing is in the measured time.
             let sent_ns = shared.now_ns();
+            shared.sent[seq as usize].store(sent_ns, Ordering::Release);
             let signed = intake.sign(&fanout_event(&run, seq, stamp(seq, sent_ns)));
             let started = Instant::now();
             let result = match intake.request(&signed) {
                 Ok(request) => post(&mut connection, request).await,
                 Err(error) => Err(CallError::new("request", error)),
             };
+            let took_ns = elapsed_nanos(started);
             if result.is_ok() {
                 shared.answered[seq as usize].store(shared.now_ns().max(1), Ordering::Release);
             }
             let _ = idle_tx.send(connection).await;
-            (seq, started, result)
+            (seq, took_ns, result)
         });
         while let Some(done) = sends.try_join_next() {
             reap(&mut sent, done);
@@ -760,6 +772,25 @@ pub async fn fanout(options: FanoutOptions) -> Result<FanoutRecord, String> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     streams.abort_all();
+    // What never came (a watcher cut off, or still behind at the drain's
+    // end) counts as arriving now: the percentiles are then lower bounds.
+    let end_ns = shared.now_ns();
+    let mut undelivered = 0;
+    {
+        let mut deliveries = shared.deliveries.lock().expect("never poisoned");
+        for seq in shared.measured.clone() {
+            let index = seq as usize;
+            let answered = shared.answered[index].load(Ordering::Acquire);
+            let missing = (watchers as u64).saturating_sub(shared.reached[index].load(Ordering::Relaxed));
+            if answered == 0 || missing == 0 {
+                continue;
+            }
+            undelivered += missing;
+            let since_sent = end_ns.saturating_sub(shared.sent[index].load(Ordering::Acquire)).max(1);
+            deliveries.from_send.saturating_record_n(since_sent, missing);
+            deliveries.from_answer.saturating_record_n(end_ns.saturating_sub(answered).max(1), missing);
+        }
+    }
     let (client_cpu_util, server) = sampler.await.map_err(|e| format!("the sampler failed: {e}"))?;
     let (_, timeline) = store_sampler.await.map_err(|e| format!("the sampler failed: {e}"))?;
     while streams.join_next().await.is_some() {}
@@ -789,6 +820,7 @@ pub async fn fanout(options: FanoutOptions) -> Result<FanoutRecord, String> {
         send_lag_us: latency(&sent.lag),
         deliveries: deliveries.measured,
         expected_deliveries: sent.stored * watchers as u64,
+        undelivered,
         latency_us: latency(&deliveries.from_send),
         from_answer_us: latency(&deliveries.from_answer),
         delivered_before_answer: deliveries.before_answer,

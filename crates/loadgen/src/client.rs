@@ -95,7 +95,7 @@ pub struct CallError {
 }
 
 impl CallError {
-    fn new(kind: impl Into<String>, detail: impl fmt::Display) -> Self {
+    pub(crate) fn new(kind: impl Into<String>, detail: impl fmt::Display) -> Self {
         CallError { kind: kind.into(), detail: detail.to_string(), code: None }
     }
 
@@ -190,7 +190,7 @@ impl H1Connection {
     }
 
     /// Sends one request and reads the whole reply.
-    async fn exchange(
+    pub async fn exchange(
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), CallError> {

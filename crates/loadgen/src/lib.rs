@@ -10,6 +10,11 @@
 //! timed apart from the admitted calls. Latencies go into an
 //! HDR histogram; the server's CPU time and RSS are sampled from `/proc`.
 //!
+//! `loadgen webhooks` POSTs distinct, pre-signed LiveKit webhooks to
+//! RoomControl's intake over HTTP/1.1 keep-alive connections, and
+//! `loadgen watch` fans webhooks at a fixed rate out to many WatchEvents
+//! streams, timing each delivery from the webhook's POST.
+//!
 //! `scripts/bench` runs the scenarios of docs/benchmarks.md with it and
 //! `loadgen report` turns the results into the table.
 #![forbid(unsafe_code)]
@@ -19,6 +24,7 @@ pub mod procfs;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod timeline;
 
 /// The generated RoomControl API: the client the load generator drives and
 /// the server trait the baseline implements.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use loadgen::client::{Plan, PlanOptions, Protocol, Rpc};
-use loadgen::record::{Labels, LoadRecord, Record};
-use loadgen::{parse_header, parse_target, report, run};
+use loadgen::record::{FanoutRecord, Labels, LoadRecord, Record, WebhookRecord};
+use loadgen::{parse_header, parse_target, report, run, timeline};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Load generator for RoomControl: gRPC, grpc-web and Twirp, every status checked")]
@@ -25,6 +25,12 @@ struct Cli {
 enum Command {
     /// Drive one RPC at a fixed concurrency (or rate) for a fixed time.
     Run(RunArgs),
+    /// POST distinct, pre-signed LiveKit webhooks to RoomControl's intake
+    /// at a fixed concurrency, over HTTP/1.1 keep-alive connections.
+    Webhooks(WebhookArgs),
+    /// Open many WatchEvents streams, then send webhooks at a fixed rate and
+    /// time each event's delivery to each stream.
+    Watch(WatchArgs),
     /// Open many connections (one call on each) and measure the server's RSS.
     Hold(HoldArgs),
     /// Measure process start to health SERVING for a command, several times.
@@ -134,6 +140,100 @@ struct RunArgs {
     /// The server's pid, to sample its CPU time and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// RoomControl's metrics (`http://127.0.0.1:9464/metrics`): what its
+    /// timeline appended in the window, in how many batches.
+    #[arg(long)]
+    metrics_url: Option<String>,
+    #[command(flatten)]
+    labels: LabelArgs,
+}
+
+/// Where webhooks go and how they are signed, and what is measured.
+#[derive(Debug, Args)]
+struct IntakeArgs {
+    /// RoomControl's main port.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// `events.webhook_path`.
+    #[arg(long, default_value = "/livekit/webhook")]
+    path: String,
+    /// The LiveKit API key the webhooks are signed with.
+    #[arg(long, env = "LIVEKIT_API_KEY", default_value = "devkey")]
+    api_key: String,
+    /// Its secret.
+    #[arg(long, env = "LIVEKIT_API_SECRET", default_value = "secret", hide_env_values = true)]
+    api_secret: String,
+    /// How long to measure, e.g. `10s`.
+    #[arg(long, short = 'd', default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// RoomControl's pid, to sample its CPU time and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// RoomControl's metrics (`http://127.0.0.1:9464/metrics`).
+    #[arg(long)]
+    metrics_url: Option<String>,
+}
+
+impl IntakeArgs {
+    fn intake(&self) -> Result<timeline::Intake, String> {
+        let (addr, authority) = parse_target(&self.target)?;
+        Ok(timeline::Intake {
+            addr,
+            authority,
+            path: self.path.clone(),
+            api_key: self.api_key.clone(),
+            api_secret: self.api_secret.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct WebhookArgs {
+    #[command(flatten)]
+    intake: IntakeArgs,
+    /// Webhooks in flight, each on its own HTTP/1.1 connection.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    concurrency: usize,
+    /// Webhooks to sign before the run (each a distinct event): enough for
+    /// the warm-up and the window at the fastest rate expected. If they run
+    /// out, the window ends there.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// What stores the events, for the report.
+    #[arg(long, default_value = "")]
+    store: String,
+    /// The store's processes, whose CPU time is measured apart: those whose
+    /// command line contains this (PostgreSQL's backends show their
+    /// database there: `" roomcontrol_bench "`).
+    #[arg(long)]
+    store_match: Option<String>,
+    #[command(flatten)]
+    labels: LabelArgs,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    intake: IntakeArgs,
+    /// WatchEvents streams.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// HTTP/2 connections the streams share.
+    #[arg(long, default_value_t = 10)]
+    watch_connections: usize,
+    /// Webhooks per second, on a fixed schedule.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// HTTP/1.1 connections the webhooks go over: at most this many in
+    /// flight. A webhook due while every one is busy is sent late.
+    #[arg(long, default_value_t = 256)]
+    webhook_connections: usize,
+    /// After the window, the longest wait for the last deliveries.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain: Duration,
     #[command(flatten)]
     labels: LabelArgs,
 }
@@ -237,6 +337,7 @@ async fn execute(command: Command) -> Result<ExitCode, String> {
                 duration: args.duration,
                 warmup: args.warmup,
                 server_pid: args.server_pid,
+                metrics_url: args.metrics_url.clone(),
                 labels: args.labels.labels(),
             })
             .await?;
@@ -247,6 +348,55 @@ async fn execute(command: Command) -> Result<ExitCode, String> {
                 print_load(&record);
             }
             // Errors are reported, and the exit status says so too.
+            Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+        }
+        Command::Webhooks(args) => {
+            let record = timeline::intake(timeline::IntakeOptions {
+                intake: args.intake.intake()?,
+                target: args.intake.target.clone(),
+                store: args.store.clone(),
+                concurrency: args.concurrency,
+                events: args.events,
+                duration: args.intake.duration,
+                warmup: args.intake.warmup,
+                server_pid: args.intake.server_pid,
+                store_match: args.store_match.clone(),
+                metrics_url: args.intake.metrics_url.clone(),
+                labels: args.labels.labels(),
+            })
+            .await?;
+            let failed = record.errors > 0 || record.events == 0;
+            if args.labels.json {
+                println!("{}", Record::Webhooks(record).to_json_line());
+            } else {
+                print_webhooks(&record);
+            }
+            Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+        }
+        Command::Watch(args) => {
+            let record = timeline::fanout(timeline::FanoutOptions {
+                intake: args.intake.intake()?,
+                target: args.intake.target.clone(),
+                watchers: args.watchers,
+                watch_connections: args.watch_connections,
+                rate: args.rate,
+                webhook_connections: args.webhook_connections,
+                duration: args.intake.duration,
+                warmup: args.intake.warmup,
+                drain: args.drain,
+                server_pid: args.intake.server_pid,
+                metrics_url: args.intake.metrics_url.clone(),
+                labels: args.labels.labels(),
+            })
+            .await?;
+            // Late or missing deliveries are the measurement (the report
+            // says whether the target holds); failed webhooks are errors.
+            let failed = record.webhook_errors > 0 || record.events == 0;
+            if args.labels.json {
+                println!("{}", Record::Fanout(record).to_json_line());
+            } else {
+                print_fanout(&record);
+            }
             Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
         }
         Command::Hold(args) => {
@@ -372,9 +522,122 @@ fn print_load(record: &LoadRecord) {
             );
         }
     }
+    print_timeline(record.timeline.as_ref());
     if let Some(lag) = &record.send_lag_us {
         println!("  sent late p50 {:.1} us, p99 {:.1} us, max {:.1} us (open loop)", lag.p50, lag.p99, lag.max);
     }
+    if let Some(client) = record.client_cpu_util {
+        println!("  loadgen   CPU {:.0}% of a core", client * 100.0);
+    }
+}
+
+fn print_timeline(timeline: Option<&loadgen::record::TimelineSample>) {
+    if let Some(t) = timeline {
+        println!(
+            "  timeline  {} events appended in {} batches ({:.1} events, {:.0} us per batch); webhooks {:?}",
+            t.appended,
+            t.batches,
+            t.mean_batch(),
+            t.mean_batch_us(),
+            t.webhooks
+        );
+    }
+}
+
+fn print_webhooks(record: &WebhookRecord) {
+    let latency = &record.latency_us;
+    println!(
+        "webhooks ({}) on {} connections, {:.1} s measured after {:.1} s of warm-up; {} pre-signed{}, {:.0} bytes each",
+        record.store,
+        record.concurrency,
+        record.duration_s,
+        record.warmup_s,
+        record.presigned,
+        if record.ran_out { " (ALL USED: the window ended there)" } else { "" },
+        record.body_bytes_mean
+    );
+    println!("  stored    {} ({:.0}/s), errors {}", record.events, record.events_per_s, record.errors);
+    for (kind, error) in &record.error_kinds {
+        println!("    {kind}: {} (e.g. {})", error.count, error.example);
+    }
+    println!(
+        "  latency   p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+        latency.p50, latency.p90, latency.p99, latency.p999, latency.max
+    );
+    if let Some(server) = &record.server {
+        println!(
+            "  server    CPU {:.0}% of a core, {:.1} us per event ({:.0} events/s per core); RSS {:.1} MiB",
+            server.cpu_util * 100.0,
+            server.cpu_us_per_call,
+            if server.cpu_us_per_call > 0.0 { 1e6 / server.cpu_us_per_call } else { 0.0 },
+            server.rss_kib_end as f64 / 1024.0
+        );
+    }
+    if let Some(store) = &record.store_cpu {
+        println!(
+            "  store     CPU {:.0}% of a core ({} processes), {:.1} us per event",
+            store.cpu_util * 100.0,
+            store.pids.len(),
+            if record.events > 0 { store.cpu_s * 1e6 / record.events as f64 } else { 0.0 }
+        );
+    }
+    print_timeline(record.timeline.as_ref());
+    if let Some(client) = record.client_cpu_util {
+        println!("  loadgen   CPU {:.0}% of a core", client * 100.0);
+    }
+}
+
+fn print_fanout(record: &FanoutRecord) {
+    println!(
+        "{} WatchEvents streams on {} connections (opened in {:.2} s); {:.0} webhooks/s on {} connections, {:.1} s measured after {:.1} s",
+        record.watchers,
+        record.watch_connections,
+        record.setup_s,
+        record.rate,
+        record.webhook_connections,
+        record.duration_s,
+        record.warmup_s
+    );
+    println!(
+        "  webhooks  {} stored in the window, errors {}; p50 {:.1} us, p99 {:.1} us; sent late by {:.1} us at p99",
+        record.events,
+        record.webhook_errors,
+        record.webhook_latency_us.p50,
+        record.webhook_latency_us.p99,
+        record.send_lag_us.p99
+    );
+    for (kind, error) in &record.error_kinds {
+        println!("    {kind}: {} (e.g. {})", error.count, error.example);
+    }
+    let l = &record.latency_us;
+    println!(
+        "  delivered {} of {} ({:.0} deliveries/s in the window), the last {:.3} s after it; streams ended: {:?}",
+        record.deliveries, record.expected_deliveries, record.deliveries_per_s, record.drain_s, record.streams_ended
+    );
+    if record.undelivered > 0 {
+        println!(
+            "  NEVER CAME {} deliveries, counted as arriving at the end: the latencies below are lower bounds",
+            record.undelivered
+        );
+    }
+    println!(
+        "  from send p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    let a = &record.from_answer_us;
+    println!(
+        "  from 200  p50 {:.1} us, p99 {:.1} us ({} delivered before the 200 arrived)",
+        a.p50, a.p99, record.delivered_before_answer
+    );
+    if let Some(server) = &record.server {
+        println!(
+            "  server    CPU {:.0}% of a core, {:.2} us per delivery; RSS {:.1} MiB",
+            server.cpu_util * 100.0,
+            server.cpu_us_per_call,
+            server.rss_kib_end as f64 / 1024.0
+        );
+    }
+    print_timeline(record.timeline.as_ref());
     if let Some(client) = record.client_cpu_util {
         println!("  loadgen   CPU {:.0}% of a core", client * 100.0);
     }

@@ -16,6 +16,8 @@ pub enum Record {
     Startup(StartupRecord),
     Connections(ConnectionsRecord),
     IdleRss(IdleRssRecord),
+    Webhooks(WebhookRecord),
+    Fanout(FanoutRecord),
 }
 
 impl Record {
@@ -80,6 +82,140 @@ pub struct LoadRecord {
     pub client_cpu_util: Option<f64>,
     /// The server's own figures, when its pid was given.
     pub server: Option<ServerSample>,
+    /// RoomControl's timeline over the measured window, from its metrics
+    /// (`--metrics-url`): what the calls appended, in how many batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<TimelineSample>,
+}
+
+/// RoomControl's timeline metrics over a measured window (differences of
+/// the counters scraped from the admin port at its start and end).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimelineSample {
+    /// `roomcontrol_events_appended_total`: events stored.
+    pub appended: u64,
+    /// `roomcontrol_event_append_batch_duration_seconds_count`: append
+    /// transactions (group commits).
+    pub batches: u64,
+    /// `..._sum`: seconds spent in them.
+    pub batch_seconds: f64,
+    /// `roomcontrol_webhooks_received_total`, by outcome (only those that moved).
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, u64>,
+}
+
+impl TimelineSample {
+    /// Events per append transaction.
+    pub fn mean_batch(&self) -> f64 {
+        if self.batches == 0 { 0.0 } else { self.appended as f64 / self.batches as f64 }
+    }
+
+    /// Time per append transaction, in microseconds.
+    pub fn mean_batch_us(&self) -> f64 {
+        if self.batches == 0 { 0.0 } else { self.batch_seconds * 1e6 / self.batches as f64 }
+    }
+}
+
+/// Processes of the store (PostgreSQL's backends serving RoomControl's
+/// database) over the measured window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreCpu {
+    pub pids: Vec<u32>,
+    /// CPU seconds, every pid together.
+    pub cpu_s: f64,
+    /// `cpu_s` over the window: 1.0 is one core fully busy.
+    pub cpu_util: f64,
+}
+
+/// Webhooks POSTed to RoomControl's intake (`loadgen webhooks`): each a
+/// distinct event, pre-signed, over HTTP/1.1 keep-alive connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    #[serde(flatten)]
+    pub labels: Labels,
+    pub target: String,
+    /// What stores the events, for the report ("SQLite file", "PostgreSQL").
+    pub store: String,
+    /// Webhooks in flight at any time, one per connection.
+    pub concurrency: usize,
+    /// The measured window (shorter than asked if the pre-signed events ran out).
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// Webhooks signed before the run, and whether the run used them all.
+    pub presigned: u64,
+    pub ran_out: bool,
+    pub body_bytes_mean: f64,
+    /// Webhooks answered 200 "stored" that were sent in the measured window.
+    pub events: u64,
+    pub events_per_s: f64,
+    /// Any other answer (a duplicate too), warm-up included.
+    pub errors: u64,
+    pub error_kinds: BTreeMap<String, ErrorKind>,
+    /// From the POST to its 200, in microseconds.
+    pub latency_us: Latency,
+    pub client_cpu_util: Option<f64>,
+    /// RoomControl; `cpu_us_per_call` is per stored event.
+    pub server: Option<ServerSample>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_cpu: Option<StoreCpu>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<TimelineSample>,
+}
+
+/// Webhooks at a fixed rate fanned out to many WatchEvents streams
+/// (`loadgen watch`): how long each event took to reach each watcher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanoutRecord {
+    #[serde(flatten)]
+    pub labels: Labels,
+    pub target: String,
+    pub watchers: usize,
+    /// HTTP/2 connections the streams share.
+    pub watch_connections: usize,
+    /// Webhooks per second (open loop), over this many HTTP/1.1 connections.
+    pub rate: f64,
+    pub webhook_connections: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// Webhooks due in the measured window that were answered 200.
+    pub events: u64,
+    /// Webhooks not answered 200, warm-up included.
+    pub webhook_errors: u64,
+    pub error_kinds: BTreeMap<String, ErrorKind>,
+    /// From the POST to its 200.
+    pub webhook_latency_us: Latency,
+    /// How late the open loop sent, against its schedule.
+    pub send_lag_us: Latency,
+    /// The measured events delivered to watchers, and how many deliveries
+    /// that should have been (`events` times the watchers).
+    pub deliveries: u64,
+    pub expected_deliveries: u64,
+    /// Deliveries that had not come when the run ended (the watcher was
+    /// cut off, or still behind after the drain): they are in the latency
+    /// figures as arriving then, which makes those lower bounds.
+    #[serde(default)]
+    pub undelivered: u64,
+    /// Per delivery of a measured event: from the moment its webhook was
+    /// sent (stamped in the participant's name) to its arrival at the watcher.
+    pub latency_us: Latency,
+    /// The same from the moment the 200 reached the load generator;
+    /// deliveries that arrived before it count as 0.
+    pub from_answer_us: Latency,
+    pub delivered_before_answer: u64,
+    /// Deliveries (of any event) that arrived in the measured window, per
+    /// second: the rate the server kept up.
+    pub deliveries_per_s: f64,
+    /// Streams the server ended, by gRPC code (ABORTED: a watcher too slow).
+    pub streams_ended: BTreeMap<String, u64>,
+    /// After the window, how long the last measured delivery took to come.
+    pub drain_s: f64,
+    /// Time to open every stream.
+    pub setup_s: f64,
+    pub client_cpu_util: Option<f64>,
+    /// RoomControl; `cpu_us_per_call` is per delivery that arrived in the window.
+    pub server: Option<ServerSample>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<TimelineSample>,
 }
 
 /// Calls the server refused (RESOURCE_EXHAUSTED) that were started in the

@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::client::{Protocol, Rpc};
-use crate::record::{ConnectionsRecord, IdleRssRecord, Latency, LoadRecord, Record, Refused, StartupRecord};
+use crate::record::{
+    ConnectionsRecord, FanoutRecord, IdleRssRecord, Latency, LoadRecord, Record, Refused, StartupRecord,
+    TimelineSample, WebhookRecord,
+};
 
 /// Reads a results file: one JSON record per line; blank lines are skipped.
 pub fn parse_records(text: &str) -> Result<Vec<Record>, String> {
@@ -197,6 +200,192 @@ fn overload_row(scenario: &str, rc: &LoadRecord, refused: &Refused, base: Option
     )
 }
 
+/// The target of the webhook intake: verified, durably stored events per
+/// second per core of RoomControl.
+const INTAKE_PER_CORE: f64 = 5_000.0;
+
+/// The target of the WatchEvents fan-out: p99 from the webhook's POST to its
+/// delivery at each watcher.
+const FANOUT_P99_US: f64 = 50_000.0;
+
+/// Events per core-second from CPU microseconds per event.
+fn per_core(cpu_us: f64) -> f64 {
+    if cpu_us > 0.0 { 1e6 / cpu_us } else { 0.0 }
+}
+
+/// What the group commit did: events per append transaction and its time.
+fn batches(timeline: &TimelineSample) -> String {
+    format!(
+        "{:.1} events per append batch, {} each ({} batches)",
+        timeline.mean_batch(),
+        duration_us(timeline.mean_batch_us()),
+        timeline.batches
+    )
+}
+
+fn webhook_row(scenario: &str, r: &WebhookRecord) -> String {
+    let cpu_us = r.server.as_ref().map(|s| s.cpu_us_per_call);
+    let checks = [
+        match cpu_us {
+            Some(cpu_us) => check(per_core(cpu_us) >= INTAKE_PER_CORE, ">= 5,000 events/s per core"),
+            None => check(false, ">= 5,000 events/s per core (not measured)"),
+        },
+        check(r.errors == 0 && r.events > 0, "no errors"),
+    ];
+    let (target, mut verdict) = verdict(&checks);
+    if let Some(server) = &r.server {
+        verdict = format!(
+            "{verdict}; {} events/s per core of RoomControl (its CPU {:.0}% busy)",
+            thousands(per_core(server.cpu_us_per_call)),
+            server.cpu_util * 100.0
+        );
+    }
+    if let (Some(store), Some(cpu_us)) = (r.store_cpu.as_ref().filter(|_| r.events > 0), cpu_us) {
+        let store_us = store.cpu_s * 1e6 / r.events as f64;
+        verdict = format!(
+            "{verdict}; the store's backends {store_us:.1} us per event ({:.0}% of a core), {} events/s per core of both together",
+            store.cpu_util * 100.0,
+            thousands(per_core(cpu_us + store_us))
+        );
+    }
+    if let Some(timeline) = r.timeline.as_ref().filter(|t| t.batches > 0) {
+        verdict = format!("{verdict}; {}", batches(timeline));
+    }
+    verdict = format!("{verdict}; bodies {:.0} bytes", r.body_bytes_mean);
+    if r.ran_out {
+        verdict = format!("{verdict}; the {} pre-signed webhooks ran out: {:.1} s measured", r.presigned, r.duration_s);
+    }
+    if r.errors > 0 {
+        verdict = format!("{verdict}; {} ERRORS", r.errors);
+    }
+    format!(
+        "| {scenario} | {} events/s | - | - | {} / {} | - | {} us per event | {target} | {verdict} |\n",
+        thousands(r.events_per_s),
+        duration_us(r.latency_us.p50),
+        duration_us(r.latency_us.p99),
+        cpu_us.map_or("?".to_owned(), |us| format!("{us:.1}")),
+    )
+}
+
+fn fanout_row(scenario: &str, r: &FanoutRecord) -> String {
+    let ended: u64 = r.streams_ended.values().sum();
+    let mut checks = vec![check(r.webhook_errors == 0 && r.events > 0, "no errors")];
+    if !r.labels.informational {
+        checks.insert(0, check(r.deliveries == r.expected_deliveries && ended == 0, "every event to every watcher"));
+        checks.insert(
+            0,
+            check(r.deliveries > 0 && r.latency_us.p99 <= FANOUT_P99_US, "p99 <= 50 ms from the webhook's POST"),
+        );
+    }
+    let (target, mut verdict) = verdict(&checks);
+    verdict = format!(
+        "{verdict}; delivered {} of {} ({}/s in the window), the last {} after the window",
+        r.deliveries,
+        r.expected_deliveries,
+        thousands(r.deliveries_per_s),
+        duration_us(r.drain_s * 1e6),
+    );
+    if r.undelivered > 0 {
+        verdict = format!(
+            "{verdict}; {} never came and count as arriving at the end: the latencies are LOWER BOUNDS",
+            r.undelivered
+        );
+    }
+    verdict = format!(
+        "{verdict}; p99.9 {}, max {}; from the 200: p50 {}, p99 {} ({} before it); webhooks answered in {} / {}, sent late by {} at p99",
+        duration_us(r.latency_us.p999),
+        duration_us(r.latency_us.max),
+        duration_us(r.from_answer_us.p50),
+        duration_us(r.from_answer_us.p99),
+        r.delivered_before_answer,
+        duration_us(r.webhook_latency_us.p50),
+        duration_us(r.webhook_latency_us.p99),
+        duration_us(r.send_lag_us.p99),
+    );
+    if let Some(server) = &r.server {
+        let per_event = if r.events > 0 { server.cpu_s * 1e6 / (r.rate * r.duration_s) } else { 0.0 };
+        verdict = format!(
+            "{verdict}; RoomControl's CPU {:.0}% busy, {} per event, RSS {}",
+            server.cpu_util * 100.0,
+            duration_us(per_event),
+            mib(server.rss_kib_max)
+        );
+    }
+    if ended > 0 {
+        verdict = format!("{verdict}; streams ended: {:?}", r.streams_ended);
+    }
+    if r.webhook_errors > 0 {
+        verdict = format!("{verdict}; {} ERRORS", r.webhook_errors);
+    }
+    format!(
+        "| {scenario} | {} deliveries/s | - | - | {} / {} | - | {} us per delivery | {target} | {verdict} |\n",
+        thousands(r.deliveries_per_s),
+        duration_us(r.latency_us.p50),
+        duration_us(r.latency_us.p99),
+        r.server.as_ref().map_or("?".to_owned(), |s| format!("{:.2}", s.cpu_us_per_call)),
+    )
+}
+
+/// Every webhook and fan-out run, with what the timeline did.
+fn timeline_details(out: &mut String, records: &[Record]) {
+    let rows: Vec<String> = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Webhooks(r) => Some(format!(
+                "| {} | {} webhooks in flight | {} events/s | {} / {} / {} / {} / {} | - | {} | {} | {} | {} | {} | {} |",
+                r.labels.scenario,
+                r.concurrency,
+                thousands(r.events_per_s),
+                duration_us(r.latency_us.p50),
+                duration_us(r.latency_us.p90),
+                duration_us(r.latency_us.p99),
+                duration_us(r.latency_us.p999),
+                duration_us(r.latency_us.max),
+                r.errors,
+                r.server.as_ref().map_or("-".to_owned(), |s| format!("{:.0}%", s.cpu_util * 100.0)),
+                r.store_cpu.as_ref().map_or("-".to_owned(), |s| format!("{:.0}%", s.cpu_util * 100.0)),
+                r.timeline.as_ref().map_or("-".to_owned(), batches),
+                r.server.as_ref().map_or("-".to_owned(), |s| mib(s.rss_kib_max)),
+                r.client_cpu_util.map_or("-".to_owned(), |c| format!("{:.0}%", c * 100.0)),
+            )),
+            Record::Fanout(r) => Some(format!(
+                "| {} | {} watchers on {} connections, {}/s webhooks | {} events/s, {} deliveries/s | {} / {} / {} / {} / {} | {} of {} | {} | {} | - | {} | {} | {} |",
+                r.labels.scenario,
+                r.watchers,
+                r.watch_connections,
+                thousands(r.rate),
+                thousands(r.events as f64 / r.duration_s),
+                thousands(r.deliveries_per_s),
+                duration_us(r.latency_us.p50),
+                duration_us(r.latency_us.p90),
+                duration_us(r.latency_us.p99),
+                duration_us(r.latency_us.p999),
+                duration_us(r.latency_us.max),
+                r.deliveries,
+                r.expected_deliveries,
+                r.webhook_errors,
+                r.server.as_ref().map_or("-".to_owned(), |s| format!("{:.0}%", s.cpu_util * 100.0)),
+                r.timeline.as_ref().map_or("-".to_owned(), batches),
+                r.server.as_ref().map_or("-".to_owned(), |s| mib(s.rss_kib_max)),
+                r.client_cpu_util.map_or("-".to_owned(), |c| format!("{:.0}%", c * 100.0)),
+            )),
+            _ => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| Timeline run | Load | Stored / delivered | p50 / p90 / p99 / p99.9 / max (webhook answered; fan-out: delivered, from the POST) | Deliveries | Errors | Server CPU | Store CPU | Group commit | Server RSS max | loadgen CPU |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    for row in rows {
+        let _ = writeln!(out, "{row}");
+    }
+}
+
 fn ratio(value: f64, baseline: f64) -> f64 {
     if baseline == 0.0 { 0.0 } else { value / baseline }
 }
@@ -238,6 +427,8 @@ fn scenarios(records: &[Record]) -> Vec<String> {
             Record::Startup(r) => &r.labels.scenario,
             Record::Connections(r) => &r.labels.scenario,
             Record::IdleRss(r) => &r.labels.scenario,
+            Record::Webhooks(r) => &r.labels.scenario,
+            Record::Fanout(r) => &r.labels.scenario,
         };
         if !names.contains(name) {
             names.push(name.clone());
@@ -334,6 +525,22 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
                 |r: &ConnectionsRecord| (r.labels.scenario.as_str(), r.labels.side.as_str()),
             )
         };
+        let webhooks = records.iter().rev().find_map(|r| match r {
+            Record::Webhooks(r) if r.labels.scenario == scenario => Some(r),
+            _ => None,
+        });
+        let fanout = records.iter().rev().find_map(|r| match r {
+            Record::Fanout(r) if r.labels.scenario == scenario => Some(r),
+            _ => None,
+        });
+        if let Some(record) = webhooks {
+            out.push_str(&webhook_row(&scenario, record));
+            continue;
+        }
+        if let Some(record) = fanout {
+            out.push_str(&fanout_row(&scenario, record));
+            continue;
+        }
         let roomcontrol = loads(records, &scenario, ROOMCONTROL);
         let overload = roomcontrol.last().and_then(|rc| rc.refused.as_ref().map(|refused| (*rc, refused)));
         if let Some((rc, refused)) = overload {
@@ -382,6 +589,9 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
                     .map(|i| format!("{:.2}x", ratio(roomcontrol[i].calls_per_s, baseline[i].calls_per_s)))
                     .collect();
                 verdict = format!("{verdict}; the median of {rounds} rounds ({})", ratios.join(", "));
+            }
+            if let Some(timeline) = rc.timeline.as_ref().filter(|t| t.batches > 0) {
+                verdict = format!("{verdict}; {}", batches(timeline));
             }
             let errors: u64 =
                 [&roomcontrol, &baseline, &proxy].iter().flat_map(|side| side.iter()).map(|r| r.errors).sum();
@@ -479,6 +689,8 @@ pub fn render(records: &[Record], signing: Option<&Signing>) -> String {
             r.client_cpu_util.map_or("-".to_owned(), |c| format!("{:.0}%", c * 100.0)),
         );
     }
+
+    timeline_details(&mut out, records);
 
     // Overload runs: what was refused, and the server's memory over the run.
     let overloads: Vec<(&LoadRecord, &Refused)> = records
@@ -622,6 +834,59 @@ mod tests {
         let text = [uncontended, overload(1500.0, 12_000)].join("\n");
         let table = render(&parse_records(&text).unwrap(), None);
         assert!(table.contains("| MISSED (refused p99 < 1 ms; RSS growth in the window < 10%);"), "{table}");
+    }
+
+    #[test]
+    fn the_timeline_rows_check_their_targets() {
+        let server = |cpu_s: f64, per_call: f64| {
+            format!(
+                r#"{{"pid":1,"cpu_s":{cpu_s},"cpu_util":0.5,"cpu_us_per_call":{per_call},"rss_kib_end":20480,"rss_kib_max":20480}}"#
+            )
+        };
+        let latency = |p50: f64, p99: f64| {
+            format!(r#"{{"p50":{p50},"p90":{p99},"p99":{p99},"p999":{p99},"max":{p99},"mean":{p50}}}"#)
+        };
+        let timeline = r#"{"appended":50000,"batches":1000,"batch_seconds":2.0,"webhooks":{"stored":50000}}"#;
+        let intake = |scenario: &str, per_event: f64, store: &str| {
+            format!(
+                r#"{{"kind":"webhooks","scenario":"{scenario}","side":"roomcontrol","target":"http://x","store":"SQLite file","concurrency":64,"duration_s":5.0,"warmup_s":1.0,"presigned":100000,"ran_out":false,"body_bytes_mean":640.0,"events":50000,"events_per_s":10000.0,"errors":0,"error_kinds":{{}},"latency_us":{},"client_cpu_util":0.5,"server":{},{store}"timeline":{timeline}}}"#,
+                latency(6000.0, 12000.0),
+                server(2.5, per_event)
+            )
+        };
+        let fanout = |p99: f64, deliveries: u64| {
+            format!(
+                r#"{{"kind":"fanout","scenario":"fan-out","side":"roomcontrol","target":"http://x","watchers":1000,"watch_connections":10,"rate":500.0,"webhook_connections":16,"duration_s":5.0,"warmup_s":1.0,"events":2500,"webhook_errors":0,"error_kinds":{{}},"webhook_latency_us":{},"send_lag_us":{},"deliveries":{deliveries},"expected_deliveries":2500000,"latency_us":{},"from_answer_us":{},"delivered_before_answer":0,"deliveries_per_s":500000.0,"streams_ended":{{}},"drain_s":0.01,"setup_s":0.5,"client_cpu_util":0.9,"server":{}}}"#,
+                latency(2000.0, 4000.0),
+                latency(100.0, 900.0),
+                latency(9000.0, p99),
+                latency(8000.0, p99),
+                server(4.0, 1.6)
+            )
+        };
+        let store = r#""store_cpu":{"pids":[7,8],"cpu_s":1.0,"cpu_util":0.2},"#;
+        let text = [
+            intake("intake sqlite", 50.0, ""),
+            intake("intake pg", 250.0, store),
+            fanout(40_000.0, 2_500_000),
+            fanout(60_000.0, 2_499_000).replace("fan-out", "slow fan-out"),
+        ]
+        .join("\n");
+        let table = render(&parse_records(&text).unwrap(), None);
+        assert!(
+            table.contains("| intake sqlite | 10,000 events/s | - | - | 6.00 ms / 12.0 ms | - | 50.0 us per event | >= 5,000 events/s per core, no errors | met; 20,000 events/s per core of RoomControl (its CPU 50% busy); 50.0 events per append batch, 2.00 ms each (1000 batches); bodies 640 bytes |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| intake pg | 10,000 events/s | - | - | 6.00 ms / 12.0 ms | - | 250.0 us per event | >= 5,000 events/s per core, no errors | MISSED (>= 5,000 events/s per core); 4,000 events/s per core of RoomControl (its CPU 50% busy); the store's backends 20.0 us per event (20% of a core), 3,704 events/s per core of both together;"),
+            "{table}"
+        );
+        assert!(table.contains("| fan-out | 500,000 deliveries/s | - | - | 9.00 ms / 40.0 ms | - | 1.60 us per delivery | p99 <= 50 ms from the webhook's POST, every event to every watcher, no errors | met; delivered 2500000 of 2500000"), "{table}");
+        assert!(
+            table.contains("| MISSED (p99 <= 50 ms from the webhook's POST; every event to every watcher); delivered 2499000 of 2500000"),
+            "{table}"
+        );
+        assert_eq!(table.matches("| 1000 watchers on 10 connections, 500/s webhooks |").count(), 2, "{table}");
     }
 
     #[test]

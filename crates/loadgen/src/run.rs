@@ -21,7 +21,7 @@ use crate::record::{
 
 /// Latencies are recorded in nanoseconds, up to a minute, to three
 /// significant digits.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -48,6 +48,9 @@ pub struct RunOptions {
     pub duration: Duration,
     pub warmup: Duration,
     pub server_pid: Option<u32>,
+    /// RoomControl's admin metrics (`http://host:port/metrics`), scraped at
+    /// the window's start and end for what the timeline did.
+    pub metrics_url: Option<String>,
     pub labels: Labels,
 }
 
@@ -107,7 +110,7 @@ impl Tally {
     }
 }
 
-fn elapsed_nanos(started: Instant) -> u64 {
+pub(crate) fn elapsed_nanos(started: Instant) -> u64 {
     (started.elapsed().as_nanos().min(u64::MAX as u128) as u64).max(1)
 }
 
@@ -134,6 +137,7 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         duration,
         warmup,
         server_pid,
+        metrics_url,
         labels,
     } = options;
     if concurrency == 0 || connections == 0 {
@@ -153,6 +157,7 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
     let started_at = Instant::now();
     let window = Window { from: started_at + warmup, until: started_at + warmup + duration };
     let sampler = tokio::spawn(sample(server_pid, window.from, window.until));
+    let timeline = tokio::spawn(crate::timeline::sample_store(None, metrics_url, window.from, window.until));
     let tally = match rate {
         None => closed_loop(&pool, &plan, concurrency, window, refusals).await?,
         Some(rate) => {
@@ -161,6 +166,7 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         }
     };
     let (client_cpu_util, server) = sampler.await.map_err(|e| format!("the sampler failed: {e}"))?;
+    let (_, timeline) = timeline.await.map_err(|e| format!("the sampler failed: {e}"))?;
     drop(pool);
     let Tally { histogram, refused, lag, refused_example, errors } = tally;
 
@@ -198,6 +204,7 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         send_lag_us: rate.map(|_| latency(&lag)),
         client_cpu_util,
         server,
+        timeline,
     })
 }
 
@@ -299,7 +306,7 @@ impl OpenLoop {
     }
 }
 
-fn latency(histogram: &Histogram<u64>) -> Latency {
+pub(crate) fn latency(histogram: &Histogram<u64>) -> Latency {
     if histogram.is_empty() {
         return Latency::default();
     }
@@ -316,7 +323,11 @@ fn latency(histogram: &Histogram<u64>) -> Latency {
 
 /// CPU time of the load generator and the server over the measured window,
 /// and the server's RSS every 100 ms within it.
-async fn sample(server_pid: Option<u32>, from: Instant, until: Instant) -> (Option<f64>, Option<ServerSample>) {
+pub(crate) async fn sample(
+    server_pid: Option<u32>,
+    from: Instant,
+    until: Instant,
+) -> (Option<f64>, Option<ServerSample>) {
     let pid = server_pid.map(|pid| pid.to_string());
     tokio::time::sleep_until(from.into()).await;
     let started = Instant::now();

@@ -12,10 +12,12 @@ pub(crate) mod convert;
 mod participants;
 mod rooms;
 mod tokens;
+pub mod watch_route;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
@@ -32,6 +34,29 @@ use crate::tokens::TokenSigner;
 use crate::validate::{AboutRoom, Validate};
 
 pub use tokens::create_token;
+
+/// WatchEvents' replies, decoded.
+pub struct DecodedWatchStream {
+    replies: WatchStream,
+}
+
+impl futures_util::Stream for DecodedWatchStream {
+    type Item = Result<WatchEventsResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.replies).poll_next(cx).map(|reply| {
+            reply.map(|reply| {
+                reply.and_then(|bytes| {
+                    WatchEventsResponse::decode(bytes)
+                        .map_err(|error| Status::internal(format!("cannot decode a WatchEvents reply: {error}")))
+                })
+            })
+        })
+    }
+}
 
 /// The RoomControl service: shared by every connection.
 #[derive(Debug, Clone)]
@@ -60,6 +85,12 @@ impl RoomControlService {
             self_service,
             watch,
         }
+    }
+
+    /// WatchEvents, its replies encoded (see [`watch_route`]).
+    pub(crate) async fn watch(&self, request: Request<WatchEventsRequest>) -> Result<Response<WatchStream>, Status> {
+        let call = self.admit(Rpc::WatchEvents, request)?;
+        Ok(Response::new(crate::events::watch::watch_events(&self.watch, call).await?))
     }
 
     fn timeline(&self) -> &Timeline {
@@ -275,11 +306,13 @@ impl RoomControl for RoomControlService {
         Ok(Response::new(crate::events::watch::list_events(self.timeline(), call).await?))
     }
 
-    type WatchEventsStream = WatchStream;
+    type WatchEventsStream = DecodedWatchStream;
 
-    async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Result<Response<WatchStream>, Status> {
-        let call = self.admit(Rpc::WatchEvents, request)?;
-        Ok(Response::new(crate::events::watch::watch_events(&self.watch, call).await?))
+    /// The server answers WatchEvents on its own route
+    /// ([`watch_route::WatchEventsRoute`]), which sends the encoded replies
+    /// as they are; this typed form, for callers of the trait, decodes them.
+    async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Result<Response<DecodedWatchStream>, Status> {
+        Ok(self.watch(request).await?.map(|replies| DecodedWatchStream { replies }))
     }
 }
 

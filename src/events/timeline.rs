@@ -16,13 +16,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::config::EventsConfig;
 use crate::metrics::Metrics;
 use crate::proto::v1::Event;
-use crate::store::{Filter, NewEvent, Presence, Store, StoreError};
+use crate::store::{Filter, NewEvent, Presence, Store, StoreError, StoredEvent};
 
 /// Most events in one append transaction.
 pub const MAX_BATCH: usize = 512;
@@ -51,21 +52,44 @@ pub enum Appended {
     Duplicate,
 }
 
-/// An event as the live feed carries it: decoded once, shared by every
-/// watcher.
+/// An event as the live feed carries it: encoded once, as the
+/// `WatchEventsResponse` a watcher sends, and shared by every watcher.
 #[derive(Debug)]
 pub struct LiveEvent {
-    pub event: Event,
+    pub cursor: u64,
+    pub kind: String,
+    pub room: String,
+    /// The encoded `WatchEventsResponse` carrying the event.
+    pub frame: Bytes,
 }
 
 impl LiveEvent {
-    pub fn cursor(&self) -> u64 {
-        self.event.cursor
+    fn new(stored: StoredEvent) -> Self {
+        LiveEvent { frame: event_frame(stored.cursor, &stored.payload), cursor: stored.cursor, kind: stored.kind, room: stored.room }
     }
+}
 
-    pub fn room(&self) -> &str {
-        self.event.room.as_ref().map_or("", |room| room.name.as_str())
+/// The encoded `WatchEventsResponse { event }` for a stored event, built
+/// from its stored bytes without decoding them: the event's field 1 (its
+/// cursor, which the stored bytes leave unset) and then the stored fields,
+/// which start at field 2. The result is what encoding the decoded event
+/// with its cursor gives, byte for byte.
+pub fn event_frame(cursor: u64, payload: &[u8]) -> Bytes {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    // The `event` field of WatchEventsResponse and the `cursor` of Event.
+    const EVENT: u32 = 1;
+    const CURSOR: u32 = 1;
+    let cursor_len = if cursor == 0 { 0 } else { key_len(CURSOR) + encoded_len_varint(cursor) };
+    let event_len = cursor_len + payload.len();
+    let mut frame = BytesMut::with_capacity(key_len(EVENT) + encoded_len_varint(event_len as u64) + event_len);
+    encode_key(EVENT, WireType::LengthDelimited, &mut frame);
+    encode_varint(event_len as u64, &mut frame);
+    if cursor != 0 {
+        encode_key(CURSOR, WireType::Varint, &mut frame);
+        encode_varint(cursor, &mut frame);
     }
+    frame.extend_from_slice(payload);
+    frame.freeze()
 }
 
 struct Pending {
@@ -253,15 +277,14 @@ async fn tail_loop(
             };
             failing = false;
             let full = page.len() == TAIL_PAGE as usize;
+            // With no watcher, nothing is built: the position still moves.
+            let watched = live.receiver_count() > 0;
             for stored in page {
-                match decode(stored.cursor, &stored.payload) {
-                    Ok(event) => {
-                        // No receiver is not an error: nobody is watching.
-                        let _ = live.send(Arc::new(LiveEvent { event }));
-                    }
-                    Err(error) => tracing::error!(%error, "skipped an event that cannot be decoded"),
-                }
                 position = stored.cursor;
+                if watched {
+                    // No receiver is not an error: the last watcher just left.
+                    let _ = live.send(Arc::new(LiveEvent::new(stored)));
+                }
             }
             tailed.send_replace(position);
             metrics.set_timeline_position(position);
@@ -291,6 +314,28 @@ async fn prune_loop(store: Store, retention: Duration, interval: Duration) {
         }
         if total > 0 {
             tracing::info!(events = total, retention = %crate::duration::display(retention), "pruned the timeline");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::{EventRoom, WatchEventsResponse, watch_events_response};
+
+    #[test]
+    fn an_event_frame_is_the_encoded_reply_of_the_decoded_event() {
+        let event = Event {
+            id: "EV_1".into(),
+            r#type: "room_started".into(),
+            room: Some(EventRoom { name: "standup".into(), sid: "RM_1".into() }),
+            ..Default::default()
+        };
+        let payload = event.encode_to_vec();
+        for cursor in [1, 127, 128, 300, u64::MAX] {
+            let decoded = decode(cursor, &payload).unwrap();
+            let reply = WatchEventsResponse { message: Some(watch_events_response::Message::Event(decoded)) };
+            assert_eq!(event_frame(cursor, &payload), reply.encode_to_vec(), "cursor {cursor}");
         }
     }
 }

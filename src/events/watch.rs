@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
+use bytes::Bytes;
+use prost::Message as _;
 use prost_types::Timestamp;
 use tokio::sync::{broadcast, mpsc, watch};
 use tonic::Status;
 
 use super::Timeline;
-use super::timeline::{LiveEvent, decode};
+use super::timeline::{LiveEvent, decode, event_frame};
 use crate::api::{Admitted, convert};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -59,10 +61,10 @@ impl Matcher {
         Self { caller, filter: Filter { rooms, kinds } }
     }
 
-    fn matches(&self, event: &Event) -> bool {
-        let room = event.room.as_ref().map_or("", |room| room.name.as_str());
+    /// Whether an event of type `kind` in `room` is one to send.
+    fn matches(&self, room: &str, kind: &str) -> bool {
         (self.filter.rooms.is_empty() || self.filter.rooms.iter().any(|name| name == room))
-            && (self.filter.kinds.is_empty() || self.filter.kinds.contains(&event.r#type))
+            && (self.filter.kinds.is_empty() || self.filter.kinds.iter().any(|wanted| wanted == kind))
             && self.caller.may_touch(room)
     }
 }
@@ -100,9 +102,8 @@ pub(crate) async fn list_events(
     let mut events = Vec::with_capacity(page.len());
     for stored in page {
         cursor = stored.cursor;
-        let event = decode(stored.cursor, &stored.payload)?;
-        if matcher.matches(&event) {
-            events.push(event);
+        if matcher.matches(&stored.room, &stored.kind) {
+            events.push(decode(stored.cursor, &stored.payload)?);
         }
     }
     Ok(ListEventsResponse { events, next_page_token: if full { page_token(cursor) } else { String::new() }, cursor })
@@ -119,13 +120,15 @@ pub struct WatchContext {
     pub closing: watch::Receiver<bool>,
 }
 
-/// The stream WatchEvents answers with.
+/// The stream WatchEvents answers with: each reply an encoded
+/// `WatchEventsResponse`, so an event is encoded once however many watch it
+/// (the route that sends them: `crate::api::watch_route`).
 pub struct WatchStream {
-    replies: mpsc::Receiver<Result<WatchEventsResponse, Status>>,
+    replies: mpsc::Receiver<Result<Bytes, Status>>,
 }
 
 impl futures_util::Stream for WatchStream {
-    type Item = Result<WatchEventsResponse, Status>;
+    type Item = Result<Bytes, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.replies.poll_recv(cx)
@@ -189,7 +192,7 @@ struct Watcher {
     matcher: Matcher,
     /// Every event up to here was sent (or did not match).
     position: u64,
-    replies: mpsc::Sender<Result<WatchEventsResponse, Status>>,
+    replies: mpsc::Sender<Result<Bytes, Status>>,
     heartbeat: std::time::Duration,
 }
 
@@ -218,7 +221,12 @@ impl Watcher {
     }
 
     async fn send(&self, message: Message) -> Result<(), End> {
-        self.replies.send(Ok(WatchEventsResponse { message: Some(message) })).await.map_err(|_| End::Gone)
+        self.send_frame(WatchEventsResponse { message: Some(message) }.encode_to_vec().into()).await
+    }
+
+    /// Sends an encoded `WatchEventsResponse`.
+    async fn send_frame(&self, frame: Bytes) -> Result<(), End> {
+        self.replies.send(Ok(frame)).await.map_err(|_| End::Gone)
     }
 
     fn resume(&self, code: tonic::Code, why: impl Into<String>) -> End {
@@ -242,12 +250,12 @@ impl Watcher {
             tokio::select! {
                 received = live.recv() => match received {
                     Ok(event) => {
-                        if event.cursor() <= self.position {
+                        if event.cursor <= self.position {
                             continue;
                         }
-                        self.position = event.cursor();
-                        if self.matcher.matches(&event.event) {
-                            self.send(Message::Event(event.event.clone())).await?;
+                        self.position = event.cursor;
+                        if self.matcher.matches(&event.room, &event.kind) {
+                            self.send_frame(event.frame.clone()).await?;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -283,17 +291,9 @@ impl Watcher {
             };
             let done = page.len() < REPLAY_PAGE as usize;
             for stored in page {
-                let event = match decode(stored.cursor, &stored.payload) {
-                    Ok(event) => event,
-                    Err(error) => {
-                        tracing::error!(%error, "skipped an event that cannot be decoded");
-                        self.position = stored.cursor;
-                        continue;
-                    }
-                };
                 self.position = stored.cursor;
-                if self.matcher.matches(&event) {
-                    self.send(Message::Event(event)).await?;
+                if self.matcher.matches(&stored.room, &stored.kind) {
+                    self.send_frame(event_frame(stored.cursor, &stored.payload)).await?;
                 }
             }
             if done {

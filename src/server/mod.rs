@@ -39,6 +39,7 @@ use crate::metrics::Metrics;
 use crate::middleware::{
     Branch, BrowserCors, Budgets, CallLog, EndWatches, LimitCalls, ReadRequest, RequestLimits, browser_cors,
 };
+use crate::api::watch_route::WatchEventsRoute;
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::rest::{self, Rest};
@@ -148,6 +149,9 @@ impl Application {
                 closing: close_connections.subscribe(),
             },
         );
+        // WatchEvents has a route of its own, which sends each event encoded
+        // once for every watcher (api::watch_route).
+        let watch_route = WatchEventsRoute::new(room_control.clone(), config.server.max_message_bytes);
         let mut routes = Routes::builder();
         routes
             // The size limit is checked before tonic sees the message
@@ -158,6 +162,9 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
+        let routes = Routes::from(
+            routes.routes().into_axum_router().route_service(crate::api::watch_route::PATH, watch_route),
+        );
 
         let budgets = Budgets::new(&config.server, readiness.clone(), metrics.clone());
         let request_limits = RequestLimits {
@@ -192,7 +199,7 @@ impl Application {
                 tracing::error!("a handler panicked; answered INTERNAL");
                 tonic::Status::internal("internal error").into_http::<Body>()
             }))
-            .service(routes.routes().prepare());
+            .service(routes.prepare());
         // The NestJS app's REST routes (/livekit/...): each request becomes
         // an in-process call of its RPC through the stack above, so it is
         // logged, authenticated, limited and handled exactly as the RPC.

@@ -80,6 +80,9 @@ pub enum Presence {
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub cursor: u64,
+    pub kind: String,
+    pub room: String,
+    /// The encoded `roomcontrol.v1.Event`, without its cursor.
     pub payload: Vec<u8>,
 }
 

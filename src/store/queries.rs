@@ -109,7 +109,7 @@ macro_rules! queries {
             limit: u32,
             filter: &Filter,
         ) -> Result<Vec<StoredEvent>, StoreError> {
-            let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new("SELECT cursor, payload FROM events WHERE cursor > ");
+            let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new("SELECT cursor, type, room, payload FROM events WHERE cursor > ");
             query.push_bind(to_column(after));
             for (column, values) in [(" AND room IN (", &filter.rooms), (" AND type IN (", &filter.kinds)] {
                 if !values.is_empty() {
@@ -122,8 +122,11 @@ macro_rules! queries {
                 }
             }
             query.push(" ORDER BY cursor LIMIT ").push_bind(i64::from(limit));
-            let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(pool).await?;
-            Ok(rows.into_iter().map(|(cursor, payload)| StoredEvent { cursor: to_cursor(cursor), payload }).collect())
+            let rows: Vec<(i64, String, String, Vec<u8>)> = query.build_query_as().fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(cursor, kind, room, payload)| StoredEvent { cursor: to_cursor(cursor), kind, room, payload })
+                .collect())
         }
 
         /// See `Store::latest_cursor`.

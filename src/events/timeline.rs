@@ -65,7 +65,12 @@ pub struct LiveEvent {
 
 impl LiveEvent {
     fn new(stored: StoredEvent) -> Self {
-        LiveEvent { frame: event_frame(stored.cursor, &stored.payload), cursor: stored.cursor, kind: stored.kind, room: stored.room }
+        LiveEvent {
+            frame: event_frame(stored.cursor, &stored.payload),
+            cursor: stored.cursor,
+            kind: stored.kind,
+            room: stored.room,
+        }
     }
 }
 
@@ -211,22 +216,29 @@ pub fn decode(cursor: u64, payload: &[u8]) -> Result<Event, StoreError> {
 
 async fn append_loop(store: Store, mut queue: mpsc::Receiver<Pending>, wake: Arc<Notify>, metrics: Arc<Metrics>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
+    let mut answers = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let events: Vec<NewEvent> = batch.iter().map(|pending| pending.event.clone()).collect();
+        for Pending { event, done } in batch.drain(..) {
+            events.push(event);
+            answers.push(done);
+        }
         let started = std::time::Instant::now();
-        match store.append(&events).await {
+        let stored = store.append(&events).await;
+        events.clear();
+        match stored {
             Ok(cursors) => {
                 metrics.events_appended(cursors.iter().filter(|cursor| cursor.is_some()).count(), started.elapsed());
-                for (pending, cursor) in batch.drain(..).zip(cursors) {
-                    let _ = pending.done.send(Ok(cursor.map_or(Appended::Duplicate, Appended::Stored)));
+                for (done, cursor) in answers.drain(..).zip(cursors) {
+                    let _ = done.send(Ok(cursor.map_or(Appended::Duplicate, Appended::Stored)));
                 }
                 wake.notify_one();
             }
             Err(error) => {
-                tracing::error!(%error, events = batch.len(), "cannot append to the timeline");
+                tracing::error!(%error, events = answers.len(), "cannot append to the timeline");
                 let error = TimelineError::Store(error.to_string());
-                for pending in batch.drain(..) {
-                    let _ = pending.done.send(Err(error.clone()));
+                for done in answers.drain(..) {
+                    let _ = done.send(Err(error.clone()));
                 }
             }
         }
@@ -264,33 +276,45 @@ async fn tail_loop(
             }
             () = tokio::time::sleep(poll_interval), if shared || failing => {}
         }
-        loop {
-            let page = match store.read_after(position, TAIL_PAGE, &Filter::default()).await {
-                Ok(page) => page,
-                Err(error) => {
-                    if !failing {
-                        tracing::error!(%error, "cannot read the timeline; retrying");
-                    }
-                    failing = true;
-                    break;
+        match tail(&store, &mut position, &live).await {
+            Ok(()) => failing = false,
+            Err(error) => {
+                if !failing {
+                    tracing::error!(%error, "cannot read the timeline; retrying");
                 }
-            };
-            failing = false;
-            let full = page.len() == TAIL_PAGE as usize;
-            // With no watcher, nothing is built: the position still moves.
-            let watched = live.receiver_count() > 0;
-            for stored in page {
-                position = stored.cursor;
-                if watched {
-                    // No receiver is not an error: the last watcher just left.
-                    let _ = live.send(Arc::new(LiveEvent::new(stored)));
-                }
+                failing = true;
             }
-            tailed.send_replace(position);
-            metrics.set_timeline_position(position);
-            if !full {
-                break;
-            }
+        }
+        tailed.send_replace(position);
+        metrics.set_timeline_position(position);
+    }
+}
+
+/// Publishes what was stored after `position`, moving it on.
+///
+/// Whether anyone watches is asked after the store answered: a watcher
+/// that subscribes later reads the store itself after subscribing, and
+/// finds there everything this read found. So with no watcher the tailer
+/// only learns the newest cursor, and reads and builds nothing.
+async fn tail(store: &Store, position: &mut u64, live: &broadcast::Sender<Arc<LiveEvent>>) -> Result<(), StoreError> {
+    let newest = store.latest_cursor().await?;
+    if newest <= *position {
+        return Ok(());
+    }
+    if live.receiver_count() == 0 {
+        *position = newest;
+        return Ok(());
+    }
+    loop {
+        let page = store.read_after(*position, TAIL_PAGE, &Filter::default()).await?;
+        let full = page.len() == TAIL_PAGE as usize;
+        for stored in page {
+            *position = stored.cursor;
+            // No receiver is not an error: the last watcher just left.
+            let _ = live.send(Arc::new(LiveEvent::new(stored)));
+        }
+        if !full {
+            return Ok(());
         }
     }
 }

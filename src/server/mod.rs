@@ -27,6 +27,7 @@ use tower::util::BoxCloneSyncService;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::RoomControlService;
+use crate::api::watch_route::WatchEventsRoute;
 use crate::auth::{Authenticate, Authenticator};
 use crate::config::Config;
 use crate::crypto;
@@ -39,7 +40,6 @@ use crate::metrics::Metrics;
 use crate::middleware::{
     Branch, BrowserCors, Budgets, CallLog, EndWatches, LimitCalls, ReadRequest, RequestLimits, browser_cors,
 };
-use crate::api::watch_route::WatchEventsRoute;
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::rest::{self, Rest};
@@ -162,9 +162,8 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
-        let routes = Routes::from(
-            routes.routes().into_axum_router().route_service(crate::api::watch_route::PATH, watch_route),
-        );
+        let routes =
+            Routes::from(routes.routes().into_axum_router().route_service(crate::api::watch_route::PATH, watch_route));
 
         let budgets = Budgets::new(&config.server, readiness.clone(), metrics.clone());
         let request_limits = RequestLimits {

@@ -166,7 +166,7 @@ pub struct EventsConfig {
     /// (ABORTED, resume from its last cursor).
     pub watch_buffer: usize,
     /// With PostgreSQL, how often the store is read for other replicas'
-    /// events should a wake-up (LISTEN/NOTIFY) be missed.
+    /// events and bans should a wake-up (LISTEN/NOTIFY) be missed.
     #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub poll_interval: Duration,
 }
@@ -345,7 +345,8 @@ pub struct ApiKeyConfig {
     /// `sha256:` and the hex SHA-256 of the key (`roomcontrol api-key` makes both).
     pub hash: String,
     /// What the key may do: `rooms:read`, `rooms:write`,
-    /// `participants:moderate`, `tokens:create`, `tokens:create:self`.
+    /// `participants:moderate`, `participants:ban`, `tokens:create`,
+    /// `tokens:create:self`, `events:read`.
     pub scopes: Vec<String>,
     /// Room name patterns the key may touch; `*` is any run of characters.
     #[serde(default = "default_rooms")]

@@ -42,6 +42,12 @@ pub enum ApiError {
         "since_cursor {asked} is beyond the newest event stored ({newest}): a cursor from another store? resume from 0, or leave since_cursor unset to follow from now"
     )]
     FutureCursor { asked: u64, newest: u64 },
+    /// The identity is banned from the room.
+    #[error("permission denied: {identity:?} is banned from room {room:?} ({ban_id}, {until}){reason}")]
+    Banned { identity: String, room: String, ban_id: String, until: String, reason: String },
+    /// No ban in force has this id.
+    #[error("no ban in force has id {0:?}: it was lifted, expired or never given (ListBans lists those in force)")]
+    NoSuchBan(String),
     /// A watcher fell too far behind, or the stream ended with the server:
     /// the client resumes from `resume`.
     #[error("{why}; resume with since_cursor = {resume}")]
@@ -101,6 +107,15 @@ impl From<ApiError> for Status {
                 );
                 Status::with_error_details(Code::OutOfRange, message, details)
             }
+            ApiError::Banned { ban_id, until, .. } => {
+                let details = ErrorDetails::with_error_info(
+                    "BANNED",
+                    ERROR_DOMAIN,
+                    [("ban_id".to_owned(), ban_id), ("until".to_owned(), until)],
+                );
+                Status::with_error_details(Code::PermissionDenied, message, details)
+            }
+            ApiError::NoSuchBan(_) => Status::not_found(message),
             ApiError::Resume { code, resume, .. } => {
                 let details = ErrorDetails::with_error_info(
                     "RESUME_FROM_CURSOR",
@@ -114,7 +129,7 @@ impl From<ApiError> for Status {
 }
 
 /// The gRPC code for a LiveKit failure.
-fn livekit_code(error: &LiveKitError) -> Code {
+pub(crate) fn livekit_code(error: &LiveKitError) -> Code {
     match error {
         LiveKitError::Twirp { code, .. } => twirp_code(code),
         LiveKitError::NotFound(_) => Code::NotFound,

@@ -31,6 +31,9 @@ pub enum Rpc {
     CreateToken,
     ListEvents,
     WatchEvents,
+    BanParticipant,
+    UnbanParticipant,
+    ListBans,
 }
 
 /// What RoomControl knows about one RPC.
@@ -53,7 +56,7 @@ pub struct RpcInfo {
 use Scope::*;
 
 /// Every RPC, in the proto's order; `RPCS[rpc as usize].rpc == rpc`.
-pub const RPCS: [RpcInfo; 15] = [
+pub const RPCS: [RpcInfo; 18] = [
     row(Rpc::CreateRoom, "CreateRoom", "/roomcontrol.v1.RoomControl/CreateRoom", &[RoomsWrite], true, true),
     row(Rpc::ListRooms, "ListRooms", "/roomcontrol.v1.RoomControl/ListRooms", &[RoomsRead], false, true),
     row(Rpc::GetRoom, "GetRoom", "/roomcontrol.v1.RoomControl/GetRoom", &[RoomsRead], false, true),
@@ -121,6 +124,24 @@ pub const RPCS: [RpcInfo; 15] = [
     // starts (the slot is released with the response's headers).
     row(Rpc::ListEvents, "ListEvents", "/roomcontrol.v1.RoomControl/ListEvents", &[EventsRead], false, false),
     row(Rpc::WatchEvents, "WatchEvents", "/roomcontrol.v1.RoomControl/WatchEvents", &[EventsRead], false, false),
+    // Removes the banned identity from the live rooms it matches.
+    row(
+        Rpc::BanParticipant,
+        "BanParticipant",
+        "/roomcontrol.v1.RoomControl/BanParticipant",
+        &[ParticipantsBan],
+        true,
+        true,
+    ),
+    row(
+        Rpc::UnbanParticipant,
+        "UnbanParticipant",
+        "/roomcontrol.v1.RoomControl/UnbanParticipant",
+        &[ParticipantsBan],
+        true,
+        false,
+    ),
+    row(Rpc::ListBans, "ListBans", "/roomcontrol.v1.RoomControl/ListBans", &[ParticipantsBan], false, false),
 ];
 
 const fn row(

@@ -274,7 +274,64 @@ macro_rules! about_many_rooms {
     )*};
 }
 
-about_many_rooms!(ListRoomsRequest, ListEventsRequest, WatchEventsRequest);
+about_many_rooms!(ListRoomsRequest, ListEventsRequest, WatchEventsRequest, ListBansRequest, UnbanParticipantRequest);
+
+/// A ban's room may be a pattern: the handler authorizes it
+/// (`api::bans`), since a pattern is not a room a caller's patterns match.
+impl AboutRoom for BanParticipantRequest {
+    fn room(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The longest ban a duration may ask for: ten years.
+pub const BAN_MAX: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// The longest reason a ban may carry.
+const BAN_REASON_MAX_BYTES: usize = 512;
+
+impl Validate for BanParticipantRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = room_and_identity(&self.room, &self.identity);
+        if self.reason.len() > BAN_REASON_MAX_BYTES {
+            violations
+                .add("reason", format!("must be at most {BAN_REASON_MAX_BYTES} bytes, got {}", self.reason.len()));
+        }
+        if let Some(duration) = &self.duration {
+            let whole = duration.nanos == 0 && duration.seconds >= 1;
+            if !whole || duration.seconds.unsigned_abs() > BAN_MAX.as_secs() {
+                violations.add(
+                    "duration",
+                    "must be whole seconds from 1s to 10 years (3650 days); leave it unset for a ban until lifted",
+                );
+            }
+        }
+        violations
+    }
+}
+
+impl Validate for UnbanParticipantRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        if !self.ban_id.starts_with("BAN_") || self.ban_id.len() > 64 {
+            violations.add("ban_id", "must be a ban's id as BanParticipant or ListBans gave it (\"BAN_...\")");
+        }
+        violations
+    }
+}
+
+impl Validate for ListBansRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        if !self.room.is_empty() {
+            violations.room_name("room", &self.room);
+        }
+        if !self.identity.is_empty() {
+            violations.identity("identity", &self.identity);
+        }
+        violations
+    }
+}
 
 /// Most rooms or types one ListEvents or WatchEvents may filter on.
 pub const EVENT_FILTER_MAX: usize = 100;

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
 use roomcontrol::api::RoomControlService;
 use roomcontrol::auth::Caller;
+use roomcontrol::bans::Bans;
 use roomcontrol::config::Config;
 use roomcontrol::events::Timeline;
 use roomcontrol::events::watch::WatchContext;
@@ -52,14 +53,15 @@ fn fixture() -> &'static Fixture {
         let signer = TokenSigner::new(&config.livekit).expect("a token signer");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         // The timeline, in memory: the actions the fuzzer's calls record.
-        let timeline = runtime.block_on(async {
+        let (timeline, bans) = runtime.block_on(async {
             let store = Store::open(&config.store).await.expect("an in-memory store");
-            Timeline::start(store, &config.events, metrics.clone()).await.expect("a timeline")
+            let timeline = Timeline::start(store.clone(), &config.events, metrics.clone()).await.expect("a timeline");
+            (timeline, Bans::start(store, config.events.poll_interval).await.expect("the bans"))
         });
         let (_closing, closing) = tokio::sync::watch::channel(false);
         let watch = WatchContext { timeline, livekit, metrics, closing };
         let room_control =
-            RoomControlService::new(signer, config.tokens.clone(), config.auth.self_service.clone(), watch);
+            RoomControlService::new(signer, config.tokens.clone(), config.auth.self_service.clone(), watch, bans);
         Fixture {
             runtime,
             service: GrpcWebLayer::new().layer(RoomControlServer::new(room_control)),

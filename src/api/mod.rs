@@ -8,6 +8,7 @@
 //! reply. Transport, CORS, authentication and logging are layers
 //! (`crate::server`, `crate::middleware`), not handler code.
 
+pub(crate) mod bans;
 pub(crate) mod convert;
 mod participants;
 mod rooms;
@@ -67,6 +68,7 @@ pub struct RoomControlService {
     tokens: TokenConfig,
     self_service: SelfServiceConfig,
     watch: WatchContext,
+    bans: crate::bans::Bans,
 }
 
 impl std::fmt::Debug for WatchContext {
@@ -76,7 +78,13 @@ impl std::fmt::Debug for WatchContext {
 }
 
 impl RoomControlService {
-    pub fn new(signer: TokenSigner, tokens: TokenConfig, self_service: SelfServiceConfig, watch: WatchContext) -> Self {
+    pub fn new(
+        signer: TokenSigner,
+        tokens: TokenConfig,
+        self_service: SelfServiceConfig,
+        watch: WatchContext,
+        bans: crate::bans::Bans,
+    ) -> Self {
         Self {
             livekit: watch.livekit.clone(),
             signer: Arc::new(signer),
@@ -84,6 +92,7 @@ impl RoomControlService {
             tokens,
             self_service,
             watch,
+            bans,
         }
     }
 
@@ -133,6 +142,10 @@ pub(crate) struct Audit {
 }
 
 impl Audit {
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
     /// Records an action LiveKit has carried out. It happened: a store that
     /// fails now does not turn it into an error for the caller (who would
     /// retry it); the failure is logged and counted instead.
@@ -152,9 +165,22 @@ impl Audit {
         identity: &str,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
+        self.require_with(rpc, room, identity, detail, crate::store::Presence::Unchanged).await
+    }
+
+    /// Records an action and what it changes beside the timeline, in one
+    /// transaction (BanParticipant: the ban itself).
+    pub async fn require_with(
+        &self,
+        rpc: Rpc,
+        room: &str,
+        identity: &str,
+        detail: serde_json::Value,
+        presence: crate::store::Presence,
+    ) -> Result<(), ApiError> {
         debug_assert!(rpc.info().changes_state, "{rpc} changes nothing: it is not an action");
         tracing::debug!(target: "roomcontrol::audit", caller = %self.caller, rpc = rpc.name(), room, identity, %detail, "audit");
-        let (event, presence) = crate::events::action(&self.caller, rpc, room, identity, detail);
+        let (event, _) = crate::events::action(&self.caller, rpc, room, identity, detail);
         self.timeline.append(event, presence).await?;
         Ok(())
     }
@@ -292,6 +318,7 @@ impl RoomControl for RoomControlService {
             &self.signer,
             &self.tokens,
             &self.self_service,
+            &self.bans,
             &caller,
             request.into_inner(),
             &audit,
@@ -313,6 +340,27 @@ impl RoomControl for RoomControlService {
     /// as they are; this typed form, for callers of the trait, decodes them.
     async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Result<Response<DecodedWatchStream>, Status> {
         Ok(self.watch(request).await?.map(|replies| DecodedWatchStream { replies }))
+    }
+
+    async fn ban_participant(
+        &self,
+        request: Request<BanParticipantRequest>,
+    ) -> Result<Response<BanParticipantResponse>, Status> {
+        let call = self.admit(Rpc::BanParticipant, request)?;
+        Ok(Response::new(bans::ban_participant(&self.livekit, &self.bans, call).await?))
+    }
+
+    async fn unban_participant(
+        &self,
+        request: Request<UnbanParticipantRequest>,
+    ) -> Result<Response<UnbanParticipantResponse>, Status> {
+        let call = self.admit(Rpc::UnbanParticipant, request)?;
+        Ok(Response::new(bans::unban_participant(&self.bans, call).await?))
+    }
+
+    async fn list_bans(&self, request: Request<ListBansRequest>) -> Result<Response<ListBansResponse>, Status> {
+        let call = self.admit(Rpc::ListBans, request)?;
+        Ok(Response::new(bans::list_bans(&self.bans, call)))
     }
 }
 

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{Audit, record_room};
 use crate::auth::{Caller, Scope, policy};
+use crate::bans::Bans;
 use crate::config::{SelfServiceConfig, TokenConfig};
 use crate::error::ApiError;
 use crate::proto::v1::*;
@@ -20,6 +21,7 @@ pub async fn authorized_create_token(
     signer: &TokenSigner,
     limits: &TokenConfig,
     self_service: &SelfServiceConfig,
+    bans: &Bans,
     caller: &Caller,
     mut request: CreateTokenRequest,
     audit: &Audit,
@@ -44,6 +46,17 @@ pub async fn authorized_create_token(
         validate(limits, &request)?;
         request
     };
+    // Whoever asks: a banned identity gets no token for a room its ban
+    // covers.
+    if let Some(ban) = bans.matching(&request.identity, &request.room) {
+        return Err(ApiError::Banned {
+            until: crate::bans::until(&ban),
+            reason: if ban.reason.is_empty() { String::new() } else { format!(": {}", ban.reason) },
+            identity: ban.identity,
+            room: request.room,
+            ban_id: ban.id,
+        });
+    }
     // Recorded before the token exists: no token leaves unrecorded.
     let detail = token_detail(&request, ttl, for_anyone);
     audit.require(Rpc::CreateToken, &request.room, &request.identity, detail).await?;

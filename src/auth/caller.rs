@@ -23,16 +23,21 @@ pub enum Scope {
     TokensCreateSelf,
     /// ListEvents, WatchEvents.
     EventsRead,
+    /// BanParticipant, UnbanParticipant, ListBans. Apart from
+    /// participants:moderate: a ban outlives the call, holds in every
+    /// matching room and refuses tokens, so it is granted on its own.
+    ParticipantsBan,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::RoomsRead,
         Scope::RoomsWrite,
         Scope::ParticipantsModerate,
         Scope::TokensCreate,
         Scope::TokensCreateSelf,
         Scope::EventsRead,
+        Scope::ParticipantsBan,
     ];
 
     /// The scope's name in credentials and configuration.
@@ -44,6 +49,7 @@ impl Scope {
             Scope::TokensCreate => "tokens:create",
             Scope::TokensCreateSelf => "tokens:create:self",
             Scope::EventsRead => "events:read",
+            Scope::ParticipantsBan => "participants:ban",
         }
     }
 
@@ -150,6 +156,16 @@ impl Caller {
 
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+
+    /// The room patterns the caller's credential allows.
+    pub fn room_patterns(&self) -> &[String] {
+        self.rooms.patterns()
+    }
+
+    /// Whether the caller may touch every room (its patterns include `*`).
+    pub fn may_touch_every_room(&self) -> bool {
+        self.rooms.patterns().iter().any(|pattern| pattern == "*")
     }
 
     pub fn may_touch(&self, room: &str) -> bool {

@@ -32,8 +32,11 @@ use subtle::ConstantTimeEq;
 use tonic::body::Body;
 
 use super::{Appended, Timeline, from_webhook};
+use crate::bans::Bans;
 use crate::config::Config;
+use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
+use crate::store::Presence;
 
 /// LiveKit's signing clock and ours may disagree by this much.
 const LEEWAY_SECS: u64 = 60;
@@ -45,6 +48,9 @@ pub struct Intake {
     body_timeout: Duration,
     timeline: Timeline,
     metrics: Arc<Metrics>,
+    /// A banned identity that joins anyway is removed at once.
+    bans: Bans,
+    livekit: Arc<LiveKit>,
 }
 
 impl std::fmt::Debug for Intake {
@@ -85,7 +91,13 @@ impl Refusal {
 }
 
 impl Intake {
-    pub fn new(config: &Config, timeline: Timeline, metrics: Arc<Metrics>) -> Arc<Intake> {
+    pub fn new(
+        config: &Config,
+        timeline: Timeline,
+        metrics: Arc<Metrics>,
+        bans: Bans,
+        livekit: Arc<LiveKit>,
+    ) -> Arc<Intake> {
         let mut keys = HashMap::new();
         for key in &config.events.webhook_keys {
             keys.insert(key.api_key.clone(), DecodingKey::from_secret(key.api_secret.expose_secret().as_bytes()));
@@ -100,6 +112,8 @@ impl Intake {
             body_timeout: config.server.request_body_timeout,
             timeline,
             metrics,
+            bans,
+            livekit,
         })
     }
 
@@ -175,9 +189,38 @@ impl Intake {
         let (event, presence) = from_webhook(&body, SystemTime::now()).map_err(|error| {
             Refusal::new(StatusCode::BAD_REQUEST, "bad_request", format!("not a LiveKit webhook: {error}"))
         })?;
-        self.timeline.append(event, presence).await.map_err(|error| {
+        let joined = match &presence {
+            Presence::ParticipantJoined { room, identity, .. } => Some((room.clone(), identity.clone())),
+            _ => None,
+        };
+        let appended = self.timeline.append(event, presence).await.map_err(|error| {
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "store_failed", format!("not stored, send it again: {error}"))
-        })
+        })?;
+        if let (Appended::Stored(_), Some((room, identity))) = (appended, joined) {
+            self.enforce_bans(room, identity);
+        }
+        Ok(appended)
+    }
+
+    /// A participant joined: if a ban keeps its identity out of the room (it
+    /// held a token minted before the ban), it is removed now, without
+    /// holding LiveKit's webhook answer.
+    fn enforce_bans(&self, room: String, identity: String) {
+        let Some(ban) = self.bans.matching(&identity, &room) else {
+            return;
+        };
+        let livekit = self.livekit.clone();
+        let timeline = self.timeline.clone();
+        tokio::spawn(async move {
+            match crate::api::bans::enforce(&livekit, &timeline, &ban, &room, None).await {
+                Ok(removed) => {
+                    tracing::info!(ban = ban.id, room, identity, removed, "a banned identity joined; removed")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ban = ban.id, room, identity, "a banned identity joined and could not be removed")
+                }
+            }
+        });
     }
 
     /// The signature, its key, its times, and the body's hash.

@@ -40,12 +40,15 @@ pub fn action_type(rpc: Rpc, detail: &Json) -> &'static str {
         Rpc::UpdateSubscriptions => "subscriptions_updated",
         Rpc::SendData => "data_sent",
         Rpc::CreateToken => "token_minted",
+        Rpc::BanParticipant => "participant_banned",
+        Rpc::UnbanParticipant => "participant_unbanned",
         Rpc::ListRooms
         | Rpc::GetRoom
         | Rpc::ListParticipants
         | Rpc::GetParticipant
         | Rpc::ListEvents
-        | Rpc::WatchEvents => "read",
+        | Rpc::WatchEvents
+        | Rpc::ListBans => "read",
     }
 }
 
@@ -74,6 +77,31 @@ pub fn action(caller: &Caller, rpc: Rpc, room: &str, identity: &str, detail: Jso
         },
     };
     (event, Presence::Unchanged)
+}
+
+/// A banned identity removed from a room by its ban: when it was banned
+/// (BanParticipant), or when it joined anyway (the webhook intake). The
+/// actor is the ban's author.
+pub fn ban_enforced(ban: &crate::proto::v1::Ban, room: &str) -> Event {
+    let now = SystemTime::now();
+    let mut detail = serde_json::Map::new();
+    detail.insert("banId".to_owned(), Json::String(ban.id.clone()));
+    detail.insert("banRoom".to_owned(), Json::String(ban.room.clone()));
+    detail.insert("reason".to_owned(), Json::String(ban.reason.clone()));
+    Event {
+        cursor: 0,
+        id: new_id(),
+        r#type: "ban_enforced".to_owned(),
+        source: EventSource::Roomcontrol as i32,
+        occurred_at: Some(Timestamp::from(now)),
+        received_at: Some(Timestamp::from(now)),
+        room: Some(EventRoom { name: room.to_owned(), sid: String::new() }),
+        participant: Some(EventParticipant { identity: ban.identity.clone(), ..Default::default() }),
+        track: None,
+        actor: ban.created_by.clone(),
+        inferred: false,
+        detail: Some(to_struct(detail)),
+    }
 }
 
 /// A fresh id for RoomControl's own events: `RC_` and 16 base62 characters.

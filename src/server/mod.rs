@@ -29,6 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::api::RoomControlService;
 use crate::api::watch_route::WatchEventsRoute;
 use crate::auth::{Authenticate, Authenticator};
+use crate::bans::Bans;
 use crate::config::Config;
 use crate::crypto;
 use crate::events::intake::{self, Intake};
@@ -132,7 +133,8 @@ impl Application {
 
         let store = Store::open(&config.store).await?;
         tracing::info!(store = %crate::store::redacted_url(&config.store.url), schema = crate::store::SCHEMA_VERSION, "store open");
-        let timeline = Timeline::start(store, &config.events, metrics.clone()).await?;
+        let timeline = Timeline::start(store.clone(), &config.events, metrics.clone()).await?;
+        let bans = Bans::start(store, config.events.poll_interval).await?;
         // Told to every connection (and every health Watch) when the drain
         // reaches the point of closing connections.
         let close_connections = watch::Sender::new(false);
@@ -148,6 +150,7 @@ impl Application {
                 metrics: metrics.clone(),
                 closing: close_connections.subscribe(),
             },
+            bans.clone(),
         );
         // WatchEvents has a route of its own, which sends each event encoded
         // once for every watcher (api::watch_route).
@@ -221,7 +224,7 @@ impl Application {
         };
         // LiveKit's webhooks: verified by their own signature, not a
         // caller's credential, so they leave before authentication.
-        let intake = Intake::new(&config, timeline.clone(), metrics.clone());
+        let intake = Intake::new(&config, timeline.clone(), metrics.clone(), bans, livekit.clone());
         let webhook_path = config.events.webhook_path.clone();
         let intake: HttpService =
             BoxCloneSyncService::new(tower::service_fn(move |request| intake.clone().handle(request)));

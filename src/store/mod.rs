@@ -66,14 +66,47 @@ pub struct NewEvent {
     pub presence: Presence,
 }
 
-/// What an event changes in who is live.
+/// What an event changes beside the timeline, in the same transaction:
+/// who is live, or the bans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presence {
     Unchanged,
-    RoomStarted { room_sid: String, room: String },
-    RoomFinished { room_sid: String },
-    ParticipantJoined { participant_sid: String, room_sid: String, room: String, identity: String },
-    ParticipantGone { participant_sid: String },
+    /// A ban comes into force.
+    Banned(NewBan),
+    /// A ban is lifted.
+    Unbanned {
+        ban_id: String,
+    },
+    RoomStarted {
+        room_sid: String,
+        room: String,
+    },
+    RoomFinished {
+        room_sid: String,
+    },
+    ParticipantJoined {
+        participant_sid: String,
+        room_sid: String,
+        room: String,
+        identity: String,
+    },
+    ParticipantGone {
+        participant_sid: String,
+    },
+}
+
+/// A ban to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBan {
+    pub id: String,
+    pub room: String,
+    pub identity: String,
+    /// Unix microseconds.
+    pub created_at: i64,
+    /// Unix microseconds; `None`: until lifted.
+    pub expires_at: Option<i64>,
+    /// The encoded `roomcontrol.v1.Ban`.
+    pub payload: Vec<u8>,
 }
 
 /// An event as stored.
@@ -134,12 +167,15 @@ impl std::fmt::Debug for Store {
 }
 
 /// The migrations, embedded: (version, description, SQLite, PostgreSQL).
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "timeline",
-    include_str!("migrations/sqlite/0001_timeline.sql"),
-    include_str!("migrations/postgres/0001_timeline.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "timeline",
+        include_str!("migrations/sqlite/0001_timeline.sql"),
+        include_str!("migrations/postgres/0001_timeline.sql"),
+    ),
+    (2, "bans", include_str!("migrations/sqlite/0002_bans.sql"), include_str!("migrations/postgres/0002_bans.sql")),
+];
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -290,6 +326,15 @@ impl Store {
         match self {
             Store::Sqlite(pool) => sqlite::live(pool).await,
             Store::Postgres(pool) => postgres::live(pool).await,
+        }
+    }
+
+    /// The encoded `roomcontrol.v1.Ban` of every ban in force at `now`
+    /// (unix microseconds): not lifted, not expired.
+    pub async fn bans_in_force(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::bans_in_force(pool, now).await,
+            Store::Postgres(pool) => postgres::bans_in_force(pool, now).await,
         }
     }
 

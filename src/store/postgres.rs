@@ -16,8 +16,20 @@ super::queries::queries!(
     sqlx::PgPool,
     // An arbitrary constant of RoomControl's: "RCEVENTS" in ASCII, as 64 bits.
     before_append: ["SELECT pg_advisory_xact_lock(5927657771381970003)"],
-    after_append: ["SELECT pg_notify('roomcontrol_events', '')"]
+    after_append: ["SELECT pg_notify('roomcontrol_events', '')"],
+    // Every replica reloads its bans.
+    after_ban: ["SELECT pg_notify('roomcontrol_bans', '')"]
 );
+
+/// The channel a change of the bans notifies; its payload is empty.
+pub const BANS_CHANNEL: &str = "roomcontrol_bans";
+
+/// A connection that hears every replica's changes of the bans.
+pub async fn listen_bans(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(BANS_CHANNEL).await?;
+    Ok(listener)
+}
 
 /// A connection that hears every replica's appends.
 pub async fn listen(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {

@@ -5,7 +5,13 @@
 //! append runs first (PostgreSQL's ordering lock) and last (its wake-up).
 
 macro_rules! queries {
-    ($Db:ty, $Pool:ty, before_append: [$($before:expr),*], after_append: [$($after:expr),*]) => {
+    (
+        $Db:ty,
+        $Pool:ty,
+        before_append: [$($before:expr),*],
+        after_append: [$($after:expr),*],
+        after_ban: [$($after_ban:expr),*]
+    ) => {
         use std::collections::HashMap;
 
         use sqlx::QueryBuilder;
@@ -56,6 +62,27 @@ macro_rules! queries {
             let mut query: QueryBuilder<'_, $Db>;
             match presence {
                 Presence::Unchanged => return Ok(()),
+                Presence::Banned(ban) => {
+                    query = QueryBuilder::new(
+                        "INSERT INTO bans (id, room, identity, created_at, expires_at, payload) VALUES (",
+                    );
+                    let mut values = query.separated(", ");
+                    values.push_bind(ban.id.as_str());
+                    values.push_bind(ban.room.as_str());
+                    values.push_bind(ban.identity.as_str());
+                    values.push_bind(ban.created_at);
+                    values.push_bind(ban.expires_at);
+                    values.push_bind(ban.payload.as_slice());
+                    query.push(")");
+                    query.build().execute(&mut **tx).await?;
+                    $( sqlx::query($after_ban).execute(&mut **tx).await?; )*
+                }
+                Presence::Unbanned { ban_id } => {
+                    query = QueryBuilder::new("UPDATE bans SET lifted_at = ");
+                    query.push_bind(at).push(" WHERE lifted_at IS NULL AND id = ").push_bind(ban_id.as_str());
+                    query.build().execute(&mut **tx).await?;
+                    $( sqlx::query($after_ban).execute(&mut **tx).await?; )*
+                }
                 Presence::RoomStarted { room_sid, room } => {
                     query = QueryBuilder::new("INSERT INTO live_rooms (room_sid, room, started_at) SELECT ");
                     query.push_bind(room_sid.as_str()).push(", ").push_bind(room.as_str()).push(", ").push_bind(at);
@@ -171,6 +198,16 @@ macro_rules! queries {
             ended.build().execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(deleted)
+        }
+
+        /// See `Store::bans_in_force`.
+        pub async fn bans_in_force(pool: &$Pool, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+            let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(
+                "SELECT payload FROM bans WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ",
+            );
+            query.push_bind(now).push(") ORDER BY created_at DESC, id");
+            let rows: Vec<(Vec<u8>,)> = query.build_query_as().fetch_all(pool).await?;
+            Ok(rows.into_iter().map(|(payload,)| payload).collect())
         }
 
         /// See `Store::live`.

@@ -5,6 +5,7 @@
 mod support;
 
 mod auth;
+mod bans;
 mod config;
 mod connections;
 mod console;

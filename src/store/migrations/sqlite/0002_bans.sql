@@ -1,0 +1,16 @@
+-- Bans: an identity kept out of a room, of the rooms a pattern matches, or
+-- of every room ("*"). Written in the same transaction as the timeline's
+-- participant_banned / participant_unbanned event.
+CREATE TABLE bans (
+    id         TEXT    PRIMARY KEY,
+    room       TEXT    NOT NULL,
+    identity   TEXT    NOT NULL,
+    -- Unix microseconds.
+    created_at INTEGER NOT NULL,
+    -- NULL: until lifted.
+    expires_at INTEGER,
+    lifted_at  INTEGER,
+    -- The roomcontrol.v1.Ban, protobuf-encoded.
+    payload    BLOB    NOT NULL
+);
+CREATE INDEX bans_in_force ON bans (lifted_at, expires_at);

@@ -8,6 +8,7 @@
 //! was committed before the store read that follows it, so nothing falls
 //! between the two.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,7 +17,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use prost::Message as _;
 use prost_types::Timestamp;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tonic::Status;
 
 use super::Timeline;
@@ -35,9 +36,6 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 
 /// Events a replay reads at once.
 const REPLAY_PAGE: u32 = 500;
-
-/// Replies a watch may have queued for a slow client before it waits.
-const STREAM_QUEUE: usize = 64;
 
 const PAGE_TOKEN_PREFIX: &str = "after:";
 
@@ -122,16 +120,20 @@ pub struct WatchContext {
 
 /// The stream WatchEvents answers with: each reply an encoded
 /// `WatchEventsResponse`, so an event is encoded once however many watch it
-/// (the route that sends them: `crate::api::watch_route`).
+/// (the route that sends them: `crate::api::watch_route`). The stream
+/// itself reads the live feed, polled by the connection that sends it: no
+/// task or queue of its own between the feed and the client. A client that
+/// stops reading stops the polling; the feed moves on without it, and the
+/// next poll finds the watch lagged (ABORTED).
 pub struct WatchStream {
-    replies: mpsc::Receiver<Result<Bytes, Status>>,
+    inner: Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, Status>> + Send>>,
 }
 
 impl futures_util::Stream for WatchStream {
     type Item = Result<Bytes, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.replies.poll_recv(cx)
+        self.inner.as_mut().poll_next(cx)
     }
 }
 
@@ -147,12 +149,11 @@ pub(crate) async fn watch_events(
     // Subscribed before anything is read, so nothing falls in between.
     let live = timeline.subscribe();
     let matcher = Matcher::new(caller, request.rooms, request.types);
-    let (replies, receiver) = mpsc::channel(STREAM_QUEUE);
     let position = match request.since_cursor {
         Some(since) => since,
         None => timeline.store().latest_cursor().await?,
     };
-    let mut snapshot = Vec::new();
+    let mut pending = VecDeque::new();
     if request.include_current_state {
         for room in context.livekit.list_rooms(matcher.filter.rooms.clone(), deadline).await? {
             if !matcher.caller.may_touch(&room.name) {
@@ -164,27 +165,49 @@ pub(crate) async fn watch_events(
                 Err(crate::livekit::LiveKitError::Twirp { code: crate::livekit::TwirpCode::NotFound, .. }) => continue,
                 Err(error) => return Err(error.into()),
             };
-            snapshot.push(Message::Snapshot(Snapshot {
+            pending.push_back(encode(Message::Snapshot(Snapshot {
                 room: Some(convert::room(room)),
                 participants: participants.into_iter().map(convert::participant).collect(),
-            }));
+            })));
         }
-        snapshot.push(Message::SnapshotEnd(SnapshotEnd { cursor: position }));
+        pending.push_back(encode(Message::SnapshotEnd(SnapshotEnd { cursor: position })));
     }
+    let mut closing = context.closing.clone();
     let watcher = Watcher {
         timeline: timeline.clone(),
         matcher,
         position,
-        replies,
+        live,
+        closing: Box::pin(async move {
+            // Closing, or the server is gone.
+            let _ = closing.wait_for(|closing| *closing).await;
+        }),
         heartbeat: timeline.config().heartbeat_interval,
+        heartbeats: None,
+        pending,
+        phase: Phase::Replay,
+        _guard: context.metrics.watcher_started(),
     };
-    let guard = context.metrics.watcher_started();
-    let closing = context.closing.clone();
-    tokio::spawn(async move {
-        let _guard = guard;
-        watcher.run(snapshot, live, closing).await;
+    let inner = futures_util::stream::unfold(watcher, |mut watcher| async move {
+        let reply = watcher.next().await?;
+        Some((reply, watcher))
     });
-    Ok(WatchStream { replies: receiver })
+    Ok(WatchStream { inner: Box::pin(inner) })
+}
+
+fn encode(message: Message) -> Bytes {
+    WatchEventsResponse { message: Some(message) }.encode_to_vec().into()
+}
+
+/// Where a watch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading the store after the position, until caught up.
+    Replay,
+    /// Following the live feed.
+    Live,
+    /// Ended (its last reply was an error status).
+    Ended,
 }
 
 struct Watcher {
@@ -192,113 +215,114 @@ struct Watcher {
     matcher: Matcher,
     /// Every event up to here was sent (or did not match).
     position: u64,
-    replies: mpsc::Sender<Result<Bytes, Status>>,
+    live: broadcast::Receiver<Arc<LiveEvent>>,
+    /// Ready when the server drains: the watch ends with UNAVAILABLE and
+    /// the cursor to resume from.
+    closing: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     heartbeat: std::time::Duration,
-}
-
-/// Why a watch ended.
-enum End {
-    /// The client went away.
-    Gone,
-    /// Ended by the server with this status.
-    Status(Status),
+    /// Started when the watch goes live.
+    heartbeats: Option<tokio::time::Interval>,
+    /// Replies ready to send.
+    pending: VecDeque<Bytes>,
+    phase: Phase,
+    _guard: crate::metrics::Watcher,
 }
 
 impl Watcher {
-    async fn run(
-        mut self,
-        snapshot: Vec<Message>,
-        live: broadcast::Receiver<Arc<LiveEvent>>,
-        closing: watch::Receiver<bool>,
-    ) {
-        let end = match self.stream(snapshot, live, closing).await {
-            Ok(never) => match never {},
-            Err(end) => end,
-        };
-        if let End::Status(status) = end {
-            let _ = self.replies.send(Err(status)).await;
-        }
-    }
-
-    async fn send(&self, message: Message) -> Result<(), End> {
-        self.send_frame(WatchEventsResponse { message: Some(message) }.encode_to_vec().into()).await
-    }
-
-    /// Sends an encoded `WatchEventsResponse`.
-    async fn send_frame(&self, frame: Bytes) -> Result<(), End> {
-        self.replies.send(Ok(frame)).await.map_err(|_| End::Gone)
-    }
-
-    fn resume(&self, code: tonic::Code, why: impl Into<String>) -> End {
-        End::Status(ApiError::Resume { code, why: why.into(), resume: self.position }.into())
-    }
-
-    async fn stream(
-        &mut self,
-        snapshot: Vec<Message>,
-        mut live: broadcast::Receiver<Arc<LiveEvent>>,
-        mut closing: watch::Receiver<bool>,
-    ) -> Result<std::convert::Infallible, End> {
-        for message in snapshot {
-            self.send(message).await?;
-        }
-        self.replay().await?;
-        let mut heartbeats = tokio::time::interval(self.heartbeat);
-        heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        heartbeats.reset();
+    /// The next reply; `None` once the watch has ended.
+    async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         loop {
-            tokio::select! {
-                received = live.recv() => match received {
-                    Ok(event) => {
-                        if event.cursor <= self.position {
-                            continue;
-                        }
-                        self.position = event.cursor;
-                        if self.matcher.matches(&event.room, &event.kind) {
-                            self.send_frame(event.frame.clone()).await?;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        return Err(self.resume(
-                            tonic::Code::Aborted,
-                            format!("this watch fell {missed} events behind the timeline (events.watch_buffer) and was cut off"),
-                        ));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Err(self.resume(tonic::Code::Unavailable, "the timeline stopped"));
-                    }
-                },
-                _ = heartbeats.tick() => {
-                    let sent_at = Some(Timestamp::from(SystemTime::now()));
-                    self.send(Message::Heartbeat(Heartbeat { cursor: self.position, sent_at })).await?;
-                }
-                _ = async { closing.wait_for(|closing| *closing).await.is_ok() } => {
-                    return Err(self.resume(tonic::Code::Unavailable, "the server is shutting down"));
-                }
-                () = self.replies.closed() => return Err(End::Gone),
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(Ok(frame));
             }
-        }
-    }
-
-    /// Sends what the store holds after the position, until caught up.
-    async fn replay(&mut self) -> Result<(), End> {
-        loop {
-            let page = match self.timeline.store().read_after(self.position, REPLAY_PAGE, &self.matcher.filter).await {
-                Ok(page) => page,
-                Err(error) => {
-                    return Err(self.resume(tonic::Code::Unavailable, format!("the event store failed: {error}")));
-                }
+            let step = match self.phase {
+                Phase::Ended => return None,
+                Phase::Replay => self.replay().await,
+                Phase::Live => self.follow().await,
             };
-            let done = page.len() < REPLAY_PAGE as usize;
-            for stored in page {
-                self.position = stored.cursor;
-                if self.matcher.matches(&stored.room, &stored.kind) {
-                    self.send_frame(event_frame(stored.cursor, &stored.payload)).await?;
-                }
+            if let Err(status) = step {
+                self.phase = Phase::Ended;
+                return Some(Err(status));
             }
-            if done {
+        }
+    }
+
+    fn resume(&self, code: tonic::Code, why: impl Into<String>) -> Status {
+        ApiError::Resume { code, why: why.into(), resume: self.position }.into()
+    }
+
+    /// Queues a live event if it is new and matches.
+    fn take(&mut self, event: &LiveEvent) {
+        if event.cursor <= self.position {
+            return;
+        }
+        self.position = event.cursor;
+        if self.matcher.matches(&event.room, &event.kind) {
+            self.pending.push_back(event.frame.clone());
+        }
+    }
+
+    fn lagged(&self, missed: u64) -> Status {
+        self.resume(
+            tonic::Code::Aborted,
+            format!("this watch fell {missed} events behind the timeline (events.watch_buffer) and was cut off"),
+        )
+    }
+
+    /// Waits for live events (taking every one already published), a
+    /// heartbeat, or the drain.
+    async fn follow(&mut self) -> Result<(), Status> {
+        let heartbeats = self.heartbeats.get_or_insert_with(|| {
+            let mut heartbeats = tokio::time::interval(self.heartbeat);
+            heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            heartbeats.reset();
+            heartbeats
+        });
+        tokio::select! {
+            received = self.live.recv() => match received {
+                Ok(event) => self.take(&event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => return Err(self.lagged(missed)),
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(self.resume(tonic::Code::Unavailable, "the timeline stopped"));
+                }
+            },
+            _ = heartbeats.tick() => {
+                let sent_at = Some(Timestamp::from(SystemTime::now()));
+                self.pending.push_back(encode(Message::Heartbeat(Heartbeat { cursor: self.position, sent_at })));
                 return Ok(());
             }
+            () = &mut self.closing => {
+                return Err(self.resume(tonic::Code::Unavailable, "the server is shutting down"));
+            }
         }
+        // What else is already published, without waiting.
+        loop {
+            match self.live.try_recv() {
+                Ok(event) => self.take(&event),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => return Err(self.lagged(missed)),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+
+    /// Queues one page of what the store holds after the position; live
+    /// once caught up.
+    async fn replay(&mut self) -> Result<(), Status> {
+        let page = self
+            .timeline
+            .store()
+            .read_after(self.position, REPLAY_PAGE, &self.matcher.filter)
+            .await
+            .map_err(|error| self.resume(tonic::Code::Unavailable, format!("the event store failed: {error}")))?;
+        if page.len() < REPLAY_PAGE as usize {
+            self.phase = Phase::Live;
+        }
+        for stored in page {
+            self.position = stored.cursor;
+            if self.matcher.matches(&stored.room, &stored.kind) {
+                self.pending.push_back(event_frame(stored.cursor, &stored.payload));
+            }
+        }
+        Ok(())
     }
 }

@@ -506,8 +506,8 @@ async function loadBans(room: string): Promise<void> {
     const failure = describe("Could not list the bans", error);
     bansKey = "";
     $("#bans-count").textContent = "";
-    $("#bans-scroll").hidden = true;
-    $("#bans-body").replaceChildren();
+    $("#bans-list").hidden = true;
+    $("#bans-list").replaceChildren();
     const state = $("#bans-state");
     state.textContent = `Cannot list the bans: ${failureText(failure)}`;
     state.title = failure.hint;
@@ -522,8 +522,8 @@ function clearBans(): void {
   $("#bans-count").textContent = "";
   $("#bans-state").textContent = "";
   $("#bans-state").dataset.state = "";
-  $("#bans-scroll").hidden = true;
-  $("#bans-body").replaceChildren();
+  $("#bans-list").hidden = true;
+  $("#bans-list").replaceChildren();
 }
 
 function banEnd(ban: Ban): Date | undefined {
@@ -553,34 +553,46 @@ function renderBans(room: string, all: Ban[]): void {
   state.title = "";
   state.textContent = bans.length ? "" : "No bans in force here.";
   $("#bans-count").textContent = bans.length ? `(${bans.length})` : "";
-  $("#bans-scroll").hidden = bans.length === 0;
+  $("#bans-list").hidden = bans.length === 0;
   const key = JSON.stringify(bans.map((b) => [b.id, b.room, b.identity, b.reason, String(b.expiresAt?.seconds)]));
   if (key === bansKey) return;
   bansKey = key;
-  $("#bans-body").replaceChildren(
+  // One item a ban: who, where, until when, Unban; then why and who banned.
+  $("#bans-list").replaceChildren(
     ...bans.map((ban) => {
       const created = ban.createdAt ? timestampDate(ban.createdAt) : undefined;
       const by = ban.createdBy;
       return h(
-        "tr",
-        { "data-ban-id": ban.id, "data-identity": ban.identity },
-        h("td", { class: "name", "data-field": "identity" }, ban.identity),
+        "li",
+        { class: "ban", "data-ban-id": ban.id, "data-identity": ban.identity },
         h(
-          "td",
-          { class: "name", "data-field": "room", title: ban.room === room ? null : "a pattern, or every room (*), that covers this room" },
-          ban.room,
+          "div",
+          { class: "ban-head" },
+          h("strong", { class: "identity", "data-field": "identity" }, ban.identity),
+          h(
+            "span",
+            {
+              class: "badge",
+              "data-field": "room",
+              title: ban.room === room ? `room ${room}` : "a pattern, or every room (*), that covers this room",
+            },
+            ban.room,
+          ),
+          h("span", { class: "muted", "data-field": "until", title: banEnd(ban) ? dateTime(banEnd(ban)) : null }, until(ban)),
+          h(
+            "button",
+            { type: "button", onclick: (e: Event) => void unban(room, ban, e.currentTarget as HTMLButtonElement) },
+            "Unban",
+          ),
         ),
-        h("td", { class: "reason", "data-field": "reason" }, ban.reason || h("span", { class: "muted" }, "—")),
-        h("td", { class: "created", "data-field": "until", title: banEnd(ban) ? dateTime(banEnd(ban)) : null }, until(ban)),
         h(
-          "td",
-          { "data-field": "by", title: `${by?.rpc ?? ""} at ${dateTime(created)} · ${ban.id}` },
-          by?.caller ?? "—",
-        ),
-        h(
-          "td",
-          { class: "actions" },
-          h("button", { type: "button", onclick: (e: Event) => void unban(room, ban, e.currentTarget as HTMLButtonElement) }, "Unban"),
+          "p",
+          {},
+          ban.reason
+            ? h("span", { "data-field": "reason" }, ban.reason)
+            : h("span", { class: "muted", "data-field": "reason" }, "no reason given"),
+          h("span", { class: "muted" }, " · by "),
+          h("span", { class: "muted", "data-field": "by", title: `${by?.rpc ?? ""} at ${dateTime(created)} · ${ban.id}` }, by?.caller ?? "—"),
         ),
       );
     }),

@@ -233,7 +233,7 @@ async function loadRooms(reason: string): Promise<boolean> {
   $("#rooms-table").dataset.updatedBy = reason;
   showStatus();
   const active = selected !== null && rooms.some((r) => r.name === selected);
-  if (selected && selectedActive && !active) notice(`Room ${selected} is no longer active.`);
+  if (selected && selectedActive && !active) notice(`Room ${selected} is no longer active.`, true);
   selectedActive = active;
   renderRooms();
   if (selected) renderFacts();
@@ -684,9 +684,14 @@ function clearError(): void {
   bannerFromRefresh = false;
 }
 
-function notice(text: string): void {
+/**
+ * Shows `text` in the notice line. `keep`: after what it shows already, so
+ * an action's outcome is not replaced by its consequence (a removal or a ban
+ * closes the room a moment later: "Room ... is no longer active").
+ */
+function notice(text: string, keep = false): void {
   const el = $("#rooms-notice");
-  el.textContent = text;
+  el.textContent = keep && !el.hidden && el.textContent ? `${el.textContent} ${text}` : text;
   el.hidden = false;
 }
 

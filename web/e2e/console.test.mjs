@@ -8,9 +8,10 @@
 //     authentication on (one API key), so the console's bearer field is
 //     exercised on every call, and its timeline in a SQLite file in a
 //     temporary directory (removed at the end);
-//   - livekit-standin --seed-rooms 1 --seed-tracks on a port picked before
+//   - livekit-standin --seed-rooms 2 --seed-tracks on a port picked before
 //     RoomControl started (RoomControl's livekit.url): room-1 with
-//     participant-1 publishing a camera and a microphone track, posting
+//     participant-1 publishing a camera and a microphone track (and room-2
+//     with participant-2, whom the test bans), posting
 //     LiveKit's webhooks to RoomControl's /livekit/webhook, and closing a
 //     room 1 s after its last participant left (--departure-timeout 1).
 // The test also calls RoomControl itself, as another client would, over
@@ -195,7 +196,7 @@ before(async () => {
       "[[auth.api_keys]]",
       'name = "e2e-console"',
       `hash = "sha256:${hash(apiKey)}"`,
-      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "tokens:create", "events:read"]',
+      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "participants:ban", "tokens:create", "events:read"]',
       "",
       "[[auth.api_keys]]",
       'name = "e2e-rooms-only"',
@@ -220,8 +221,9 @@ before(async () => {
   roomcontrol = await startRoomControl("roomcontrol", 0);
   rc = roomControlClient(roomcontrol.base);
 
-  // The LiveKit stand-in with room-1 / participant-1 publishing two tracks,
-  // sending LiveKit's webhooks to RoomControl.
+  // The LiveKit stand-in with room-1 / participant-1 publishing two tracks
+  // (and room-2 / participant-2, to ban), sending LiveKit's webhooks to
+  // RoomControl.
   const standinChild = start(
     "livekit-standin",
     standinBin,
@@ -229,7 +231,7 @@ before(async () => {
       "--listen",
       standinUrl.replace(/^http:\/\//, ""),
       "--seed-rooms",
-      "1",
+      "2",
       "--seed-tracks",
       "--webhook-url",
       `${roomcontrol.base}/livekit/webhook`,
@@ -368,6 +370,9 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await roomRow("room-1").getByRole("button", { name: "Participants" }).click();
     await page.locator('#participants article[data-identity="participant-1"]').waitFor();
     await page.locator('#timeline-state[data-state="off"]', { hasText: "off (PERMISSION_DENIED)" }).waitFor();
+    // the bans list says it is refused too, in its place (not the banner)
+    await page.locator('#bans-state[data-state="failed"]', { hasText: "Cannot list the bans: PERMISSION_DENIED" }).waitFor();
+    assert.ok(await banner.isHidden(), "a refused bans list does not take the banner");
     assert.match(await page.locator("#timeline-empty").innerText(), /^Cannot follow this room's events: PERMISSION_DENIED: .*events:read/);
     await shot("02c-rooms-without-events-read");
     // the right credential turns both on again
@@ -472,6 +477,81 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     } finally {
       await page.setViewportSize({ width: 1440, height: 900 });
     }
+  });
+
+  await step("ban a participant from its row: it is removed, the room's bans list shows the ban", async () => {
+    await roomRow("room-2").getByRole("button", { name: "Participants" }).click();
+    const participant = page.locator('#participants article[data-identity="participant-2"]');
+    await participant.waitFor();
+    await page.locator("#bans-state", { hasText: "No bans in force here." }).waitFor();
+    await participant.getByRole("button", { name: "Ban", exact: true }).click();
+    const form = participant.locator("form.ban-form");
+    await form.locator('input[name="reason"]').fill("spam in chat");
+    await form.locator('select[name="duration"]').selectOption({ label: "1 h" });
+    await shot("03b-ban-form");
+    await form.getByRole("button", { name: "Confirm ban" }).click();
+    // The outcome names the rooms it was removed from (the stand-in closes
+    // room-2 a second later: "Room room-2 is no longer active." may follow).
+    await notice.filter({ hasText: /^participant-2 banned from room-2 for 1 h \(until [^)]+\): removed from room-2\./ }).waitFor();
+    // the stand-in dropped it: gone from the participants
+    await participant.waitFor({ state: "detached" });
+    const ban = page.locator('#bans-list li[data-identity="participant-2"]');
+    await ban.waitFor();
+    assert.match(await ban.getAttribute("data-ban-id"), /^BAN_\w+$/);
+    assert.equal(await field(ban, "room"), "room-2");
+    assert.equal(await field(ban, "reason"), "spam in chat");
+    assert.match(await field(ban, "until"), /^until (\d{4}-\d\d-\d\d \d\d:\d\d|\d\d:\d\d:\d\d)$/);
+    assert.equal(await field(ban, "by"), 'API key "e2e-console"');
+    assert.equal(await page.locator("#bans-count").innerText(), "(1)");
+    // The room's timeline: the ban, with who banned, and its removal.
+    const banned = eventRow("participant_banned");
+    await banned.waitFor();
+    assert.equal(await field(banned, "participant"), "participant-2");
+    assert.match(await field(banned, "actor"), /^by API key "e2e-console" · BanParticipant$/);
+    await eventRow("ban_enforced").waitFor();
+    // The room closes without its last participant; the ban's outcome stays in view.
+    await notice.filter({ hasText: "Room room-2 is no longer active." }).waitFor();
+    assert.match(await notice.innerText(), /^participant-2 banned from room-2 for 1 h .*: removed from room-2\. Room room-2 is no longer active\.$/);
+    await shot("03c-participant-banned");
+  });
+
+  await step("the join page shows the ban that refuses a token", async () => {
+    await page.getByRole("link", { name: "Join a call" }).click();
+    await page.locator("#page-join").waitFor();
+    await page.locator("#join-room").fill("room-2");
+    await page.locator("#join-identity").fill("participant-2");
+    await page.getByRole("button", { name: "Get token" }).click();
+    const joinError = page.locator("#join-error");
+    await joinError.filter({ hasText: "PERMISSION_DENIED" }).waitFor();
+    const text = await joinError.innerText();
+    assert.match(text, /Could not get a token for participant-2 in room-2/);
+    assert.match(text, /PERMISSION_DENIED: permission denied: "participant-2" is banned from room "room-2" \(BAN_\w+, until [^)]+\): spam in chat/);
+    // the hint is about the ban, not a missing scope
+    assert.match(text, /A ban refuses this identity here/);
+    assert.ok(await page.locator("#token-info").isHidden(), "no token is shown");
+    await shot("03d-join-refused-by-ban");
+  });
+
+  await step("unban from the room's bans list: the list empties and a token can be minted again", async () => {
+    await page.goBack();
+    assert.equal(new URL(page.url()).hash, "#/rooms/room-2");
+    const ban = page.locator('#bans-list li[data-identity="participant-2"]');
+    await ban.getByRole("button", { name: "Unban" }).click();
+    await notice.filter({ hasText: /^Ban of participant-2 from room-2 lifted \(BAN_\w+\)\.$/ }).waitFor();
+    await ban.waitFor({ state: "detached" });
+    await page.locator("#bans-state", { hasText: "No bans in force here." }).waitFor();
+    assert.ok(await page.locator("#bans-list").isHidden());
+    const unbanned = eventRow("participant_unbanned");
+    await unbanned.waitFor();
+    assert.match(await field(unbanned, "actor"), /UnbanParticipant$/);
+    await shot("03e-participant-unbanned");
+    await page.getByRole("link", { name: "Join a call" }).click();
+    await page.getByRole("button", { name: "Get token" }).click();
+    await page.locator("#token-identity", { hasText: "participant-2" }).waitFor();
+    await page.locator("#join-error").waitFor({ state: "hidden" });
+    assert.equal(await page.locator("#token-room").innerText(), "room-2");
+    await page.goBack();
+    await page.locator("#page-rooms").waitFor();
   });
 
   await step("see a participant the stand-in reports, with its tracks", async () => {
@@ -663,7 +743,8 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await page.locator("#join-room").fill("e2e-call");
     await page.locator("#join-identity").fill("alice");
     await page.getByRole("button", { name: "Get token" }).click();
-    await page.locator("#token-info").waitFor();
+    // (the page still shows participant-2's token of an earlier step until then)
+    await page.locator("#token-identity", { hasText: "alice" }).waitFor();
     assert.equal(await page.locator("#token-identity").innerText(), "alice");
     assert.equal(await page.locator("#token-room").innerText(), "e2e-call");
     assert.equal(await page.locator("#token-server-url").innerText(), standin.url.replace(/^http/, "ws"));

@@ -3,6 +3,7 @@
 
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { RoomControl } from "./gen/roomcontrol/v1/room_control_pb";
 
 const BEARER_KEY = "roomcontrol.bearer";
@@ -94,10 +95,38 @@ export function describe(action: string, error: unknown): Failure {
     hint = bearer()
       ? "RoomControl refused the bearer token above: check it, or paste a fresh one."
       : "Authentication is on: paste a bearer token or API key above.";
+  } else if (err.code === Code.PermissionDenied && errorInfoReason(err) === "BANNED") {
+    // The message names the ban, its room, its end and its reason.
+    hint = "A ban refuses this identity here, whoever asks: a moderator can lift it under Bans on the room's page.";
   } else if (err.code === Code.PermissionDenied) {
     hint = "The bearer token is valid but lacks the scope or room this needs.";
+  } else if (err.code === Code.ResourceExhausted && err.details.some((d) => "type" in d && d.type === "google.rpc.RetryInfo")) {
+    // The message names the limit that was hit; RetryInfo says it passes.
+    hint = "RoomControl refused the call to stay within a limit: try again shortly.";
   }
   return { action, code, message: err.rawMessage || "(no message)", hint };
+}
+
+/**
+ * The `reason` of RoomControl's google.rpc.ErrorInfo detail (e.g. "BANNED"),
+ * or "". The generated client has no google.rpc types, so the detail is read
+ * by hand: ErrorInfo's field 1 is its reason.
+ */
+function errorInfoReason(err: ConnectError): string {
+  for (const detail of err.details) {
+    if (!("type" in detail) || detail.type !== "google.rpc.ErrorInfo") continue;
+    try {
+      const reader = new BinaryReader(detail.value);
+      while (reader.pos < reader.len) {
+        const [field, wireType] = reader.tag();
+        if (field === 1 && wireType === WireType.LengthDelimited) return reader.string();
+        reader.skip(wireType);
+      }
+    } catch {
+      // not an ErrorInfo after all: no reason
+    }
+  }
+  return "";
 }
 
 /** One line: "NOT_FOUND: LiveKit DeleteRoom: requested room does not exist". */

@@ -1,6 +1,6 @@
 // The admin page: active rooms, creating, deleting and describing them, and
-// a room's page (#/rooms/<name>): its participants with their tracks and its
-// live timeline.
+// a room's page (#/rooms/<name>): its participants with their tracks (mute,
+// remove, ban), the bans in force there, and its live timeline.
 //
 // The list follows the timeline (WatchEvents): an event that changes a room
 // (started, finished, created, deleted, someone joined or left, ...)
@@ -13,6 +13,8 @@ import { client, describe, failureText, type Failure } from "./api";
 import { $, clock, dateTime, h, input, when } from "./dom";
 import { EventFollower, type FollowState } from "./events";
 import {
+  type Ban,
+  type BanParticipantResponse,
   ParticipantKind,
   ParticipantState,
   TrackSource,
@@ -30,6 +32,18 @@ const FALLBACK_MS = 15_000;
 /** Events arriving together cause one refresh, at most one a second. */
 const EVENT_DEBOUNCE_MS = 250;
 const EVENT_MIN_GAP_MS = 1000;
+
+/** A room's timeline events that change its bans list. */
+const BAN_EVENT_TYPES = ["participant_banned", "participant_unbanned"];
+
+/** How long a ban from a participant's row holds, in seconds; 0: until lifted. */
+const BAN_DURATIONS: [string, number][] = [
+  ["15 min", 15 * 60],
+  ["1 h", 60 * 60],
+  ["1 day", 24 * 60 * 60],
+  ["until lifted", 0],
+];
+const DEFAULT_BAN_SECONDS = 60 * 60;
 
 /**
  * The timeline events that change what the rooms list (or a room's page)
@@ -73,6 +87,13 @@ let participantsKey = "";
 /** The names of the selected room's tracks by sid, for its timeline. */
 const trackNames = new Map<string, string>();
 let metadataDirty = false;
+/** The open ban form (one at a time), kept across re-renders of the participants. */
+let banForm: { identity: string; form: HTMLFormElement } | null = null;
+let bansKey = "";
+/** Answers of an older ListBans (another room, an earlier call) are dropped. */
+let bansSeq = 0;
+/** Reloads the bans when the first one ends (no event says a ban expired). */
+let bansTimer: ReturnType<typeof setTimeout> | undefined;
 /** Whether the error banner shows a failed refresh (cleared by the next good one). */
 let bannerFromRefresh = false;
 
@@ -90,7 +111,10 @@ export function init(): void {
   });
   $("#detail-close").addEventListener("click", () => select(null));
   timeline.init(
-    (event) => eventArrived(event.type),
+    (event) => {
+      eventArrived(event.type);
+      if (BAN_EVENT_TYPES.includes(event.type) && selected) void loadBans(selected);
+    },
     (sid) => trackNames.get(sid),
   );
   listFollower = new EventFollower({
@@ -116,7 +140,10 @@ export function init(): void {
 export function start(): void {
   running = true;
   listFollower?.start();
-  if (selected) timeline.show(selected, listFollower?.cursor);
+  if (selected) {
+    timeline.show(selected, listFollower?.cursor);
+    void loadBans(selected);
+  }
   void refresh("start");
 }
 
@@ -124,6 +151,7 @@ export function stop(): void {
   running = false;
   clearTimeout(timer);
   clearTimeout(eventTimer);
+  clearTimeout(bansTimer);
   eventTimer = undefined;
   listFollower?.stop();
   timeline.pause();
@@ -133,6 +161,7 @@ export function credentialsChanged(): void {
   if (!running) return;
   listFollower?.restart();
   timeline.credentialsChanged();
+  if (selected) void loadBans(selected);
   void refresh("new credential");
 }
 
@@ -204,7 +233,7 @@ async function loadRooms(reason: string): Promise<boolean> {
   $("#rooms-table").dataset.updatedBy = reason;
   showStatus();
   const active = selected !== null && rooms.some((r) => r.name === selected);
-  if (selected && selectedActive && !active) notice(`Room ${selected} is no longer active.`);
+  if (selected && selectedActive && !active) notice(`Room ${selected} is no longer active.`, true);
   selectedActive = active;
   renderRooms();
   if (selected) renderFacts();
@@ -303,6 +332,7 @@ function select(name: string | null, push = true, since = listFollower?.cursor):
     participantsKey = "";
     metadataDirty = false;
     clearParticipants();
+    clearBans();
     if (push) {
       const hash = name === null ? "#/rooms" : `#/rooms/${encodeURIComponent(name)}`;
       if (location.hash !== hash) location.hash = hash;
@@ -319,10 +349,12 @@ function select(name: string | null, push = true, since = listFollower?.cursor):
   if (!metadataDirty) ($("#room-metadata") as HTMLTextAreaElement).value = room?.metadata ?? "";
   renderFacts();
   if (room) void loadParticipants(name);
+  if (running) void loadBans(name);
 }
 
 function clearParticipants(): void {
   participantsKey = "";
+  banForm = null;
   trackNames.clear();
   $("#participants").replaceChildren();
   $("#participants-count").textContent = "";
@@ -383,6 +415,7 @@ function renderParticipants(participants: Participant[]): void {
   participantsKey = key;
   for (const p of participants) for (const t of p.tracks) if (t.name) trackNames.set(t.sid, t.name);
   const room = selected!;
+  if (banForm && !participants.some((p) => p.identity === banForm?.identity)) banForm = null;
   $("#participants-count").textContent = `(${participants.length})`;
   $("#participants-empty").hidden = participants.length > 0;
   $("#participants").replaceChildren(
@@ -401,15 +434,31 @@ function renderParticipants(participants: Participant[]): void {
           kind ? h("span", { class: "badge" }, kind) : null,
           h("span", { class: "muted" }, ` joined ${joined} · ${p.sid}`),
           h(
-            "button",
-            {
-              type: "button",
-              class: "danger",
-              onclick: (e: Event) => void removeParticipant(room, p.identity, e.currentTarget as HTMLButtonElement),
-            },
-            "Remove",
+            "span",
+            { class: "participant-actions" },
+            h(
+              "button",
+              {
+                type: "button",
+                class: "danger",
+                "aria-expanded": String(banForm?.identity === p.identity),
+                title: "Remove and refuse new tokens: asks for a reason and how long",
+                onclick: (e: Event) => toggleBanForm(room, p.identity, e.currentTarget as HTMLButtonElement),
+              },
+              "Ban",
+            ),
+            h(
+              "button",
+              {
+                type: "button",
+                class: "danger",
+                onclick: (e: Event) => void removeParticipant(room, p.identity, e.currentTarget as HTMLButtonElement),
+              },
+              "Remove",
+            ),
           ),
         ),
+        banForm?.identity === p.identity ? banForm.form : null,
         p.metadata ? h("p", { class: "muted" }, `metadata: ${short(p.metadata, 120)}`) : null,
         p.tracks.length === 0
           ? h("p", { class: "muted" }, "No published tracks.")
@@ -439,6 +488,181 @@ function renderParticipants(participants: Participant[]): void {
   );
 }
 
+// --- bans ---------------------------------------------------------------
+
+/**
+ * The bans that apply to `room` (its name, a pattern matching it, every
+ * room). A refusal (no participants:ban) is said in the section, not in the
+ * banner: the rest of the page works without that scope.
+ */
+async function loadBans(room: string): Promise<void> {
+  const seq = ++bansSeq;
+  try {
+    const answer = await client.listBans({ room });
+    if (room !== selected || seq !== bansSeq) return;
+    renderBans(room, answer.bans);
+  } catch (error) {
+    if (room !== selected || seq !== bansSeq) return;
+    const failure = describe("Could not list the bans", error);
+    bansKey = "";
+    $("#bans-count").textContent = "";
+    $("#bans-list").hidden = true;
+    $("#bans-list").replaceChildren();
+    const state = $("#bans-state");
+    state.textContent = `Cannot list the bans: ${failureText(failure)}`;
+    state.title = failure.hint;
+    state.dataset.state = "failed";
+  }
+}
+
+function clearBans(): void {
+  bansSeq += 1;
+  bansKey = "";
+  clearTimeout(bansTimer);
+  $("#bans-count").textContent = "";
+  $("#bans-state").textContent = "";
+  $("#bans-state").dataset.state = "";
+  $("#bans-list").hidden = true;
+  $("#bans-list").replaceChildren();
+}
+
+function banEnd(ban: Ban): Date | undefined {
+  return ban.expiresAt ? timestampDate(ban.expiresAt) : undefined;
+}
+
+/** "until lifted", "until 14:05:00", "until 2026-11-30 09:00". */
+function until(ban: Ban): string {
+  const end = banEnd(ban);
+  return end ? `until ${when(end)}` : "until lifted";
+}
+
+function renderBans(room: string, all: Ban[]): void {
+  const now = Date.now();
+  const bans = all.filter((b) => (banEnd(b)?.getTime() ?? Infinity) > now);
+  // When the first one ends, ask again (the server drops it then).
+  clearTimeout(bansTimer);
+  const ends = bans.map((b) => banEnd(b)?.getTime() ?? Infinity).filter(Number.isFinite);
+  if (ends.length) {
+    const wait = Math.min(Math.min(...ends) - now + 1000, 2 ** 31 - 1);
+    bansTimer = setTimeout(() => {
+      if (running && selected === room) void loadBans(room);
+    }, wait);
+  }
+  const state = $("#bans-state");
+  state.dataset.state = "";
+  state.title = "";
+  state.textContent = bans.length ? "" : "No bans in force here.";
+  $("#bans-count").textContent = bans.length ? `(${bans.length})` : "";
+  $("#bans-list").hidden = bans.length === 0;
+  const key = JSON.stringify(bans.map((b) => [b.id, b.room, b.identity, b.reason, String(b.expiresAt?.seconds)]));
+  if (key === bansKey) return;
+  bansKey = key;
+  // One item a ban: who, where, until when, Unban; then why and who banned.
+  $("#bans-list").replaceChildren(
+    ...bans.map((ban) => {
+      const created = ban.createdAt ? timestampDate(ban.createdAt) : undefined;
+      const by = ban.createdBy;
+      return h(
+        "li",
+        { class: "ban", "data-ban-id": ban.id, "data-identity": ban.identity },
+        h(
+          "div",
+          { class: "ban-head" },
+          h("strong", { class: "identity", "data-field": "identity" }, ban.identity),
+          h(
+            "span",
+            {
+              class: "badge",
+              "data-field": "room",
+              title: ban.room === room ? `room ${room}` : "a pattern, or every room (*), that covers this room",
+            },
+            ban.room,
+          ),
+          h("span", { class: "muted", "data-field": "until", title: banEnd(ban) ? dateTime(banEnd(ban)) : null }, until(ban)),
+          h(
+            "button",
+            { type: "button", onclick: (e: Event) => void unban(room, ban, e.currentTarget as HTMLButtonElement) },
+            "Unban",
+          ),
+        ),
+        h(
+          "p",
+          {},
+          ban.reason
+            ? h("span", { "data-field": "reason" }, ban.reason)
+            : h("span", { class: "muted", "data-field": "reason" }, "no reason given"),
+          h("span", { class: "muted" }, " · by "),
+          h("span", { class: "muted", "data-field": "by", title: `${by?.rpc ?? ""} at ${dateTime(created)} · ${ban.id}` }, by?.caller ?? "—"),
+        ),
+      );
+    }),
+  );
+}
+
+/** The inline form under a participant's header: a reason, how long, confirm. */
+function makeBanForm(room: string, identity: string): HTMLFormElement {
+  const reason = h("input", {
+    name: "reason",
+    maxlength: 512,
+    placeholder: "shown to them when refused",
+    autocomplete: "off",
+  });
+  const duration = h(
+    "select",
+    { name: "duration" },
+    ...BAN_DURATIONS.map(([text, seconds]) => h("option", { value: seconds, selected: seconds === DEFAULT_BAN_SECONDS }, text)),
+  );
+  const form = h(
+    "form",
+    { class: "ban-form", "data-identity": identity },
+    h("label", {}, "Reason ", reason),
+    h("label", {}, "For ", duration),
+    h("button", { type: "submit" }, "Confirm ban"),
+    h("button", { type: "button", onclick: closeBanForm }, "Cancel"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const button = (event as SubmitEvent).submitter as HTMLButtonElement | null;
+    void banParticipant(room, identity, reason.value.trim(), Number(duration.value), button);
+  });
+  return form;
+}
+
+function toggleBanForm(room: string, identity: string, button: HTMLButtonElement): void {
+  const wasOpen = banForm?.identity === identity;
+  closeBanForm();
+  if (wasOpen) return;
+  banForm = { identity, form: makeBanForm(room, identity) };
+  button.closest("header")?.after(banForm.form);
+  button.setAttribute("aria-expanded", "true");
+  banForm.form.querySelector("input")?.focus();
+}
+
+function closeBanForm(): void {
+  if (!banForm) return;
+  const article = banForm.form.closest("article");
+  article?.querySelector("header button[aria-expanded]")?.setAttribute("aria-expanded", "false");
+  banForm.form.remove();
+  banForm = null;
+}
+
+/** "participant-2 banned from room-2 for 1 h (until 14:05:00): removed from room-2." */
+function banOutcome(identity: string, seconds: number, answer: BanParticipantResponse): string {
+  const ban = answer.ban;
+  const length = BAN_DURATIONS.find(([, s]) => s === seconds)?.[0] ?? `${seconds} s`;
+  const how = seconds ? `for ${length} (${ban ? until(ban) : ""})` : "until lifted";
+  let text = `${identity} banned from ${ban?.room ?? "?"} ${how}`;
+  text += answer.removedFrom.length ? `: removed from ${answer.removedFrom.join(", ")}.` : ": it was in no live room.";
+  if (answer.failedRooms.length) {
+    const where = answer.failedRooms.includes("*")
+      ? "the live rooms (LiveKit could not list them)"
+      : answer.failedRooms.join(", ");
+    text += ` Could not remove it from ${where}: the ban holds (no new token; removed when it joins);`;
+    text += " use Remove to end its session now.";
+  }
+  return text;
+}
+
 // --- messages -----------------------------------------------------------
 
 function showError(failure: Failure, fromRefresh = false): void {
@@ -460,9 +684,14 @@ function clearError(): void {
   bannerFromRefresh = false;
 }
 
-function notice(text: string): void {
+/**
+ * Shows `text` in the notice line. `keep`: after what it shows already, so
+ * an action's outcome is not replaced by its consequence (a removal or a ban
+ * closes the room a moment later: "Room ... is no longer active").
+ */
+function notice(text: string, keep = false): void {
   const el = $("#rooms-notice");
-  el.textContent = text;
+  el.textContent = keep && !el.hidden && el.textContent ? `${el.textContent} ${text}` : text;
   el.hidden = false;
 }
 
@@ -549,4 +778,34 @@ async function removeParticipant(room: string, identity: string, button: HTMLBut
     participantsKey = "";
     return `${identity} removed from ${room}.`;
   });
+}
+
+async function banParticipant(
+  room: string,
+  identity: string,
+  reason: string,
+  seconds: number,
+  button: HTMLButtonElement | null,
+): Promise<void> {
+  await act(button, `Could not ban ${identity} from ${room}`, async () => {
+    const answer = await client.banParticipant({
+      room,
+      identity,
+      reason,
+      duration: seconds ? { seconds: BigInt(seconds) } : undefined,
+    });
+    closeBanForm();
+    participantsKey = "";
+    return banOutcome(identity, seconds, answer);
+  });
+  if (selected === room) void loadBans(room);
+}
+
+async function unban(room: string, ban: Ban, button: HTMLButtonElement): Promise<void> {
+  await act(button, `Could not lift the ban of ${ban.identity}`, async () => {
+    await client.unbanParticipant({ banId: ban.id });
+    return `Ban of ${ban.identity} from ${ban.room} lifted (${ban.id}).`;
+  });
+  // Also after a NOT_FOUND: it was lifted or expired meanwhile.
+  if (selected === room) void loadBans(room);
 }

@@ -131,10 +131,10 @@ fn in_force(ban: &Ban, now: SystemTime) -> bool {
     }
 }
 
-/// "until 2026-11-28T21:00:00Z" or "until lifted".
+/// "until 2026-11-28T21:00:00Z" (to the second) or "until lifted".
 pub fn until(ban: &Ban) -> String {
     match ban.expires_at {
-        Some(at) => format!("until {at}"),
+        Some(at) => format!("until {}", prost_types::Timestamp { seconds: at.seconds, nanos: 0 }),
         None => "until lifted".to_owned(),
     }
 }

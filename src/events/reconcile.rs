@@ -22,13 +22,14 @@ use prost_types::Timestamp;
 use serde_json::json;
 
 use super::{Appended, Timeline, to_struct};
+use crate::bans::Bans;
 use crate::livekit::LiveKit;
 use crate::proto::v1::{Event, EventParticipant, EventRoom, EventSource};
 use crate::store::Presence;
 
 /// Runs a pass every `interval`, forever.
-pub async fn run(timeline: Timeline, livekit: Arc<LiveKit>, interval: Duration) {
-    let mut reconciler = Reconciler { timeline, livekit, suspects: HashSet::new() };
+pub async fn run(timeline: Timeline, livekit: Arc<LiveKit>, bans: Bans, interval: Duration) {
+    let mut reconciler = Reconciler { timeline, livekit, bans, suspects: HashSet::new() };
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -54,6 +55,9 @@ pub async fn run(timeline: Timeline, livekit: Arc<LiveKit>, interval: Duration) 
 struct Reconciler {
     timeline: Timeline,
     livekit: Arc<LiveKit>,
+    /// A banned identity LiveKit still lists (its removal failed) is
+    /// removed again.
+    bans: Bans,
     /// What the previous pass found missing (room and participant sids,
     /// prefixed by what is missing: its start or its end).
     suspects: HashSet<String>,
@@ -122,6 +126,14 @@ impl Reconciler {
                 .unwrap_or_default();
             for participant in participants {
                 listed.insert(participant.sid.clone());
+                if let Some(ban) = self.bans.matching(&participant.identity, &room.name) {
+                    match crate::api::bans::enforce(&self.livekit, &self.timeline, &ban, &room.name, None).await {
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, ban = ban.id, room = room.name, identity = participant.identity, "a banned identity is still in a room and could not be removed")
+                        }
+                    }
+                }
                 // Only participants LiveKit itself calls joined (ACTIVE).
                 let active = participant.state == livekit_protocol::participant_info::State::Active as i32;
                 if active && !known.contains(participant.sid.as_str()) {

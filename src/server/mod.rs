@@ -96,6 +96,8 @@ pub struct Application {
     close_connections: watch::Sender<bool>,
     /// The timeline: webhooks and actions in, watches out.
     timeline: Timeline,
+    /// The bans in force, for reconciliation to enforce.
+    bans: Bans,
 }
 
 impl Application {
@@ -224,7 +226,7 @@ impl Application {
         };
         // LiveKit's webhooks: verified by their own signature, not a
         // caller's credential, so they leave before authentication.
-        let intake = Intake::new(&config, timeline.clone(), metrics.clone(), bans, livekit.clone());
+        let intake = Intake::new(&config, timeline.clone(), metrics.clone(), bans.clone(), livekit.clone());
         let webhook_path = config.events.webhook_path.clone();
         let intake: HttpService =
             BoxCloneSyncService::new(tower::service_fn(move |request| intake.clone().handle(request)));
@@ -258,6 +260,7 @@ impl Application {
             config,
             close_connections,
             timeline,
+            bans,
         })
     }
 
@@ -295,7 +298,12 @@ impl Application {
         let (stop_background, stopped) = watch::channel(false);
         let interval = self.config.events.reconcile_interval;
         let reconcile = (!interval.is_zero()).then(|| {
-            tokio::spawn(timeline_events::reconcile::run(self.timeline.clone(), self.livekit.clone(), interval))
+            tokio::spawn(timeline_events::reconcile::run(
+                self.timeline.clone(),
+                self.livekit.clone(),
+                self.bans.clone(),
+                interval,
+            ))
         });
         let mut checks = tokio::spawn(health::watch_livekit(
             self.livekit,

@@ -282,3 +282,25 @@ async fn a_ban_made_on_one_replica_holds_on_another() {
     assert!(standin.participant(&room, "mallory").is_none(), "removed by replica B");
     b.client.clone().unban_participant(UnbanParticipantRequest { ban_id: stored.id }).await.expect("lifted on B");
 }
+
+/// A removal LiveKit failed is retried by reconciliation: the ban holds.
+#[tokio::test]
+async fn reconciliation_removes_a_banned_identity_whose_removal_failed() {
+    let app = spawn_app_with(|config| config.events.reconcile_interval = Duration::from_millis(200)).await;
+    let Some(standin) = app.standin.clone() else { return };
+    let room = unique("retried");
+    standin.add_participant(&room, "mallory");
+    let mut stream = watch_room(&app, &room).await;
+    standin.fail_next(
+        Some("RemoveParticipant"),
+        livekit_standin::Fault::Http { status: 502, body: "bad gateway".into(), content_type: "text/plain".into() },
+        1,
+    );
+    let reply = app.client.clone().ban_participant(ban(&room, "mallory", "")).await.unwrap().into_inner();
+    assert!(reply.removed_from.is_empty(), "{reply:?}");
+    assert_eq!(reply.failed_rooms, [room.clone()]);
+    assert!(standin.participant(&room, "mallory").is_some(), "the failed removal left it in the room");
+    let enforced = next_of(&mut stream, &["ban_enforced"]).await;
+    assert_eq!(enforced.participant.as_ref().unwrap().identity, "mallory");
+    assert!(standin.participant(&room, "mallory").is_none(), "removed by reconciliation");
+}

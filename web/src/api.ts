@@ -96,6 +96,8 @@ export function describe(action: string, error: unknown): Failure {
       : "Authentication is on: paste a bearer token or API key above.";
   } else if (err.code === Code.PermissionDenied) {
     hint = "The bearer token is valid but lacks the scope or room this needs.";
+  } else if (err.code === Code.ResourceExhausted && err.rawMessage.startsWith("rate limit ")) {
+    hint = "Too many of these calls in a short time: wait as long as the message says, then try again.";
   }
   return { action, code, message: err.rawMessage || "(no message)", hint };
 }

@@ -203,6 +203,9 @@ pub struct RedisConfig {
     /// hidden. An empty value (an empty `REDIS_URL`) means unset.
     #[serde(deserialize_with = "non_empty_redis_url")]
     pub url: Option<RedisUrl>,
+    /// With `rediss://`: PEM certificates of the CAs that sign Redis's
+    /// certificate (a private CA). Unset: the webpki roots (public CAs).
+    pub ca_file: Option<PathBuf>,
     /// Prepended to every key RoomControl writes.
     pub key_prefix: String,
     /// Longest wait for Redis's answer on a call; then the call goes on as
@@ -213,7 +216,7 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: None, key_prefix: "roomcontrol:".to_owned(), timeout: Duration::from_millis(100) }
+        Self { url: None, ca_file: None, key_prefix: "roomcontrol:".to_owned(), timeout: Duration::from_millis(100) }
     }
 }
 
@@ -982,6 +985,22 @@ impl Config {
             && let Err(why) = redis_url(url.expose())
         {
             return fail("redis.url", &format!("{:?}", url.redacted()), &why);
+        }
+        if let Some(path) = &self.redis.ca_file {
+            if !path.is_file() {
+                return fail(
+                    "redis.ca_file",
+                    &format!("{:?}", path.display().to_string()),
+                    "expected a readable PEM file",
+                );
+            }
+            if !self.redis.url.as_ref().is_some_and(|url| url.expose().starts_with("rediss://")) {
+                return fail(
+                    "redis.ca_file",
+                    &format!("{:?}", path.display().to_string()),
+                    "expected only with a rediss:// redis.url (TLS)",
+                );
+            }
         }
         if self.redis.timeout.is_zero() {
             return fail("redis.timeout", "0s", "expected a positive duration such as \"100ms\"");

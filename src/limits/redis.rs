@@ -84,7 +84,16 @@ impl RedisLimits {
     /// does not stop RoomControl. Fails only on a URL the client cannot use.
     pub fn new(url: &str, config: &RedisConfig) -> Result<RedisLimits, String> {
         let shown_url = crate::store::redacted_url(url);
-        let client = redis::Client::open(url).map_err(|error| format!("redis.url {shown_url:?}: {error}"))?;
+        let client = match &config.ca_file {
+            Some(path) => {
+                let root_cert =
+                    std::fs::read(path).map_err(|error| format!("redis.ca_file {}: {error}", path.display()))?;
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+                redis::Client::build_with_tls(url, certificates)
+            }
+            None => redis::Client::open(url),
+        }
+        .map_err(|error| format!("redis.url {shown_url:?}: {error}"))?;
         let manager = ConnectionManagerConfig::new()
             // A reconnection runs in the background; calls never wait for it
             // beyond redis.timeout.

@@ -3,7 +3,8 @@
 //! RESOURCE_EXHAUSTED and a RetryInfo while another user passes, on one
 //! replica and on two sharing Redis; the budget refills at its rate; every
 //! protocol is limited; a Redis that cannot be reached lets calls through,
-//! refuses them or limits per process, as configured.
+//! refuses them or limits per process, as configured, and limits hold again
+//! once it is back; rediss:// checks Redis's certificate.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -291,7 +292,10 @@ fn limits_and_redis_are_configured_like_the_other_sections() {
         config["limits"],
         json!({"self_service_tokens": "10/min", "tokens": "off", "writes": "off", "reads": "off", "on_redis_error": "allow"})
     );
-    assert_eq!(config["redis"], json!({"url": null, "key_prefix": "roomcontrol:", "timeout": "100ms"}));
+    assert_eq!(
+        config["redis"],
+        json!({"url": null, "ca_file": null, "key_prefix": "roomcontrol:", "timeout": "100ms"})
+    );
 
     let env = [
         ("REDIS_URL", "redis://:s3cret-pass@redis.internal:6379/2"),
@@ -376,4 +380,135 @@ async fn a_flood_and_a_failing_redis_are_logged_once_not_per_call() {
     let startup = lines.iter().find(|line| message(line) == "rate limits").expect("the limits are logged at start-up");
     assert!(startup["limits"].as_str().unwrap().contains("tokens=1/min"), "{startup}");
     assert!(!log.join("\n").contains("hunter2"), "the Redis password is never logged");
+}
+
+/// A Redis server of the test's own (the machine's redis-server binary),
+/// on a free port, stopped when dropped.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    /// `None` (and the test skips, saying so) where no redis-server binary
+    /// is installed.
+    async fn start(port: Option<u16>, extra: &[&str]) -> Option<PrivateRedis> {
+        let port = match port {
+            Some(port) => port,
+            None => std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(),
+        };
+        let tls = extra.contains(&"--tls-port");
+        let port_args =
+            if tls { vec!["--port".to_owned(), "0".to_owned()] } else { vec!["--port".to_owned(), port.to_string()] };
+        let mut command = std::process::Command::new("redis-server");
+        command
+            .args(port_args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(extra.iter().map(|arg| arg.replace("{port}", &port.to_string())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                eprintln!("skipped: cannot run redis-server ({error})");
+                return None;
+            }
+        };
+        let ready = async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), ready).await.expect("redis-server listens");
+        Some(PrivateRedis { child, port })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn limits_hold_again_once_redis_answers_again() {
+    let Some(mut redis) = PrivateRedis::start(None, &[]).await else { return };
+    let port = redis.port;
+    let app = spawn_app_with(move |config| {
+        config.limits.tokens = rate("1/min");
+        config.redis.url = Some(RedisUrl::new(format!("redis://127.0.0.1:{port}")));
+        config.redis.timeout = Duration::from_secs(2);
+    })
+    .await;
+    mint(&app).await.expect("within the limit");
+    refused_by(&mint(&app).await.unwrap_err(), "limits.tokens", "1/min");
+
+    redis.stop();
+    for n in 0..3 {
+        mint(&app).await.unwrap_or_else(|status| panic!("call {n} fails open while Redis is down: {status:?}"));
+    }
+    assert!(metric(&app, "roomcontrol_rate_limit_store_errors_total").await >= 3.0);
+
+    // A new Redis on the same port, empty: the caller's budget starts
+    // afresh, and is held once Redis is asked again (after a second).
+    let _redis = PrivateRedis::start(Some(port), &[]).await.expect("redis-server starts again");
+    let limited_again = async {
+        loop {
+            if let Err(status) = mint(&app).await {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(10), limited_again)
+        .await
+        .expect("the limit holds again within seconds of Redis's return");
+    refused_by(&refused, "limits.tokens", "1/min");
+}
+
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+}
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_and_check_the_servers_certificate() {
+    let (cert, key, ca) = (tls_fixture("server-1.pem"), tls_fixture("server-1.key.pem"), tls_fixture("ca-1.pem"));
+    let args = [
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        ca.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ];
+    let Some(redis) = PrivateRedis::start(None, &args).await else { return };
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let over_tls = |ca_file: &'static str| {
+        let url = url.clone();
+        spawn_app_with(move |config| {
+            config.limits.tokens = rate("1/min");
+            config.limits.on_redis_error = OnRedisError::Deny;
+            config.redis.url = Some(RedisUrl::new(url));
+            config.redis.ca_file = Some(tls_fixture(ca_file));
+            config.redis.timeout = Duration::from_secs(2);
+        })
+    };
+    let trusting = over_tls("ca-1.pem").await;
+    mint(&trusting).await.expect("Redis answers over TLS");
+    refused_by(&mint(&trusting).await.unwrap_err(), "limits.tokens", "1/min");
+
+    // A certificate from a CA RoomControl was not told to trust is refused.
+    let distrusting = over_tls("ca-2.pem").await;
+    let refused = mint(&distrusting).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("certificate"), "{}", refused.message());
 }

@@ -1241,7 +1241,11 @@ mod tests {
     fn debug_output_never_shows_the_secret() {
         let mut config = Config::default();
         config.livekit.api_secret = SecretString::from("super-secret-value");
-        assert!(!format!("{config:?}").contains("super-secret-value"));
-        assert!(!config.to_redacted_json().contains("super-secret-value"));
+        config.redis.url = Some(RedisUrl::new("redis://user:redis-password-value@redis:6379/0"));
+        for shown in [format!("{config:?}"), config.to_redacted_json()] {
+            assert!(!shown.contains("super-secret-value"), "{shown}");
+            assert!(!shown.contains("redis-password-value"), "{shown}");
+            assert!(shown.contains("redis://user:***@redis:6379/0"), "{shown}");
+        }
     }
 }

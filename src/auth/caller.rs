@@ -1,7 +1,7 @@
 //! Who is calling and what it may do: scopes, room patterns, the caller.
 
 use std::collections::BTreeSet;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use crate::error::ApiError;
 use crate::rpc::Rpc;
@@ -158,7 +158,7 @@ impl Caller {
                 let mut key = String::with_capacity(4 + 32);
                 key.push_str("jwt:");
                 for byte in &digest[..16] {
-                    key.push_str(&format!("{byte:02x}"));
+                    let _ = write!(key, "{byte:02x}");
                 }
                 key
             }

@@ -20,18 +20,21 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
 
+use crate::limits::{Per, Rate, RateSetting};
+
 /// The file read when `--config` / `ROOMCONTROL_CONFIG` is not given. It is
 /// optional: a missing default file is not an error.
 pub const DEFAULT_CONFIG_FILE: &str = "roomcontrol.toml";
 
-/// The seed app's environment names, and the conventional `DATABASE_URL`,
-/// with the keys they set.
-const SEED_ENV_NAMES: [(&str, &str); 5] = [
+/// The seed app's environment names, and the conventional `DATABASE_URL`
+/// and `REDIS_URL`, with the keys they set.
+const SEED_ENV_NAMES: [(&str, &str); 6] = [
     ("LIVEKIT_URL", "livekit.url"),
     ("LIVEKIT_API_KEY", "livekit.api_key"),
     ("LIVEKIT_API_SECRET", "livekit.api_secret"),
     ("PORT", "server.port"),
     ("DATABASE_URL", "store.url"),
+    ("REDIS_URL", "redis.url"),
 ];
 
 /// The prefix of RoomControl's own environment variables.
@@ -39,8 +42,15 @@ const ENV_PREFIX: &str = "ROOMCONTROL_";
 
 /// Keys whose environment values are taken verbatim: a secret such as
 /// `0123` must not turn into the number 123.
-const STRING_KEYS: [&str; 9] = [
+const STRING_KEYS: [&str; 16] = [
     "store.url",
+    "redis.url",
+    "redis.key_prefix",
+    "limits.self_service_tokens",
+    "limits.tokens",
+    "limits.writes",
+    "limits.reads",
+    "limits.on_redis_error",
     "events.webhook_path",
     "livekit.url",
     "livekit.api_key",
@@ -120,6 +130,133 @@ pub struct Config {
     pub events: EventsConfig,
     #[serde(default)]
     pub rest: RestConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+}
+
+/// Rate limits per caller and kind of call (`crate::limits`). Each is a
+/// rate such as `"100/s"` or `"10/min"`, optionally with a burst
+/// (`"100/s burst 200"`), or `"off"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// CreateToken by a caller that may mint only for itself (a browser
+    /// with `tokens:create:self`).
+    pub self_service_tokens: RateSetting,
+    /// CreateToken by any other caller (`tokens:create`: a backend).
+    pub tokens: RateSetting,
+    /// Every other call that changes something (the registry's
+    /// `changes_state`).
+    pub writes: RateSetting,
+    /// Calls that change nothing.
+    pub reads: RateSetting,
+    /// With `redis.url` set, what a call gets while Redis cannot be asked.
+    pub on_redis_error: OnRedisError,
+}
+
+impl Default for LimitsConfig {
+    /// Browsers minting in a loop are stopped; nothing a newcomer or a
+    /// backend does in normal use is (backends' limits are opt-in: a
+    /// backend minting for a class of 3,000 at nine o'clock is normal).
+    fn default() -> Self {
+        Self {
+            self_service_tokens: RateSetting(Some(Rate { count: 10, per: Per::Minute, burst: 10 })),
+            tokens: RateSetting::OFF,
+            writes: RateSetting::OFF,
+            reads: RateSetting::OFF,
+            on_redis_error: OnRedisError::Allow,
+        }
+    }
+}
+
+/// What a call gets while Redis cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisError {
+    /// It passes unlimited (fail open).
+    Allow,
+    /// It is refused with UNAVAILABLE.
+    Deny,
+    /// It counts against this process's own limits, as without Redis.
+    Local,
+}
+
+impl OnRedisError {
+    /// As the configuration writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnRedisError::Allow => "allow",
+            OnRedisError::Deny => "deny",
+            OnRedisError::Local => "local",
+        }
+    }
+}
+
+/// Redis, where rate limits are kept when several replicas share them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host[:port][/db]` or `rediss://...` (TLS).
+    /// Unset: limits are kept per process. Printed with any password
+    /// hidden. An empty value (an empty `REDIS_URL`) means unset.
+    #[serde(deserialize_with = "non_empty_redis_url")]
+    pub url: Option<RedisUrl>,
+    /// With `rediss://`: PEM certificates of the CAs that sign Redis's
+    /// certificate (a private CA). Unset: the webpki roots (public CAs).
+    pub ca_file: Option<PathBuf>,
+    /// Prepended to every key RoomControl writes.
+    pub key_prefix: String,
+    /// Longest wait for Redis's answer on a call; then the call goes on as
+    /// `limits.on_redis_error` says.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, ca_file: None, key_prefix: "roomcontrol:".to_owned(), timeout: Duration::from_millis(100) }
+    }
+}
+
+/// A Redis URL, which may carry a password: `Debug` and `roomcontrol
+/// config` show it with the password hidden.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, password included: for the Redis client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password hidden.
+    pub fn redacted(&self) -> String {
+        crate::store::redacted_url(&self.0)
+    }
+}
+
+fn non_empty_redis_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<RedisUrl>, D::Error> {
+    let url = Option::<String>::deserialize(deserializer)?;
+    Ok(url.filter(|url| !url.trim().is_empty()).map(RedisUrl))
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for RedisUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
 }
 
 /// Where RoomControl keeps its timeline.
@@ -637,6 +774,8 @@ impl Default for Config {
                 poll_interval: Duration::from_secs(1),
             },
             rest: RestConfig::default(),
+            limits: LimitsConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -843,6 +982,30 @@ impl Config {
                 "expected sqlite://<file> (sqlite://roomcontrol.db), sqlite::memory: or postgres://user@host/database",
             );
         }
+        if let Some(url) = &self.redis.url
+            && let Err(why) = redis_url(url.expose())
+        {
+            return fail("redis.url", &format!("{:?}", url.redacted()), &why);
+        }
+        if let Some(path) = &self.redis.ca_file {
+            if !path.is_file() {
+                return fail(
+                    "redis.ca_file",
+                    &format!("{:?}", path.display().to_string()),
+                    "expected a readable PEM file",
+                );
+            }
+            if !self.redis.url.as_ref().is_some_and(|url| url.expose().starts_with("rediss://")) {
+                return fail(
+                    "redis.ca_file",
+                    &format!("{:?}", path.display().to_string()),
+                    "expected only with a rediss:// redis.url (TLS)",
+                );
+            }
+        }
+        if self.redis.timeout.is_zero() {
+            return fail("redis.timeout", "0s", "expected a positive duration such as \"100ms\"");
+        }
         let path = self.events.webhook_path.as_str();
         if !path.starts_with('/') || path.starts_with("/roomcontrol.") || path.starts_with("/grpc.") || path == "/" {
             return fail(
@@ -905,7 +1068,7 @@ impl Config {
     /// set `RUST_LOG` overrides `log.level` (see telemetry::effective_filter).
     pub fn to_redacted_json(&self) -> String {
         // Every field, so that a new section cannot be left out.
-        let Config { server, livekit, tokens, log, auth, admin, console, store, events, rest } = self;
+        let Config { server, livekit, tokens, log, auth, admin, console, store, events, rest, limits, redis } = self;
         let effective = crate::telemetry::effective_filter(log);
         let printed = PrintedConfig {
             server,
@@ -923,6 +1086,8 @@ impl Config {
             store,
             events,
             rest,
+            limits,
+            redis,
         };
         serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
     }
@@ -942,6 +1107,8 @@ struct PrintedConfig<'a> {
     store: &'a StoreConfig,
     events: &'a EventsConfig,
     rest: &'a RestConfig,
+    limits: &'a LimitsConfig,
+    redis: &'a RedisConfig,
 }
 
 #[derive(Serialize)]
@@ -1017,6 +1184,16 @@ pub fn client_url(raw: &str) -> Result<String, String> {
     Ok(format!("{scheme}{}", rest.trim_end_matches('/')))
 }
 
+/// A Redis URL the client can use: `redis://` or `rediss://` with a host.
+fn redis_url(raw: &str) -> Result<(), String> {
+    let expected = "expected redis://[:password@]host[:port][/db] or rediss://... (TLS)";
+    let url = Url::parse(raw).map_err(|_| expected.to_owned())?;
+    if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none_or(str::is_empty) {
+        return Err(expected.to_owned());
+    }
+    Ok(())
+}
+
 fn cors_origin(raw: &str) -> Result<(), String> {
     if raw == "*" {
         return Ok(());
@@ -1065,7 +1242,11 @@ mod tests {
     fn debug_output_never_shows_the_secret() {
         let mut config = Config::default();
         config.livekit.api_secret = SecretString::from("super-secret-value");
-        assert!(!format!("{config:?}").contains("super-secret-value"));
-        assert!(!config.to_redacted_json().contains("super-secret-value"));
+        config.redis.url = Some(RedisUrl::new("redis://user:redis-password-value@redis:6379/0"));
+        for shown in [format!("{config:?}"), config.to_redacted_json()] {
+            assert!(!shown.contains("super-secret-value"), "{shown}");
+            assert!(!shown.contains("redis-password-value"), "{shown}");
+            assert!(shown.contains("redis://user:***@redis:6379/0"), "{shown}");
+        }
     }
 }

@@ -4,9 +4,12 @@
 //! codes is here and nowhere else. Messages say what to fix; they never
 //! carry a secret or a token.
 
+use std::time::Duration;
+
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::limits::{Limit, Rate};
 use crate::livekit::{LiveKitError, TimeoutCause, TwirpCode};
 use crate::tokens::SigningError;
 use crate::validate::Violations;
@@ -48,6 +51,15 @@ pub enum ApiError {
     /// No ban in force has this id.
     #[error("no ban in force has id {0:?}: it was lifted, expired or never given (ListBans lists those in force)")]
     NoSuchBan(String),
+    /// The caller has used up its budget of one kind of call (`limits.*`).
+    #[error("rate limit {} ({rate}) exceeded for {caller}; retry in {}", limit.setting(), crate::limits::retry_text(*retry_after))]
+    RateLimited { limit: Limit, rate: Rate, caller: String, retry_after: Duration },
+    /// The rate limits live in Redis, Redis cannot be asked, and
+    /// `limits.on_redis_error` is "deny".
+    #[error(
+        "rate limits cannot be checked: {0}; calls are refused meanwhile (limits.on_redis_error = \"deny\"); retry shortly"
+    )]
+    LimitsUnavailable(String),
     /// A watcher fell too far behind, or the stream ended with the server:
     /// the client resumes from `resume`.
     #[error("{why}; resume with since_cursor = {resume}")]
@@ -116,6 +128,24 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::PermissionDenied, message, details)
             }
             ApiError::NoSuchBan(_) => Status::not_found(message),
+            ApiError::RateLimited { limit, rate, retry_after, .. } => {
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                details.set_error_info(
+                    "RATE_LIMITED",
+                    ERROR_DOMAIN,
+                    [
+                        ("limit".to_owned(), limit.setting().to_owned()),
+                        ("rate".to_owned(), rate.to_string()),
+                        ("retry_after".to_owned(), crate::limits::retry_text(retry_after)),
+                    ],
+                );
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::LimitsUnavailable(_) => Status::with_error_details(
+                Code::Unavailable,
+                message,
+                ErrorDetails::with_retry_info(Some(crate::limits::RETRY_AFTER_FAILURE)),
+            ),
             ApiError::Resume { code, resume, .. } => {
                 let details = ErrorDetails::with_error_info(
                     "RESUME_FROM_CURSOR",
@@ -203,6 +233,30 @@ mod tests {
             assert_eq!(code.as_str(), twirp, "the code round-trips");
             assert_eq!(twirp_code(&code), grpc, "{twirp}");
         }
+    }
+
+    #[test]
+    fn rate_limited_calls_carry_retry_info_and_name_the_limit() {
+        let rate = crate::limits::RateSetting::parse("10/min").unwrap().rate().unwrap();
+        let error = ApiError::RateLimited {
+            limit: Limit::SelfServiceTokens,
+            rate,
+            caller: "API key \"browser\"".to_owned(),
+            retry_after: Duration::from_millis(4_160),
+        };
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "rate limit limits.self_service_tokens (10/min) exceeded for API key \"browser\"; retry in 4.2s"
+        );
+        let details = status.get_error_details();
+        assert_eq!(details.retry_info().unwrap().retry_delay, Some(Duration::from_millis(4_160)));
+        let info = details.error_info().unwrap();
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("RATE_LIMITED", ERROR_DOMAIN));
+        assert_eq!(info.metadata["limit"], "limits.self_service_tokens");
+        assert_eq!(info.metadata["rate"], "10/min");
+        assert_eq!(info.metadata["retry_after"], "4.2s");
     }
 
     #[test]

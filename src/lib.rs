@@ -5,7 +5,8 @@
 //! and handled in [`api`] (the RPC's entry in the [`rpc`] registry, the
 //! rules in [`validate`]), and leaves for LiveKit through [`livekit`], the
 //! only module that talks to the LiveKit server. [`error`] turns every
-//! failure into a gRPC status once. [`rest`] serves the NestJS app's REST
+//! failure into a gRPC status once. [`limits`] holds each caller to its
+//! rate limits. [`rest`] serves the NestJS app's REST
 //! routes by sending each through the same stack as an RPC. docs/architecture.md walks the path.
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod duration;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod limits;
 pub mod livekit;
 pub mod metrics;
 pub mod middleware;

@@ -60,6 +60,11 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -92,6 +97,8 @@ pub struct Metrics {
     tokens_self: Counter,
     connections: ConnectionMetrics,
     events: EventMetrics,
+    rate_limited: Family<LimitLabels, Counter>,
+    rate_limit_store_errors: Counter,
 }
 
 /// The timeline's series.
@@ -225,6 +232,18 @@ impl Metrics {
         let tokens_self = tokens.get_or_create(&TokenLabels { kind: "self" }).clone();
         let connections = ConnectionMetrics::register(&mut registry);
         let events = EventMetrics::register(&mut registry);
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Calls refused with RESOURCE_EXHAUSTED by their caller's rate limit, by limit (self_service_tokens, tokens, writes, reads: the limits.* settings)",
+            rate_limited.clone(),
+        );
+        let rate_limit_store_errors = Counter::default();
+        registry.register(
+            "rate_limit_store_errors",
+            "Calls whose rate limit Redis could not check (unreachable, slower than redis.timeout, failing, or failed moments ago); each went on as limits.on_redis_error says",
+            rate_limit_store_errors.clone(),
+        );
         Arc::new(Self {
             registry,
             calls,
@@ -239,7 +258,15 @@ impl Metrics {
             tokens_self,
             connections,
             events,
+            rate_limited,
+            rate_limit_store_errors,
         })
+    }
+
+    /// The rate limits' series, each there from the start (at zero) once
+    /// asked for.
+    pub fn rate_limits(&self) -> RateLimitMetrics {
+        RateLimitMetrics { limited: self.rate_limited.clone(), store_errors: self.rate_limit_store_errors.clone() }
     }
 
     /// The main port's connections.
@@ -330,6 +357,22 @@ pub struct BudgetMetrics {
     pub queue_full: Counter,
     /// Refused because no slot freed within `server.max_queue_wait`.
     pub queue_wait: Counter,
+}
+
+/// `rate_limited_total` and `rate_limit_store_errors_total`.
+#[derive(Debug, Clone)]
+pub struct RateLimitMetrics {
+    limited: Family<LimitLabels, Counter>,
+    /// Calls Redis could not check.
+    pub store_errors: Counter,
+}
+
+impl RateLimitMetrics {
+    /// The refusals of one limit, resolved once (the series exists, at
+    /// zero, from then on).
+    pub fn limited(&self, limit: &'static str) -> Counter {
+        self.limited.get_or_create(&LimitLabels { limit }).clone()
+    }
 }
 
 /// Decrements the in-flight gauge when dropped, even if the call is

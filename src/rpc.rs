@@ -6,6 +6,7 @@
 //! the build generates, so an RPC missing here fails `cargo test`.
 
 use crate::auth::Scope;
+use crate::limits::Limit;
 
 /// The RoomControl service's full name, as paths and health checks use it.
 pub const SERVICE: &str = "roomcontrol.v1.RoomControl";
@@ -170,6 +171,19 @@ impl Rpc {
         self.info().name
     }
 
+    /// The rate limit (`limits.*`) a call counts against. CreateToken by a
+    /// caller that may mint only for itself (`self_service`: it lacks
+    /// `tokens:create`) is a self-service token; by any other caller, a
+    /// token; any other call is a write if it changes state, else a read.
+    pub fn rate_limit(self, self_service: bool) -> Limit {
+        match self {
+            Rpc::CreateToken if self_service => Limit::SelfServiceTokens,
+            Rpc::CreateToken => Limit::Tokens,
+            _ if self.info().changes_state => Limit::Writes,
+            _ => Limit::Reads,
+        }
+    }
+
     /// The RPC a request path names, if it is one of RoomControl's.
     pub fn from_path(path: &str) -> Option<Rpc> {
         let name = path.strip_prefix(PATH_PREFIX)?;
@@ -292,6 +306,37 @@ mod tests {
         let registered: Vec<&str> = RPCS.iter().map(|info| info.name).collect();
         assert_eq!(registered, from_proto, "src/rpc.rs must list every RPC of the proto, in its order");
         assert_eq!(SERVICE, crate::proto::SERVICE_NAME);
+    }
+
+    #[test]
+    fn every_rpc_counts_against_one_rate_limit() {
+        use Limit::*;
+        let expected = [
+            (Rpc::CreateRoom, Writes),
+            (Rpc::ListRooms, Reads),
+            (Rpc::GetRoom, Reads),
+            (Rpc::DeleteRoom, Writes),
+            (Rpc::UpdateRoomMetadata, Writes),
+            (Rpc::ListParticipants, Reads),
+            (Rpc::GetParticipant, Reads),
+            (Rpc::RemoveParticipant, Writes),
+            (Rpc::UpdateParticipant, Writes),
+            (Rpc::MutePublishedTrack, Writes),
+            (Rpc::UpdateSubscriptions, Writes),
+            (Rpc::SendData, Writes),
+            (Rpc::CreateToken, Tokens),
+            (Rpc::ListEvents, Reads),
+            (Rpc::WatchEvents, Reads),
+            (Rpc::BanParticipant, Writes),
+            (Rpc::UnbanParticipant, Writes),
+            (Rpc::ListBans, Reads),
+        ];
+        assert_eq!(expected.len(), RPCS.len());
+        for (rpc, limit) in expected {
+            assert_eq!(rpc.rate_limit(false), limit, "{rpc}");
+        }
+        assert_eq!(Rpc::CreateToken.rate_limit(true), SelfServiceTokens);
+        assert_eq!(Rpc::CreateRoom.rate_limit(true), Writes, "only CreateToken has a self-service limit");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Who is calling and what it may do: scopes, room patterns, the caller.
 
 use std::collections::BTreeSet;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use crate::error::ApiError;
 use crate::rpc::Rpc;
@@ -146,6 +146,31 @@ impl Caller {
         }
     }
 
+    /// Who the caller is for its rate limits (`crate::limits`): the API
+    /// key's name, the JWT's issuer and subject (hashed: bounded and
+    /// printable, whatever the provider's values), or the one anonymous
+    /// caller when authentication is off.
+    pub fn limit_key(&self) -> String {
+        use sha2::Digest;
+        match &self.kind {
+            CallerKind::Anonymous => "anonymous".to_owned(),
+            CallerKind::ApiKey { name } => format!("key:{name}"),
+            CallerKind::Jwt { issuer } => {
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(issuer.as_bytes());
+                hasher.update([0]);
+                hasher.update(self.subject.as_bytes());
+                let digest = hasher.finalize();
+                let mut key = String::with_capacity(4 + 32);
+                key.push_str("jwt:");
+                for byte in &digest[..16] {
+                    let _ = write!(key, "{byte:02x}");
+                }
+                key
+            }
+        }
+    }
+
     pub fn subject(&self) -> &str {
         &self.subject
     }
@@ -243,6 +268,27 @@ mod tests {
         for (pattern, room, expected) in cases {
             assert_eq!(wildcard_match(pattern, room), expected, "{pattern:?} vs {room:?}");
         }
+    }
+
+    #[test]
+    fn limit_keys_tell_callers_apart() {
+        let caller = |kind, subject: &str| Caller {
+            kind,
+            subject: subject.to_owned(),
+            display_name: None,
+            scopes: BTreeSet::new(),
+            rooms: RoomPatterns::any(),
+        };
+        let jwt = |issuer: &str, subject| caller(CallerKind::Jwt { issuer: issuer.to_owned() }, subject);
+        assert_eq!(Caller::anonymous().limit_key(), "anonymous");
+        assert_eq!(caller(CallerKind::ApiKey { name: "billing".into() }, "billing").limit_key(), "key:billing");
+        let alice = jwt("https://a.example/", "alice").limit_key();
+        assert!(alice.starts_with("jwt:") && alice.len() == 36, "{alice}");
+        assert_eq!(alice, jwt("https://a.example/", "alice").limit_key());
+        assert_ne!(alice, jwt("https://a.example/", "bob").limit_key());
+        assert_ne!(alice, jwt("https://b.example/", "alice").limit_key());
+        // The separator keeps issuer and subject from running together.
+        assert_ne!(jwt("ab", "c").limit_key(), jwt("a", "bc").limit_key());
     }
 
     #[test]

@@ -166,6 +166,11 @@ fn log_response<B>(response: &Response<B>, elapsed: Duration) -> tonic::Code {
             .map(|value| percent_encoding::percent_decode(value.as_bytes()).decode_utf8_lossy().into_owned())
             .unwrap_or_default()
     };
+    // Refusals counted elsewhere (rate limits): a flood must not flood the log.
+    if response.extensions().get::<super::QuietRefusal>().is_some() {
+        tracing::debug!(code = ?code, grpc_message = grpc_message(), latency_ms, "call refused");
+        return code;
+    }
     match code {
         // Successes are counted and timed by the metrics; a line each would
         // double the CPU of a CreateToken (JSON formatting and a write).

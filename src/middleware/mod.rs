@@ -18,6 +18,7 @@ pub mod browser_cors;
 mod call_log;
 mod end_watches;
 mod limit;
+mod rate_limit;
 mod read_request;
 
 pub use branch::Branch;
@@ -25,6 +26,7 @@ pub use browser_cors::BrowserCors;
 pub use call_log::{CallLog, Protocol};
 pub use end_watches::EndWatches;
 pub use limit::{Budgets, Holding, LimitCalls};
+pub use rate_limit::LimitRates;
 pub use read_request::{BODY_TOO_LARGE, BODY_TOO_SLOW, ReadRequest, RequestLimits, Transcode};
 
 /// A refusal in the caller's own protocol, for layers that answer before
@@ -45,6 +47,12 @@ pub fn refusal(request: &HeaderMap, status: tonic::Status) -> Response<Body> {
     }
     response
 }
+
+/// Marks a refusal that is counted in a metric of its own and must not
+/// log a line per call above debug (CallLog reads it): a flood of them
+/// would flood the log. Rate-limited calls carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct QuietRefusal;
 
 /// The service `poll_ready` prepared, for a call that finishes in a future
 /// of its own; a clone (not yet ready) stays for the next call. The tower

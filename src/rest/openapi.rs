@@ -200,7 +200,10 @@ fn errors(route: &Route, authentication: bool) -> Vec<(&'static str, &'static st
         errors.push(("415", "The body is not JSON (content-type: application/json)."));
     }
     errors.extend([
-        ("429", "Too many calls at once; retry after Retry-After seconds."),
+        (
+            "429",
+            "Too many calls at once, or the caller is over its rate limit (limits.*); retry after Retry-After seconds.",
+        ),
         ("500", "LiveKit answered something RoomControl cannot use."),
         (
             "503",

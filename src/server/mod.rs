@@ -36,10 +36,11 @@ use crate::events::intake::{self, Intake};
 use crate::events::watch::WatchContext;
 use crate::events::{self as timeline_events, Timeline};
 use crate::health::{self, Readiness};
+use crate::limits::RateLimiter;
 use crate::livekit::LiveKit;
 use crate::metrics::Metrics;
 use crate::middleware::{
-    Branch, BrowserCors, Budgets, CallLog, EndWatches, LimitCalls, ReadRequest, RequestLimits, browser_cors,
+    Branch, BrowserCors, Budgets, CallLog, EndWatches, LimitCalls, LimitRates, ReadRequest, RequestLimits, browser_cors,
 };
 use crate::proto::v1::room_control_server::RoomControlServer;
 use crate::proto::{FILE_DESCRIPTOR_SET, SERVICE_NAME};
@@ -71,6 +72,8 @@ pub enum StartupError {
     Unauthenticated(String),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("invalid rate limit settings: {0}")]
+    Limits(String),
 }
 
 /// Any HTTP service of the stack, type-erased.
@@ -98,6 +101,8 @@ pub struct Application {
     timeline: Timeline,
     /// The bans in force, for reconciliation to enforce.
     bans: Bans,
+    /// Every caller's rate limits.
+    limiter: Arc<RateLimiter>,
 }
 
 impl Application {
@@ -170,6 +175,9 @@ impl Application {
         let routes =
             Routes::from(routes.routes().into_axum_router().route_service(crate::api::watch_route::PATH, watch_route));
 
+        let limiter =
+            Arc::new(RateLimiter::new(&config.limits, &config.redis, &metrics).map_err(StartupError::Limits)?);
+        tracing::info!(limits = %limiter.describe(), "rate limits");
         let budgets = Budgets::new(&config.server, readiness.clone(), metrics.clone());
         let request_limits = RequestLimits {
             timeout: config.server.request_body_timeout,
@@ -183,6 +191,10 @@ impl Application {
             // (answered in grpc-web to grpc-web callers). Before any request
             // body is read, so a caller without a credential costs nothing.
             .layer(layer_fn(|inner| Authenticate::new(inner, authenticator.clone())))
+            // Each caller's rate limits (limits.*), as soon as the caller is
+            // known: a refused call has no body read, takes no slot and never
+            // reaches tonic, so a flood costs little.
+            .layer(layer_fn(|inner| LimitRates::new(inner, limiter.clone())))
             // Read each RoomControl call's request in full, within a deadline
             // and a size limit, before it may take a slot: a stalled client
             // holds nothing. Before grpc-web's translation, which would turn
@@ -261,6 +273,7 @@ impl Application {
             close_connections,
             timeline,
             bans,
+            limiter,
         })
     }
 
@@ -294,6 +307,10 @@ impl Application {
         // Identity providers' key sets, fetched before the first caller needs them.
         let authenticator = self.authenticator;
         tokio::spawn(async move { authenticator.prefetch().await });
+        // Redis (when the limits are shared), asked once so a Redis that is
+        // down is reported before a call needs it.
+        let limiter = self.limiter.clone();
+        tokio::spawn(async move { limiter.warm_up().await });
 
         let (stop_background, stopped) = watch::channel(false);
         let interval = self.config.events.reconcile_interval;

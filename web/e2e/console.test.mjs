@@ -5,7 +5,8 @@
 // Run it with scripts/console-e2e, which builds web/dist and both binaries
 // first. It starts:
 //   - roomcontrol on free ports, serving web/dist at /console/, with
-//     authentication on (one API key), so the console's bearer field is
+//     authentication on (API keys; one a browser's, held to one
+//     self-service token a minute), so the console's bearer field is
 //     exercised on every call, and its timeline in a SQLite file in a
 //     temporary directory (removed at the end);
 //   - livekit-standin --seed-rooms 2 --seed-tracks on a port picked before
@@ -69,6 +70,9 @@ const newKey = () => `rck_${randomBytes(24).toString("base64url").replace(/[^A-Z
 const apiKey = newKey();
 // A key that may read rooms but not the timeline (no events:read).
 const readOnlyKey = newKey();
+// A browser's key: it may mint join tokens for itself only, at most one a
+// minute here (limits.self_service_tokens).
+const selfServiceKey = newKey();
 
 /** Starts a process, its stdout and stderr into target/e2e-logs/<name>.log. */
 function start(name, bin, args, env, cwd) {
@@ -203,6 +207,11 @@ before(async () => {
       `hash = "sha256:${hash(readOnlyKey)}"`,
       'scopes = ["rooms:read"]',
       "",
+      "[[auth.api_keys]]",
+      'name = "e2e-browser"',
+      `hash = "sha256:${hash(selfServiceKey)}"`,
+      'scopes = ["tokens:create:self"]',
+      "",
     ].join("\n"),
   );
   roomcontrolEnv = {
@@ -217,6 +226,7 @@ before(async () => {
     LIVEKIT_URL: standinUrl,
     LIVEKIT_API_KEY: "devkey",
     LIVEKIT_API_SECRET: "secret",
+    ROOMCONTROL_LIMITS__SELF_SERVICE_TOKENS: "1/min",
   };
   roomcontrol = await startRoomControl("roomcontrol", 0);
   rc = roomControlClient(roomcontrol.base);
@@ -770,6 +780,26 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     assert.ok((await joinError.innerText()).includes(standin.url.replace(/^http/, "ws")));
     await page.locator("#call-state", { hasText: "not connected" }).waitFor();
     await shot("10-join-no-media-server");
+  });
+
+  await step("a browser minting its own tokens too often is told its rate limit and when to retry", async () => {
+    await page.locator("#bearer").fill(selfServiceKey);
+    await page.getByRole("button", { name: "Use", exact: true }).click();
+    await page.getByRole("link", { name: "Join a call" }).click();
+    await page.locator("#join-identity").fill("e2e-browser");
+    await page.getByRole("button", { name: "Get token" }).click();
+    await page.locator("#token-identity", { hasText: "e2e-browser" }).waitFor();
+    // The second within the minute is over limits.self_service_tokens.
+    await page.getByRole("button", { name: "Get token" }).click();
+    const joinError = page.locator("#join-error");
+    await joinError.filter({ hasText: "RESOURCE_EXHAUSTED" }).waitFor();
+    const text = await joinError.innerText();
+    assert.match(
+      text,
+      /RESOURCE_EXHAUSTED: rate limit limits\.self_service_tokens \(1\/min\) exceeded for API key "e2e-browser"; retry in \S+/,
+    );
+    assert.match(text, /wait as long as the message says/);
+    await shot("11-join-rate-limited");
   });
 
   await step("no uncaught errors in the page", () => {

@@ -100,6 +100,8 @@ export function describe(action: string, error: unknown): Failure {
     hint = "A ban refuses this identity here, whoever asks: a moderator can lift it under Bans on the room's page.";
   } else if (err.code === Code.PermissionDenied) {
     hint = "The bearer token is valid but lacks the scope or room this needs.";
+  } else if (err.code === Code.ResourceExhausted && err.rawMessage.startsWith("rate limit ")) {
+    hint = "Too many of these calls in a short time: wait as long as the message says, then try again.";
   } else if (err.code === Code.ResourceExhausted && err.details.some((d) => "type" in d && d.type === "google.rpc.RetryInfo")) {
     // The message names the limit that was hit; RetryInfo says it passes.
     hint = "RoomControl refused the call to stay within a limit: try again shortly.";

@@ -302,7 +302,7 @@ async fn reconciliation_removes_a_banned_identity_whose_removal_failed() {
     let reply = app.client.clone().ban_participant(ban(&room, "mallory", "")).await.unwrap().into_inner();
     assert!(reply.removed_from.is_empty(), "{reply:?}");
     assert_eq!(reply.failed_rooms, std::slice::from_ref(&room));
-    assert!(standin.participant(&room, "mallory").is_some(), "the failed removal left it in the room");
+    // (Reconciliation may already have removed it: it runs every 200 ms.)
     let enforced = next_of(&mut stream, &["ban_enforced"]).await;
     assert_eq!(enforced.participant.as_ref().unwrap().identity, "mallory");
     assert!(standin.participant(&room, "mallory").is_none(), "removed by reconciliation");

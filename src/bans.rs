@@ -28,6 +28,10 @@ struct Inner {
     store: Store,
     /// By identity.
     in_force: RwLock<HashMap<String, Vec<Ban>>>,
+    /// Held by every change of `in_force`: a reload (a store read, then a
+    /// write) never interleaves with a change this replica just made, which
+    /// would otherwise be lost behind a read from before its commit.
+    changes: tokio::sync::Mutex<()>,
     refresher: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -52,6 +56,7 @@ impl Bans {
             inner: Arc::new(Inner {
                 store,
                 in_force: RwLock::new(HashMap::new()),
+                changes: tokio::sync::Mutex::new(()),
                 refresher: std::sync::Mutex::new(None),
             }),
         };
@@ -82,13 +87,19 @@ impl Bans {
     }
 
     /// Adds a ban this replica just stored (others learn it from the store).
-    pub fn insert(&self, ban: Ban) {
+    pub async fn insert(&self, ban: Ban) {
+        let _change = self.inner.changes.lock().await;
         let mut in_force = self.inner.in_force.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        in_force.entry(ban.identity.clone()).or_default().push(ban);
+        let bans = in_force.entry(ban.identity.clone()).or_default();
+        // A reload may have read it from the store already.
+        if !bans.iter().any(|known| known.id == ban.id) {
+            bans.push(ban);
+        }
     }
 
     /// Drops a ban this replica just lifted.
-    pub fn remove(&self, id: &str) {
+    pub async fn remove(&self, id: &str) {
+        let _change = self.inner.changes.lock().await;
         let mut in_force = self.inner.in_force.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         for bans in in_force.values_mut() {
             bans.retain(|ban| ban.id != id);
@@ -140,6 +151,7 @@ pub fn until(ban: &Ban) -> String {
 }
 
 async fn reload(inner: &Inner) -> Result<(), StoreError> {
+    let _change = inner.changes.lock().await;
     let now = crate::events::unix_micros(SystemTime::now());
     let mut by_identity: HashMap<String, Vec<Ban>> = HashMap::new();
     for payload in inner.store.bans_in_force(now).await? {
@@ -172,12 +184,16 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // After a LISTEN error, the listener rests until the next tick (see the
+    // timeline's tailer).
+    let mut listening = true;
     loop {
         tokio::select! {
-            _ = ticks.tick() => {}
-            notification = async { listener.as_mut()?.recv().await.err() }, if listener.is_some() => {
+            _ = ticks.tick() => listening = true,
+            notification = async { listener.as_mut()?.recv().await.err() }, if listener.is_some() && listening => {
                 if let Some(error) = notification {
                     tracing::warn!(%error, "lost the LISTEN connection for bans; it reconnects, the reload interval covers the gap");
+                    listening = false;
                 }
             }
         }

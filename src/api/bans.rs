@@ -61,7 +61,7 @@ pub async fn ban_participant(
     // Stored, with its event, before anything else: from here every replica
     // refuses the identity's tokens.
     audit.require_with(Rpc::BanParticipant, &ban.room, &ban.identity, detail, Presence::Banned(stored)).await?;
-    bans.insert(ban.clone());
+    bans.insert(ban.clone()).await;
     let rooms = if bans::is_pattern(&ban.room) {
         match livekit.list_rooms(Vec::new(), deadline).await {
             Ok(rooms) => rooms.into_iter().map(|room| room.name).filter(|room| bans::applies_to(&ban, room)).collect(),
@@ -115,7 +115,7 @@ pub async fn unban_participant(
     let detail = json!({ "banId": ban.id, "reason": ban.reason });
     let presence = Presence::Unbanned { ban_id: ban.id.clone() };
     audit.require_with(Rpc::UnbanParticipant, &ban.room, &ban.identity, detail, presence).await?;
-    bans.remove(&ban.id);
+    bans.remove(&ban.id).await;
     Ok(UnbanParticipantResponse {})
 }
 

@@ -266,15 +266,20 @@ async fn tail_loop(
     };
     let shared = store.is_shared();
     let mut failing = false;
+    // After a LISTEN error, the listener rests until the next poll: a
+    // connection that fails at once (the database gone, the pool closed)
+    // must not turn this loop into a spin.
+    let mut listening = true;
     loop {
         tokio::select! {
             () = wake.notified() => {}
-            notification = async { listener.as_mut()?.recv().await.err() }, if listener.is_some() => {
+            notification = async { listener.as_mut()?.recv().await.err() }, if listener.is_some() && listening => {
                 if let Some(error) = notification {
                     tracing::warn!(%error, "lost the LISTEN connection; it reconnects, the poll covers the gap");
+                    listening = false;
                 }
             }
-            () = tokio::time::sleep(poll_interval), if shared || failing => {}
+            () = tokio::time::sleep(poll_interval), if shared || failing || !listening => listening = true,
         }
         match tail(&store, &mut position, &live).await {
             Ok(()) => failing = false,

@@ -123,7 +123,11 @@ impl From<ApiError> for Status {
                 let details = ErrorDetails::with_error_info(
                     "BANNED",
                     ERROR_DOMAIN,
-                    [("ban_id".to_owned(), ban_id), ("until".to_owned(), until)],
+                    [
+                        ("ban_id".to_owned(), ban_id),
+                        // The end as a timestamp, or "lifted".
+                        ("until".to_owned(), until.trim_start_matches("until ").to_owned()),
+                    ],
                 );
                 Status::with_error_details(Code::PermissionDenied, message, details)
             }

@@ -102,6 +102,8 @@ async fn a_ban_removes_refuses_tokens_and_undoes_a_rejoin(kind: Kind) {
     let info = status.get_details_error_info().expect("an ErrorInfo");
     assert_eq!(info.reason, "BANNED");
     assert_eq!(info.metadata.get("ban_id"), Some(&stored.id));
+    let until = info.metadata.get("until").expect("until");
+    assert!(until.starts_with("20") && until.ends_with('Z'), "{until}");
     client.create_token(token_for(&unique("elsewhere"), "mallory")).await.expect("another room is not banned");
 
     // Joining anyway, with a token minted before the ban: removed again.

@@ -5,55 +5,14 @@
 
 use std::time::Duration;
 
-use livekit_standin::StandIn;
-use roomcontrol::proto::v1::watch_events_response::Message;
 use roomcontrol::proto::v1::*;
 use tonic::Code;
-use tonic::codec::Streaming;
 use tonic_types::StatusExt;
 
 use crate::both_stores;
 use crate::support::store::{Kind, TestDatabase};
-use crate::support::{TestApp, spawn_app_with, spawn_with_config, test_config, unique};
-
-/// RoomControl on `database` with the stand-in's webhooks pointed at it;
-/// `None` against a real LiveKit, whose participants the test cannot drive.
-async fn app_with_webhooks(database: &TestDatabase) -> Option<(TestApp, StandIn)> {
-    let url = database.url.clone();
-    let app = spawn_app_with(move |config| config.store.url = url).await;
-    let Some(standin) = app.standin.clone() else {
-        eprintln!("skipped against a real LiveKit: drives the stand-in's participants and webhooks");
-        return None;
-    };
-    standin.set_webhook_urls([format!("{}/livekit/webhook", app.http_url())]);
-    Some((app, standin))
-}
-
-async fn watch_room(app: &TestApp, room: &str) -> Streaming<WatchEventsResponse> {
-    app.client
-        .clone()
-        .watch_events(WatchEventsRequest { rooms: vec![room.to_owned()], since_cursor: Some(0), ..Default::default() })
-        .await
-        .expect("WatchEvents starts")
-        .into_inner()
-}
-
-/// The next event of one of these types, within 15 s.
-async fn next_of(stream: &mut Streaming<WatchEventsResponse>, types: &[&str]) -> Event {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let reply = tokio::time::timeout_at(deadline, stream.message())
-            .await
-            .unwrap_or_else(|_| panic!("no {types:?} event within 15 s"))
-            .expect("the stream stays open")
-            .expect("the stream has not ended");
-        if let Some(Message::Event(event)) = reply.message
-            && types.contains(&event.r#type.as_str())
-        {
-            return event;
-        }
-    }
-}
+use crate::support::timeline::{app_with_webhooks, next_of, watch_room};
+use crate::support::{spawn_app_with, spawn_with_config, test_config, unique};
 
 fn ban(room: &str, identity: &str, reason: &str) -> BanParticipantRequest {
     BanParticipantRequest {
@@ -70,7 +29,7 @@ fn token_for(room: &str, identity: &str) -> CreateTokenRequest {
 
 async fn a_ban_removes_refuses_tokens_and_undoes_a_rejoin(kind: Kind) {
     let database = TestDatabase::create(kind).await;
-    let Some((app, standin)) = app_with_webhooks(&database).await else { return };
+    let Some((app, standin)) = app_with_webhooks(&database, Duration::ZERO).await else { return };
     let mut client = app.client.clone();
     let room = unique("banned");
     standin.add_participant(&room, "mallory");

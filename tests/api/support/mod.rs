@@ -11,6 +11,7 @@ pub mod grpc_web;
 mod requests;
 mod rpc;
 pub mod store;
+pub mod timeline;
 pub mod webhooks;
 
 pub use rpc::{Rpc, livekit_bound};

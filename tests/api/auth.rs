@@ -39,7 +39,7 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-fn issuer(iss: &str) -> IssuerConfig {
+pub(crate) fn issuer(iss: &str) -> IssuerConfig {
     IssuerConfig {
         issuer: iss.to_owned(),
         audiences: vec![AUDIENCE.to_owned()],

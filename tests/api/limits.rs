@@ -29,26 +29,10 @@ fn rate(text: &str) -> RateSetting {
     RateSetting::parse(text).unwrap()
 }
 
-/// An identity provider whose users may mint only for themselves.
+/// An identity provider whose users may mint only for themselves (the
+/// auth tests' provider, with a shared secret).
 fn issuer() -> IssuerConfig {
-    IssuerConfig {
-        issuer: ISSUER.to_owned(),
-        audiences: vec!["roomcontrol".to_owned()],
-        algorithms: vec![],
-        secret: Some(SecretString::from(SECRET)),
-        secret_file: None,
-        public_key_pem: None,
-        public_key_file: None,
-        jwks_file: None,
-        jwks_url: None,
-        jwks_min_refresh_interval: Duration::from_secs(30),
-        scopes_claim: "scope".to_owned(),
-        scope_map: Default::default(),
-        rooms_claim: "rooms".to_owned(),
-        default_rooms: vec!["*".to_owned()],
-        allow_any_audience: false,
-        identity_prefix: String::new(),
-    }
+    IssuerConfig { secret: Some(SecretString::from(SECRET)), ..crate::auth::issuer(ISSUER) }
 }
 
 /// A signed-in browser user's access token: `tokens:create:self` only.

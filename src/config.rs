@@ -134,6 +134,88 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub redis: RedisConfig,
+    #[serde(default)]
+    pub recordings: RecordingsConfig,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+}
+
+/// Where LiveKit's egress writes recordings (`crate::api::recordings`):
+/// decided here, never by a caller, who may only name the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingsConfig {
+    /// `local`: a path on the egress worker's disk; `s3`: an object in an
+    /// S3-compatible bucket (`recordings.s3`).
+    pub storage: RecordingStorage,
+    /// The file's path (or object key), with LiveKit egress's placeholders
+    /// (`{room_name}`, `{room_id}`, `{time}`, `{utc}`,
+    /// `{publisher_identity}`, `{track_id}`, `{track_type}`,
+    /// `{track_source}`) and RoomControl's `{file_name}`: the request's
+    /// file name, or the kind of recording. Egress adds the extension.
+    pub path_template: String,
+    pub s3: S3Config,
+    /// The hosts StartStream may send to (`a.rtmp.youtube.com`); empty:
+    /// any host.
+    pub stream_hosts: Vec<String>,
+}
+
+impl Default for RecordingsConfig {
+    fn default() -> Self {
+        Self {
+            storage: RecordingStorage::Local,
+            path_template: "recordings/{room_name}/{time}-{file_name}".to_owned(),
+            s3: S3Config::default(),
+            stream_hosts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingStorage {
+    Local,
+    S3,
+}
+
+/// An S3-compatible bucket. The credentials come from the environment
+/// (`ROOMCONTROL_RECORDINGS__S3__ACCESS_KEY` and `..._SECRET`, or
+/// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`) or from
+/// `credentials_file`; none at all: the egress worker's own (an instance
+/// role). Never from a request, never logged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// For a store other than AWS (MinIO, R2...): its URL.
+    pub endpoint: String,
+    /// Path-style URLs (`endpoint/bucket/key`), as MinIO wants.
+    pub force_path_style: bool,
+    pub access_key: Option<String>,
+    #[serde(serialize_with = "redact_option")]
+    pub secret: Option<SecretString>,
+    #[serde(serialize_with = "redact_option")]
+    pub session_token: Option<SecretString>,
+    /// An AWS shared-credentials file (`aws_access_key_id`,
+    /// `aws_secret_access_key`, `aws_session_token` under `[default]`),
+    /// read at start-up.
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// Agent dispatch (`crate::api::agents`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Most redispatches of one dispatch with `redispatch_on_failure`
+    /// (an agent that fails at every start is not restarted forever).
+    pub max_redispatches: u32,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self { max_redispatches: 3 }
+    }
 }
 
 /// Rate limits per caller and kind of call (`crate::limits`). Each is a
@@ -483,7 +565,8 @@ pub struct ApiKeyConfig {
     pub hash: String,
     /// What the key may do: `rooms:read`, `rooms:write`,
     /// `participants:moderate`, `participants:ban`, `tokens:create`,
-    /// `tokens:create:self`, `events:read`.
+    /// `tokens:create:self`, `events:read`, `recordings:write`,
+    /// `recordings:read`, `agents:dispatch`.
     pub scopes: Vec<String>,
     /// Room name patterns the key may touch; `*` is any run of characters.
     #[serde(default = "default_rooms")]
@@ -776,6 +859,8 @@ impl Default for Config {
             rest: RestConfig::default(),
             limits: LimitsConfig::default(),
             redis: RedisConfig::default(),
+            recordings: RecordingsConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -807,6 +892,63 @@ fn redact_option<S: Serializer>(secret: &Option<SecretString>, serializer: S) ->
         Some(_) => serializer.serialize_str("[redacted]"),
         None => serializer.serialize_none(),
     }
+}
+
+/// The recordings' settings that serde cannot check.
+fn check_recordings(config: &RecordingsConfig) -> Result<(), (&'static str, String, String)> {
+    let template = config.path_template.as_str();
+    if !template.contains("{file_name}") {
+        return Err((
+            "recordings.path_template",
+            format!("{template:?}"),
+            "expected a path holding {file_name}, such as \"recordings/{room_name}/{time}-{file_name}\"".to_owned(),
+        ));
+    }
+    if template.split('/').any(|segment| segment == "..") || template.chars().any(char::is_control) {
+        return Err((
+            "recordings.path_template",
+            format!("{template:?}"),
+            "expected a path without \"..\" segments or control characters".to_owned(),
+        ));
+    }
+    if config.storage == RecordingStorage::S3 {
+        if config.s3.bucket.trim().is_empty() {
+            return Err((
+                "recordings.s3.bucket",
+                "\"\"".to_owned(),
+                "expected the bucket's name (recordings.storage is \"s3\")".to_owned(),
+            ));
+        }
+        if !config.s3.endpoint.is_empty() && url::Url::parse(&config.s3.endpoint).is_err() {
+            return Err((
+                "recordings.s3.endpoint",
+                format!("{:?}", config.s3.endpoint),
+                "expected a URL such as \"https://minio.example.com:9000\"".to_owned(),
+            ));
+        }
+        if let Some(path) = &config.s3.credentials_file
+            && let Err(why) = crate::api::recordings::read_credentials_file(path)
+        {
+            return Err(("recordings.s3.credentials_file", format!("{:?}", path.display().to_string()), why));
+        }
+        if config.s3.access_key.is_some() != config.s3.secret.is_some() {
+            return Err((
+                "recordings.s3.access_key",
+                "(one of two)".to_owned(),
+                "expected both recordings.s3.access_key and recordings.s3.secret, or neither".to_owned(),
+            ));
+        }
+    }
+    for host in &config.stream_hosts {
+        if host.is_empty() || host.contains(['/', ':', ' ']) {
+            return Err((
+                "recordings.stream_hosts",
+                format!("{host:?}"),
+                "expected host names such as \"a.rtmp.youtube.com\"".to_owned(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Configuration that cannot be used. The message is one line naming the
@@ -1023,6 +1165,9 @@ impl Config {
                 );
             }
         }
+        if let Err((key, shown, expected)) = check_recordings(&self.recordings) {
+            return fail(key, &shown, &expected);
+        }
         if let Err((key, shown, expected)) = crate::auth::check_config(&self.auth) {
             return fail(&key, &shown, &expected);
         }
@@ -1068,7 +1213,22 @@ impl Config {
     /// set `RUST_LOG` overrides `log.level` (see telemetry::effective_filter).
     pub fn to_redacted_json(&self) -> String {
         // Every field, so that a new section cannot be left out.
-        let Config { server, livekit, tokens, log, auth, admin, console, store, events, rest, limits, redis } = self;
+        let Config {
+            server,
+            livekit,
+            tokens,
+            log,
+            auth,
+            admin,
+            console,
+            store,
+            events,
+            rest,
+            limits,
+            redis,
+            recordings,
+            agents,
+        } = self;
         let effective = crate::telemetry::effective_filter(log);
         let printed = PrintedConfig {
             server,
@@ -1088,6 +1248,8 @@ impl Config {
             rest,
             limits,
             redis,
+            recordings,
+            agents,
         };
         serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
     }
@@ -1109,6 +1271,8 @@ struct PrintedConfig<'a> {
     rest: &'a RestConfig,
     limits: &'a LimitsConfig,
     redis: &'a RedisConfig,
+    recordings: &'a RecordingsConfig,
+    agents: &'a AgentsConfig,
 }
 
 #[derive(Serialize)]

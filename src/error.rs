@@ -177,6 +177,10 @@ pub(crate) fn livekit_code(error: &LiveKitError) -> Code {
         // Something between RoomControl and LiveKit failed; worth a retry.
         LiveKitError::NotTwirp { .. } => Code::Unavailable,
         LiveKitError::GrantRefused { .. } | LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => Code::Internal,
+        // An operator must add the egress service: retrying will not help.
+        LiveKitError::NoEgressService { .. } => Code::FailedPrecondition,
+        // Workers may free up or connect: worth a retry.
+        LiveKitError::NoEgressWorker { .. } => Code::Unavailable,
     }
 }
 

@@ -25,6 +25,7 @@ pub mod livekit;
 pub mod metrics;
 pub mod middleware;
 pub mod proto;
+pub mod recordings;
 pub mod rest;
 pub mod rpc;
 pub mod server;

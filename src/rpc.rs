@@ -35,6 +35,15 @@ pub enum Rpc {
     BanParticipant,
     UnbanParticipant,
     ListBans,
+    StartRoomRecording,
+    StartTrackRecording,
+    StartParticipantRecording,
+    StartStream,
+    ListRecordings,
+    StopRecording,
+    DispatchAgent,
+    ListAgentDispatches,
+    CancelAgentDispatch,
 }
 
 /// What RoomControl knows about one RPC.
@@ -57,7 +66,7 @@ pub struct RpcInfo {
 use Scope::*;
 
 /// Every RPC, in the proto's order; `RPCS[rpc as usize].rpc == rpc`.
-pub const RPCS: [RpcInfo; 18] = [
+pub const RPCS: [RpcInfo; 27] = [
     row(Rpc::CreateRoom, "CreateRoom", "/roomcontrol.v1.RoomControl/CreateRoom", &[RoomsWrite], true, true),
     row(Rpc::ListRooms, "ListRooms", "/roomcontrol.v1.RoomControl/ListRooms", &[RoomsRead], false, true),
     row(Rpc::GetRoom, "GetRoom", "/roomcontrol.v1.RoomControl/GetRoom", &[RoomsRead], false, true),
@@ -143,6 +152,73 @@ pub const RPCS: [RpcInfo; 18] = [
         false,
     ),
     row(Rpc::ListBans, "ListBans", "/roomcontrol.v1.RoomControl/ListBans", &[ParticipantsBan], false, false),
+    // Egress, through LiveKit's Egress service.
+    row(
+        Rpc::StartRoomRecording,
+        "StartRoomRecording",
+        "/roomcontrol.v1.RoomControl/StartRoomRecording",
+        &[RecordingsWrite],
+        true,
+        true,
+    ),
+    row(
+        Rpc::StartTrackRecording,
+        "StartTrackRecording",
+        "/roomcontrol.v1.RoomControl/StartTrackRecording",
+        &[RecordingsWrite],
+        true,
+        true,
+    ),
+    row(
+        Rpc::StartParticipantRecording,
+        "StartParticipantRecording",
+        "/roomcontrol.v1.RoomControl/StartParticipantRecording",
+        &[RecordingsWrite],
+        true,
+        true,
+    ),
+    row(Rpc::StartStream, "StartStream", "/roomcontrol.v1.RoomControl/StartStream", &[RecordingsWrite], true, true),
+    row(
+        Rpc::ListRecordings,
+        "ListRecordings",
+        "/roomcontrol.v1.RoomControl/ListRecordings",
+        &[RecordingsRead, RecordingsWrite],
+        false,
+        true,
+    ),
+    row(
+        Rpc::StopRecording,
+        "StopRecording",
+        "/roomcontrol.v1.RoomControl/StopRecording",
+        &[RecordingsWrite],
+        true,
+        true,
+    ),
+    // Through LiveKit's AgentDispatchService.
+    row(
+        Rpc::DispatchAgent,
+        "DispatchAgent",
+        "/roomcontrol.v1.RoomControl/DispatchAgent",
+        &[AgentsDispatch],
+        true,
+        true,
+    ),
+    row(
+        Rpc::ListAgentDispatches,
+        "ListAgentDispatches",
+        "/roomcontrol.v1.RoomControl/ListAgentDispatches",
+        &[AgentsDispatch],
+        false,
+        true,
+    ),
+    row(
+        Rpc::CancelAgentDispatch,
+        "CancelAgentDispatch",
+        "/roomcontrol.v1.RoomControl/CancelAgentDispatch",
+        &[AgentsDispatch],
+        true,
+        true,
+    ),
 ];
 
 const fn row(
@@ -330,6 +406,15 @@ mod tests {
             (Rpc::BanParticipant, Writes),
             (Rpc::UnbanParticipant, Writes),
             (Rpc::ListBans, Reads),
+            (Rpc::StartRoomRecording, Writes),
+            (Rpc::StartTrackRecording, Writes),
+            (Rpc::StartParticipantRecording, Writes),
+            (Rpc::StartStream, Writes),
+            (Rpc::ListRecordings, Reads),
+            (Rpc::StopRecording, Writes),
+            (Rpc::DispatchAgent, Writes),
+            (Rpc::ListAgentDispatches, Reads),
+            (Rpc::CancelAgentDispatch, Writes),
         ];
         assert_eq!(expected.len(), RPCS.len());
         for (rpc, limit) in expected {

@@ -260,6 +260,13 @@ room_field! {
     MutePublishedTrackRequest => room,
     UpdateSubscriptionsRequest => room,
     SendDataRequest => room,
+    StartRoomRecordingRequest => room,
+    StartTrackRecordingRequest => room,
+    StartParticipantRecordingRequest => room,
+    StartStreamRequest => room,
+    DispatchAgentRequest => room,
+    ListAgentDispatchesRequest => room,
+    CancelAgentDispatchRequest => room,
 }
 
 /// ListRooms, ListEvents and WatchEvents answer only about the rooms the
@@ -275,6 +282,11 @@ macro_rules! about_many_rooms {
 }
 
 about_many_rooms!(ListRoomsRequest, ListEventsRequest, WatchEventsRequest, ListBansRequest, UnbanParticipantRequest);
+
+// A recording's room is known once LiveKit is asked (StopRecording), or the
+// list is filtered to the caller's rooms (ListRecordings): the handlers
+// authorize them.
+about_many_rooms!(ListRecordingsRequest, StopRecordingRequest);
 
 /// A ban's room may be a pattern: the handler authorizes it
 /// (`api::bans`), since a pattern is not a room a caller's patterns match.
@@ -398,6 +410,198 @@ impl Validate for CreateRoomRequest {
         let mut violations = Violations::new();
         violations.room_name("name", &self.name);
         violations.metadata("metadata", &self.metadata);
+        violations.count("agents", self.agents.len(), 0, AGENTS_MAX);
+        for (index, agent) in self.agents.iter().enumerate() {
+            let field = |name: &str| format!("agents[{index}].{name}");
+            agent_fields(&mut violations, field, &agent.agent_name, &agent.metadata, &agent.attributes);
+        }
+        violations
+    }
+}
+
+/// Most agents one CreateRoom may dispatch.
+pub const AGENTS_MAX: usize = 16;
+
+/// The longest agent name.
+const AGENT_NAME_MAX_BYTES: usize = 128;
+
+/// The most metadata an agent's job may carry.
+const AGENT_METADATA_MAX_BYTES: usize = 64 * 1024;
+
+fn agent_fields(
+    violations: &mut Violations,
+    field: impl Fn(&str) -> String,
+    agent_name: &str,
+    metadata: &str,
+    attributes: &HashMap<String, String>,
+) {
+    if agent_name.trim().is_empty() || agent_name.len() > AGENT_NAME_MAX_BYTES {
+        violations.add(
+            field("agent_name"),
+            format!(
+                "must be the name an agent worker registered with, 1 to {AGENT_NAME_MAX_BYTES} bytes (LiveKit's default dispatch, with no name, cannot be made)"
+            ),
+        );
+    }
+    if metadata.len() > AGENT_METADATA_MAX_BYTES {
+        violations.add(
+            field("metadata"),
+            format!("must be at most {AGENT_METADATA_MAX_BYTES} bytes (64 KiB), got {}", metadata.len()),
+        );
+    }
+    violations.attributes(&field("attributes"), attributes);
+}
+
+/// LiveKit's built-in room-composite layouts.
+pub const LAYOUTS: [&str; 6] =
+    ["grid", "speaker", "single-speaker", "grid-light", "speaker-light", "single-speaker-light"];
+
+/// The longest file name a recording request may give.
+const FILE_NAME_MAX_BYTES: usize = 128;
+
+/// Most RTMP outputs one stream may have.
+pub const STREAM_URLS_MAX: usize = 8;
+
+/// The longest RTMP URL.
+const STREAM_URL_MAX_BYTES: usize = 2048;
+
+fn file_name(violations: &mut Violations, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let allowed = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if value.len() > FILE_NAME_MAX_BYTES || !allowed || value.starts_with('.') {
+        violations.add(
+            "file_name",
+            format!(
+                "must be 1 to {FILE_NAME_MAX_BYTES} of A-Z a-z 0-9 . _ - not starting with a dot (the directory and storage are RoomControl's recordings.path_template), or empty"
+            ),
+        );
+    }
+}
+
+fn composition(violations: &mut Violations, layout: &str, audio_only: bool, video_only: bool) {
+    if !layout.is_empty() && !LAYOUTS.contains(&layout) {
+        violations.add("layout", format!("must be one of {}, or empty for grid", LAYOUTS.join(", ")));
+    }
+    if audio_only && video_only {
+        violations.add("video_only", "must not be set with audio_only: a recording needs audio or video");
+    }
+}
+
+impl Validate for StartRoomRecordingRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        composition(&mut violations, &self.layout, self.audio_only, self.video_only);
+        file_name(&mut violations, &self.file_name);
+        violations
+    }
+}
+
+impl Validate for StartTrackRecordingRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        violations.track_sid("track_sid", &self.track_sid);
+        file_name(&mut violations, &self.file_name);
+        violations
+    }
+}
+
+impl Validate for StartParticipantRecordingRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = room_and_identity(&self.room, &self.identity);
+        file_name(&mut violations, &self.file_name);
+        violations
+    }
+}
+
+impl Validate for StartStreamRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        composition(&mut violations, &self.layout, self.audio_only, self.video_only);
+        violations.count("urls", self.urls.len(), 1, STREAM_URLS_MAX);
+        for (index, url) in self.urls.iter().enumerate() {
+            // The URL carries a stream key: never repeated in a message.
+            let well_formed = url.len() <= STREAM_URL_MAX_BYTES
+                && url::Url::parse(url).is_ok_and(|parsed| {
+                    matches!(parsed.scheme(), "rtmp" | "rtmps")
+                        && parsed.host_str().is_some_and(|host| !host.is_empty())
+                });
+            if !well_formed {
+                violations.add(
+                    format!("urls[{index}]"),
+                    format!("must be an rtmp:// or rtmps:// URL with a host, at most {STREAM_URL_MAX_BYTES} bytes"),
+                );
+            }
+        }
+        violations
+    }
+}
+
+impl Validate for ListRecordingsRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        if !self.room.is_empty() {
+            violations.room_name("room", &self.room);
+        }
+        violations
+    }
+}
+
+/// A LiveKit id: its prefix, then letters and digits.
+fn livekit_id(violations: &mut Violations, field: &str, value: &str, prefix: &str, what: &str) {
+    let well_formed = value.len() <= 64
+        && value.strip_prefix(prefix).is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if !well_formed {
+        violations.add(field, format!("must be {what} (\"{prefix}...\")"));
+    }
+}
+
+impl Validate for StopRecordingRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        livekit_id(
+            &mut violations,
+            "recording_id",
+            &self.recording_id,
+            "EG_",
+            "a recording's id as a Start call or ListRecordings gave it",
+        );
+        violations
+    }
+}
+
+impl Validate for DispatchAgentRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        agent_fields(&mut violations, str::to_owned, &self.agent_name, &self.metadata, &self.attributes);
+        violations
+    }
+}
+
+impl Validate for ListAgentDispatchesRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        violations
+    }
+}
+
+impl Validate for CancelAgentDispatchRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        violations.room_name("room", &self.room);
+        livekit_id(
+            &mut violations,
+            "dispatch_id",
+            &self.dispatch_id,
+            "AD_",
+            "a dispatch's id as DispatchAgent or ListAgentDispatches gave it",
+        );
         violations
     }
 }

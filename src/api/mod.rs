@@ -8,9 +8,11 @@
 //! reply. Transport, CORS, authentication and logging are layers
 //! (`crate::server`, `crate::middleware`), not handler code.
 
+pub(crate) mod agents;
 pub(crate) mod bans;
 pub(crate) mod convert;
 mod participants;
+pub mod recordings;
 mod rooms;
 mod tokens;
 pub mod watch_route;
@@ -69,6 +71,7 @@ pub struct RoomControlService {
     self_service: SelfServiceConfig,
     watch: WatchContext,
     bans: crate::bans::Bans,
+    recorder: Arc<recordings::Recorder>,
 }
 
 impl std::fmt::Debug for WatchContext {
@@ -84,8 +87,10 @@ impl RoomControlService {
         self_service: SelfServiceConfig,
         watch: WatchContext,
         bans: crate::bans::Bans,
+        recorder: recordings::Recorder,
     ) -> Self {
         Self {
+            recorder: Arc::new(recorder),
             livekit: watch.livekit.clone(),
             signer: Arc::new(signer),
             metrics: watch.metrics.clone(),
@@ -151,6 +156,22 @@ impl Audit {
     /// retry it); the failure is logged and counted instead.
     pub async fn record(&self, rpc: Rpc, room: &str, identity: &str, detail: serde_json::Value) {
         if let Err(error) = self.require(rpc, room, identity, detail).await {
+            tracing::error!(%error, rpc = rpc.name(), room, identity, "an action was carried out but not recorded in the timeline");
+        }
+    }
+
+    /// Records an action LiveKit has carried out, with what it changes
+    /// beside the timeline (a recording, a dispatch); failures are logged,
+    /// as for [`Audit::record`].
+    pub async fn record_with(
+        &self,
+        rpc: Rpc,
+        room: &str,
+        identity: &str,
+        detail: serde_json::Value,
+        presence: crate::store::Presence,
+    ) {
+        if let Err(error) = self.require_with(rpc, room, identity, detail, presence).await {
             tracing::error!(%error, rpc = rpc.name(), room, identity, "an action was carried out but not recorded in the timeline");
         }
     }
@@ -231,6 +252,69 @@ impl RoomControl for RoomControlService {
     async fn create_room(&self, request: Request<CreateRoomRequest>) -> Result<Response<Room>, Status> {
         let call = self.admit(Rpc::CreateRoom, request)?;
         Ok(Response::new(rooms::create_room(&self.livekit, call).await?))
+    }
+
+    async fn start_room_recording(
+        &self,
+        request: Request<StartRoomRecordingRequest>,
+    ) -> Result<Response<Recording>, Status> {
+        let call = self.admit(Rpc::StartRoomRecording, request)?;
+        Ok(Response::new(recordings::start_room_recording(&self.livekit, &self.recorder, call).await?))
+    }
+
+    async fn start_track_recording(
+        &self,
+        request: Request<StartTrackRecordingRequest>,
+    ) -> Result<Response<Recording>, Status> {
+        let call = self.admit(Rpc::StartTrackRecording, request)?;
+        Ok(Response::new(recordings::start_track_recording(&self.livekit, &self.recorder, call).await?))
+    }
+
+    async fn start_participant_recording(
+        &self,
+        request: Request<StartParticipantRecordingRequest>,
+    ) -> Result<Response<Recording>, Status> {
+        let call = self.admit(Rpc::StartParticipantRecording, request)?;
+        Ok(Response::new(recordings::start_participant_recording(&self.livekit, &self.recorder, call).await?))
+    }
+
+    async fn start_stream(&self, request: Request<StartStreamRequest>) -> Result<Response<Recording>, Status> {
+        let call = self.admit(Rpc::StartStream, request)?;
+        Ok(Response::new(recordings::start_stream(&self.livekit, &self.recorder, call).await?))
+    }
+
+    async fn list_recordings(
+        &self,
+        request: Request<ListRecordingsRequest>,
+    ) -> Result<Response<ListRecordingsResponse>, Status> {
+        let call = self.admit(Rpc::ListRecordings, request)?;
+        Ok(Response::new(recordings::list_recordings(&self.livekit, self.timeline(), call).await?))
+    }
+
+    async fn stop_recording(&self, request: Request<StopRecordingRequest>) -> Result<Response<Recording>, Status> {
+        let call = self.admit(Rpc::StopRecording, request)?;
+        Ok(Response::new(recordings::stop_recording(&self.livekit, self.timeline(), call).await?))
+    }
+
+    async fn dispatch_agent(&self, request: Request<DispatchAgentRequest>) -> Result<Response<AgentDispatch>, Status> {
+        let call = self.admit(Rpc::DispatchAgent, request)?;
+        Ok(Response::new(agents::dispatch_agent(&self.livekit, call).await?))
+    }
+
+    async fn list_agent_dispatches(
+        &self,
+        request: Request<ListAgentDispatchesRequest>,
+    ) -> Result<Response<ListAgentDispatchesResponse>, Status> {
+        let call = self.admit(Rpc::ListAgentDispatches, request)?;
+        Ok(Response::new(agents::list_agent_dispatches(&self.livekit, self.timeline(), call).await?))
+    }
+
+    async fn cancel_agent_dispatch(
+        &self,
+        request: Request<CancelAgentDispatchRequest>,
+    ) -> Result<Response<AgentDispatch>, Status> {
+        let call = self.admit(Rpc::CancelAgentDispatch, request)?;
+        Ok(Response::new(agents::cancel_agent_dispatch(&self.livekit, self.timeline(), call).await?))
     }
 
     async fn list_rooms(&self, request: Request<ListRoomsRequest>) -> Result<Response<ListRoomsResponse>, Status> {

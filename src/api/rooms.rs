@@ -1,5 +1,6 @@
 //! CreateRoom, ListRooms, GetRoom, DeleteRoom, UpdateRoomMetadata.
 
+use livekit_protocol as lk;
 use serde_json::json;
 
 use super::{Admitted, convert};
@@ -9,7 +10,12 @@ use crate::proto::v1::*;
 use crate::rpc::Rpc;
 
 pub async fn create_room(livekit: &LiveKit, call: Admitted<CreateRoomRequest>) -> Result<Room, ApiError> {
-    let Admitted { deadline, request, audit, .. } = call;
+    let Admitted { caller, deadline, request, audit } = call;
+    if !request.agents.is_empty() && !caller.has(crate::auth::Scope::AgentsDispatch) {
+        return Err(ApiError::PermissionDenied(format!(
+            "{caller} lacks the scope agents:dispatch, which CreateRoom with agents needs besides rooms:write; create the room without agents, or use a credential with agents:dispatch"
+        )));
+    }
     let room = NewRoom {
         name: request.name,
         empty_timeout: request.empty_timeout,
@@ -17,14 +23,31 @@ pub async fn create_room(livekit: &LiveKit, call: Admitted<CreateRoomRequest>) -
         max_participants: request.max_participants,
         metadata: request.metadata,
     };
-    let room = livekit.create_room(room, deadline).await?;
+    let room = if request.agents.is_empty() {
+        livekit.create_room(room, deadline).await?
+    } else {
+        let agents = request
+            .agents
+            .iter()
+            .map(|agent| lk::RoomAgentDispatch {
+                agent_name: agent.agent_name.clone(),
+                metadata: agent.metadata.clone(),
+                attributes: agent.attributes.clone(),
+                ..Default::default()
+            })
+            .collect();
+        livekit.create_room_with_agents(room, agents, deadline).await?
+    };
+    let agents: Vec<&str> = request.agents.iter().map(|agent| agent.agent_name.as_str()).collect();
     let detail = json!({
         "sid": room.sid,
         "emptyTimeout": room.empty_timeout,
         "departureTimeout": room.departure_timeout,
         "maxParticipants": room.max_participants,
+        "agents": agents,
     });
     audit.record(Rpc::CreateRoom, &room.name, "", detail).await;
+    super::agents::remember_room_agents(livekit, audit.timeline(), &room.name, &request.agents, &audit).await;
     Ok(convert::room(room))
 }
 

@@ -27,10 +27,18 @@ pub enum Scope {
     /// participants:moderate: a ban outlives the call, holds in every
     /// matching room and refuses tokens, so it is granted on its own.
     ParticipantsBan,
+    /// StartRoomRecording, StartTrackRecording, StartParticipantRecording,
+    /// StartStream, StopRecording, and ListRecordings.
+    RecordingsWrite,
+    /// ListRecordings.
+    RecordingsRead,
+    /// DispatchAgent, ListAgentDispatches, CancelAgentDispatch, and
+    /// CreateRoom with agents.
+    AgentsDispatch,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 10] = [
         Scope::RoomsRead,
         Scope::RoomsWrite,
         Scope::ParticipantsModerate,
@@ -38,6 +46,9 @@ impl Scope {
         Scope::TokensCreateSelf,
         Scope::EventsRead,
         Scope::ParticipantsBan,
+        Scope::RecordingsWrite,
+        Scope::RecordingsRead,
+        Scope::AgentsDispatch,
     ];
 
     /// The scope's name in credentials and configuration.
@@ -50,6 +61,9 @@ impl Scope {
             Scope::TokensCreateSelf => "tokens:create:self",
             Scope::EventsRead => "events:read",
             Scope::ParticipantsBan => "participants:ban",
+            Scope::RecordingsWrite => "recordings:write",
+            Scope::RecordingsRead => "recordings:read",
+            Scope::AgentsDispatch => "agents:dispatch",
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Intake {
     /// A banned identity that joins anyway is removed at once.
     bans: Bans,
     livekit: Arc<LiveKit>,
+    /// `agents.max_redispatches`.
+    max_redispatches: u32,
 }
 
 impl std::fmt::Debug for Intake {
@@ -114,6 +116,7 @@ impl Intake {
             metrics,
             bans,
             livekit,
+            max_redispatches: config.agents.max_redispatches,
         })
     }
 
@@ -193,11 +196,18 @@ impl Intake {
             Presence::ParticipantJoined { room, identity, .. } => Some((room.clone(), identity.clone())),
             _ => None,
         };
+        let agent_left = agent_left(&event);
         let appended = self.timeline.append(event, presence).await.map_err(|error| {
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "store_failed", format!("not stored, send it again: {error}"))
         })?;
         if let (Appended::Stored(_), Some((room, identity))) = (appended, joined) {
             self.enforce_bans(room, identity);
+        }
+        if let (Appended::Stored(_), Some((room, identity, reason))) = (appended, agent_left) {
+            let (livekit, timeline, max) = (self.livekit.clone(), self.timeline.clone(), self.max_redispatches);
+            tokio::spawn(async move {
+                crate::api::agents::after_agent_left(&livekit, &timeline, max, &room, &identity, &reason).await;
+            });
         }
         Ok(appended)
     }
@@ -249,6 +259,32 @@ impl Intake {
         }
         Ok(())
     }
+}
+
+/// An agent's leave: its room, identity and LiveKit's disconnect reason
+/// (`UNKNOWN_REASON` when the webhook leaves it out, as protojson does
+/// with a zero value).
+fn agent_left(event: &crate::proto::v1::Event) -> Option<(String, String, String)> {
+    use prost_types::value::Kind;
+    if !matches!(event.r#type.as_str(), "participant_left" | "participant_connection_aborted") {
+        return None;
+    }
+    let participant = event.participant.as_ref().filter(|participant| participant.kind == "agent")?;
+    let reason = event
+        .detail
+        .as_ref()
+        .and_then(|detail| detail.fields.get("participant"))
+        .and_then(|value| match &value.kind {
+            Some(Kind::StructValue(fields)) => fields.fields.get("disconnectReason"),
+            _ => None,
+        })
+        .and_then(|value| match &value.kind {
+            Some(Kind::StringValue(reason)) => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "UNKNOWN_REASON".to_owned());
+    let room = event.room.as_ref().map(|room| room.name.clone()).unwrap_or_default();
+    Some((room, participant.identity.clone(), reason))
 }
 
 /// The JWT in `Authorization`: raw, as LiveKit sends it, or after `Bearer `.

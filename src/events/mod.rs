@@ -42,13 +42,20 @@ pub fn action_type(rpc: Rpc, detail: &Json) -> &'static str {
         Rpc::CreateToken => "token_minted",
         Rpc::BanParticipant => "participant_banned",
         Rpc::UnbanParticipant => "participant_unbanned",
+        Rpc::StartRoomRecording | Rpc::StartTrackRecording | Rpc::StartParticipantRecording => "recording_started",
+        Rpc::StartStream => "stream_started",
+        Rpc::StopRecording => "recording_stopped",
+        Rpc::DispatchAgent => "agent_dispatched",
+        Rpc::CancelAgentDispatch => "agent_dispatch_cancelled",
         Rpc::ListRooms
         | Rpc::GetRoom
         | Rpc::ListParticipants
         | Rpc::GetParticipant
         | Rpc::ListEvents
         | Rpc::WatchEvents
-        | Rpc::ListBans => "read",
+        | Rpc::ListBans
+        | Rpc::ListRecordings
+        | Rpc::ListAgentDispatches => "read",
     }
 }
 
@@ -104,6 +111,30 @@ pub fn ban_enforced(ban: &crate::proto::v1::Ban, room: &str) -> Event {
     }
 }
 
+/// Something RoomControl did on its own (not for a caller): its actor is
+/// RoomControl itself.
+pub fn system_event(kind: &str, room: &str, identity: &str, detail: Json) -> Event {
+    let now = SystemTime::now();
+    Event {
+        cursor: 0,
+        id: new_id(),
+        r#type: kind.to_owned(),
+        source: EventSource::Roomcontrol as i32,
+        occurred_at: Some(Timestamp::from(now)),
+        received_at: Some(Timestamp::from(now)),
+        room: Some(EventRoom { name: room.to_owned(), sid: String::new() }),
+        participant: (!identity.is_empty())
+            .then(|| EventParticipant { identity: identity.to_owned(), ..Default::default() }),
+        track: None,
+        actor: Some(Actor { caller: "roomcontrol".to_owned(), rpc: String::new() }),
+        inferred: false,
+        detail: match detail {
+            Json::Object(map) => Some(to_struct(map)),
+            _ => None,
+        },
+    }
+}
+
 /// A fresh id for RoomControl's own events: `RC_` and 16 base62 characters.
 pub fn new_id() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -132,9 +163,14 @@ pub enum WebhookBodyError {
 /// is refused.
 pub fn from_webhook(body: &[u8], received_at: SystemTime) -> Result<(Event, Presence), WebhookBodyError> {
     let json: Json = serde_json::from_slice(body).map_err(WebhookBodyError::NotJson)?;
-    let Json::Object(map) = json else {
+    let Json::Object(mut map) = json else {
         return Err(WebhookBodyError::NotAnObject);
     };
+    // An egress's request echoes its stream keys and storage credentials:
+    // they are not kept.
+    if let Some(egress) = map.get_mut("egressInfo") {
+        crate::recordings::redact_json(egress);
+    }
     let name = text(map.get("event"));
     if name.is_empty() {
         return Err(WebhookBodyError::NoEventName);
@@ -176,7 +212,13 @@ pub fn from_webhook(body: &[u8], received_at: SystemTime) -> Result<(Event, Pres
         source: t.get("source").map_or_else(|| "unknown".to_owned(), enum_name),
         name: text(t.get("name")).to_owned(),
     });
-    let presence = presence_of(name, &room, participant.as_ref());
+    let presence = match egress.and_then(crate::recordings::egress_from_json) {
+        Some(info) if name.starts_with("egress_") => {
+            let recording = crate::recordings::from_egress(&info);
+            Presence::Recording(crate::recordings::row(&recording, info.updated_at))
+        }
+        _ => presence_of(name, &room, participant.as_ref()),
+    };
     let event = Event {
         cursor: 0,
         id,

@@ -170,6 +170,8 @@ impl Reconciler {
                 }
             }
         }
+        let live_rooms: HashSet<&str> = rooms.iter().map(|room| room.name.as_str()).collect();
+        inferred.extend(self.recordings(&live_rooms, &mut suspects).await?);
         self.suspects = suspects;
 
         let mut stored = 0;
@@ -182,6 +184,94 @@ impl Reconciler {
         }
         Ok(stored)
     }
+}
+
+impl Reconciler {
+    /// Recordings the timeline holds as running that LiveKit has ended
+    /// (its egress_ended never came), or that cannot be running: their
+    /// room closed while LiveKit still lists them ACTIVE (an egress worker
+    /// that died, livekit/livekit#2308), or LiveKit no longer knows them.
+    async fn recordings(
+        &self,
+        live_rooms: &HashSet<&str>,
+        suspects: &mut HashSet<String>,
+    ) -> Result<Vec<(Event, Presence)>, String> {
+        use crate::proto::v1::recording::Status;
+        let open = self.timeline.store().recordings(None, None, true, 1000).await.map_err(|error| error.to_string())?;
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        let active = match self.livekit.list_egress("", "", true, None).await {
+            Ok(active) => active,
+            // Without an egress service nothing can be told apart.
+            Err(error) => {
+                tracing::debug!(%error, "recordings not reconciled: LiveKit's egresses cannot be listed");
+                return Ok(Vec::new());
+            }
+        };
+        let mut inferred = Vec::new();
+        for row in open {
+            let Some(recording) = crate::recordings::from_row(row.started_by.as_deref(), &row.payload) else {
+                continue;
+            };
+            let listed_active = active.iter().any(|info| info.egress_id == recording.id);
+            let why = if listed_active {
+                if live_rooms.contains(recording.room.as_str()) {
+                    continue;
+                }
+                "its room closed, but LiveKit still lists the egress as running and never reported its end: its egress worker stopped without egress_ended"
+            } else {
+                // Ended since? LiveKit's own account of the end wins.
+                match self.livekit.list_egress("", &recording.id, false, None).await {
+                    Ok(found) => match found.into_iter().find(|info| info.egress_id == recording.id) {
+                        Some(info) if crate::recordings::has_ended(crate::recordings::status(info.status)) => {
+                            let mut ended = crate::recordings::from_egress(&info);
+                            ended.started_by = recording.started_by.clone();
+                            let row = crate::recordings::row(&ended, info.updated_at);
+                            inferred.push(egress_event(
+                                &ended,
+                                "LiveKit lists the egress as ended; its egress_ended webhook never arrived",
+                                row,
+                            ));
+                            continue;
+                        }
+                        Some(_) => continue,
+                        None => "LiveKit no longer knows the egress (restarted?) and never reported its end",
+                    },
+                    Err(_) => continue,
+                }
+            };
+            let key = format!("recording {}", recording.id);
+            if !self.suspects.contains(&key) {
+                suspects.insert(key);
+                continue;
+            }
+            let ended = crate::recordings::inferred_end(recording, why);
+            debug_assert_eq!(ended.status, Status::Failed as i32);
+            let updated_at = crate::events::unix_micros(SystemTime::now()).saturating_mul(1000);
+            let row = crate::recordings::row(&ended, updated_at);
+            inferred.push(egress_event(&ended, why, row));
+        }
+        Ok(inferred)
+    }
+}
+
+/// An inferred egress_ended: the recording as it ended.
+fn egress_event(
+    recording: &crate::proto::v1::Recording,
+    reason: &str,
+    row: crate::store::RecordingRow,
+) -> (Event, Presence) {
+    let mut event = inferred_event("egress_ended", &recording.room, &recording.room_sid, &recording.id, reason);
+    let status = crate::proto::v1::recording::Status::try_from(recording.status)
+        .map_or("STATUS_UNSPECIFIED", |status| status.as_str_name());
+    let mut detail = serde_json::Map::new();
+    detail.insert("reason".to_owned(), json!(reason));
+    detail.insert("recordingId".to_owned(), json!(recording.id));
+    detail.insert("status".to_owned(), json!(status));
+    detail.insert("endInferred".to_owned(), json!(recording.end_inferred));
+    event.detail = Some(to_struct(detail));
+    (event, Presence::Recording(row))
 }
 
 fn inferred_event(kind: &str, room: &str, room_sid: &str, subject: &str, reason: &str) -> Event {

@@ -35,6 +35,17 @@ pub enum LiveKitError {
     /// LiveKit answered something RoomControl cannot use.
     #[error("LiveKit {method} answered something RoomControl cannot use: {detail}")]
     BadReply { method: &'static str, detail: String },
+    /// LiveKit has no egress service: it answered that egress is not
+    /// connected (egress needs Redis and an egress worker).
+    #[error(
+        "LiveKit has no egress service ({method}: {msg}): recordings need LiveKit's egress worker, and LiveKit and the worker sharing Redis (LiveKit's redis settings); see the README's Recordings section"
+    )]
+    NoEgressService { method: &'static str, msg: String },
+    /// LiveKit has an egress service, but no egress worker took the job.
+    #[error(
+        "no LiveKit egress worker took the recording ({method}: {msg}): are egress workers running, connected to LiveKit's Redis, and with capacity left?"
+    )]
+    NoEgressWorker { method: &'static str, msg: String },
     /// Signing a token failed.
     #[error("could not sign a LiveKit token: {0}")]
     Signing(String),
@@ -43,14 +54,43 @@ pub enum LiveKitError {
 /// What a call named that LiveKit does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
-    Room { room: String },
-    Track { room: String, identity: String, track_sid: String },
+    Room {
+        room: String,
+    },
+    /// A room that is not live now, where the call needs one.
+    LiveRoom {
+        room: String,
+    },
+    /// A recording (egress) LiveKit does not know.
+    Recording {
+        id: String,
+    },
+    /// An agent dispatch the room does not have.
+    Dispatch {
+        room: String,
+        id: String,
+    },
+    Track {
+        room: String,
+        identity: String,
+        track_sid: String,
+    },
 }
 
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Missing::Room { room } => write!(f, "room {room:?} does not exist"),
+            Missing::LiveRoom { room } => write!(
+                f,
+                "room {room:?} is not live: LiveKit has no such room now (CreateRoom, or a participant joining, starts one)"
+            ),
+            Missing::Recording { id } => {
+                write!(f, "LiveKit knows no recording {id:?} (ListRecordings lists the recordings it knows)")
+            }
+            Missing::Dispatch { room, id } => {
+                write!(f, "room {room:?} has no agent dispatch {id:?} (ListAgentDispatches lists them)")
+            }
             Missing::Track { room, identity, track_sid } => {
                 write!(f, "participant {identity:?} in room {room:?} publishes no track {track_sid:?}")
             }
@@ -165,6 +205,8 @@ impl LiveKitError {
             LiveKitError::CredentialsRejected { .. } | LiveKitError::GrantRefused { .. } => "credentials_rejected",
             LiveKitError::NotTwirp { .. } => "not_twirp",
             LiveKitError::BadReply { .. } | LiveKitError::Signing(_) => "bad_reply",
+            LiveKitError::NoEgressService { .. } => "no_egress",
+            LiveKitError::NoEgressWorker { .. } => "no_egress_worker",
         }
     }
 }

@@ -19,6 +19,7 @@
 //! Every failure becomes a [`LiveKitError`] here, once ([`error`]), with
 //! what the caller needs to know; `crate::error` turns it into a gRPC status.
 
+mod egress;
 mod error;
 mod service_token;
 mod twirp;
@@ -34,6 +35,7 @@ use livekit_api::services::{ServerError, ServiceError};
 use livekit_protocol as lk;
 use secrecy::ExposeSecret;
 
+pub use egress::EgressRequest;
 pub use error::{LiveKitError, Missing, TimeoutCause, TwirpCode};
 use error::{innermost, twirp_error};
 pub use twirp::decode_reply;

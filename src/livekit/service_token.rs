@@ -48,6 +48,16 @@ impl ServiceTokens {
         self.sign(VideoGrants { room_admin: true, room: room.to_owned(), ..Default::default() })
     }
 
+    /// `room_record`: what every Egress call needs.
+    pub(super) fn room_record(&self) -> Result<http::HeaderValue, LiveKitError> {
+        self.sign(VideoGrants { room_record: true, ..Default::default() })
+    }
+
+    /// `room_create`: CreateRoom.
+    pub(super) fn room_create(&self) -> Result<http::HeaderValue, LiveKitError> {
+        self.sign(VideoGrants { room_create: true, ..Default::default() })
+    }
+
     fn sign(&self, grants: VideoGrants) -> Result<http::HeaderValue, LiveKitError> {
         let token = AccessToken::with_api_key(&self.api_key, self.api_secret.expose_secret())
             .with_grants(grants)

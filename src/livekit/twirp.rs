@@ -31,9 +31,22 @@ impl DirectMethod {
     }
 }
 
+/// The grant a direct call of another service is signed with.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Grant<'a> {
+    /// `roomRecord`: every Egress call.
+    Record,
+    /// `roomAdmin` on this room: the AgentDispatchService.
+    Admin(&'a str),
+    /// `roomCreate`: CreateRoom.
+    Create,
+}
+
 /// The direct Twirp client.
 pub(super) struct DirectTwirp {
     http: crate::crypto::LiveKitHttp,
+    /// LiveKit's URL, for building the other services' URIs.
+    base: Url,
     /// LiveKit's URL, for messages.
     display_url: String,
     /// Each method's URI, prepared once, indexed by `DirectMethod as usize`.
@@ -59,10 +72,34 @@ impl DirectTwirp {
         };
         Ok(Self {
             http,
+            base: base.clone(),
             display_url: base.as_str().trim_end_matches('/').to_owned(),
             uris: [uri(DirectMethod::ListRooms)?, uri(DirectMethod::MutePublishedTrack)?, uri(DirectMethod::SendData)?],
             tokens: ServiceTokens::new(api_key, api_secret),
         })
+    }
+
+    /// Sends one call of any LiveKit service (`livekit.Egress`,
+    /// `livekit.AgentDispatchService`, ...) and decodes the reply.
+    pub(super) async fn call_service<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &'static str,
+        grant: Grant<'_>,
+        request: Req,
+    ) -> Result<Resp, LiveKitError> {
+        let authorization = match grant {
+            Grant::Record => self.tokens.room_record()?,
+            Grant::Admin(room) => self.tokens.room_admin(room)?,
+            Grant::Create => self.tokens.room_create()?,
+        };
+        let mut url = self.base.clone();
+        url.set_path(&format!("/twirp/{service}/{method}"));
+        let uri = url
+            .as_str()
+            .parse::<http::Uri>()
+            .map_err(|error| LiveKitError::Unreachable { url: self.display_url.clone(), detail: error.to_string() })?;
+        self.send(uri, method, authorization, request).await
     }
 
     /// Sends one call about `room` (empty for ListRooms) and decodes the
@@ -73,15 +110,24 @@ impl DirectTwirp {
         room: &str,
         request: Req,
     ) -> Result<Resp, LiveKitError> {
-        use http_body_util::BodyExt;
-
-        let display_url = self.display_url.as_str();
         let authorization = match method {
             DirectMethod::ListRooms => self.tokens.room_list()?,
             DirectMethod::MutePublishedTrack | DirectMethod::SendData => self.tokens.room_admin(room)?,
         };
         let uri = self.uris[method as usize].clone();
-        let method = method.name();
+        self.send(uri, method.name(), authorization, request).await
+    }
+
+    async fn send<Req: Message, Resp: Message + Default>(
+        &self,
+        uri: http::Uri,
+        method: &'static str,
+        authorization: http::HeaderValue,
+        request: Req,
+    ) -> Result<Resp, LiveKitError> {
+        use http_body_util::BodyExt;
+
+        let display_url = self.display_url.as_str();
         let request = http::Request::post(uri)
             .header(http::header::AUTHORIZATION, authorization)
             .header(http::header::CONTENT_TYPE, "application/protobuf")

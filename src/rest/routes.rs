@@ -254,6 +254,7 @@ impl Endpoint {
                     departure_timeout: body.departure_timeout.unwrap_or(0),
                     max_participants: body.max_participants.unwrap_or(0),
                     metadata: body.metadata.unwrap_or_default(),
+                    agents: Vec::new(),
                 }
                 .encode_to_vec()
             }

@@ -74,6 +74,8 @@ pub enum StartupError {
     Store(#[from] crate::store::StoreError),
     #[error("invalid rate limit settings: {0}")]
     Limits(String),
+    #[error("invalid recordings settings: {0}")]
+    Recordings(String),
 }
 
 /// Any HTTP service of the stack, type-erased.
@@ -158,6 +160,7 @@ impl Application {
                 closing: close_connections.subscribe(),
             },
             bans.clone(),
+            crate::api::recordings::Recorder::new(&config.recordings).map_err(StartupError::Recordings)?,
         );
         // WatchEvents has a route of its own, which sends each event encoded
         // once for every watcher (api::watch_route).

@@ -93,6 +93,62 @@ pub enum Presence {
     ParticipantGone {
         participant_sid: String,
     },
+    /// What a recording (an egress) is now: started through RoomControl,
+    /// reported by LiveKit, or closed by reconciliation.
+    Recording(RecordingRow),
+    /// An agent dispatch made through RoomControl.
+    Dispatched(DispatchRow),
+    /// A dispatch cancelled: it is never redispatched.
+    DispatchClosed {
+        dispatch_id: String,
+    },
+}
+
+/// A recording to store, or to update if this report is newer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRow {
+    pub id: String,
+    pub room: String,
+    /// `roomcontrol.v1.recording::Status`.
+    pub status: i32,
+    pub ended: bool,
+    pub end_inferred: bool,
+    /// LiveKit's `updated_at`, Unix nanoseconds.
+    pub updated_at: i64,
+    /// Unix nanoseconds; 0 if unknown.
+    pub started_at: i64,
+    /// The encoded `roomcontrol.v1.Actor` who started it, if RoomControl did.
+    pub started_by: Option<Vec<u8>>,
+    /// The encoded `roomcontrol.v1.Recording`, without `started_by`.
+    pub payload: Vec<u8>,
+}
+
+/// An agent dispatch to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchRow {
+    pub id: String,
+    pub room: String,
+    pub redispatch: bool,
+    /// How many redispatches led to this one.
+    pub generation: i32,
+    /// The dispatch this one redispatches, closed in the same transaction.
+    pub replaces: Option<String>,
+    /// The encoded `roomcontrol.v1.AgentDispatch`.
+    pub payload: Vec<u8>,
+}
+
+/// A stored recording.
+#[derive(Debug, Clone)]
+pub struct StoredRecording {
+    pub started_by: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// A stored agent dispatch.
+#[derive(Debug, Clone)]
+pub struct StoredDispatch {
+    pub generation: i32,
+    pub payload: Vec<u8>,
 }
 
 /// A ban to store.
@@ -175,6 +231,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/postgres/0001_timeline.sql"),
     ),
     (2, "bans", include_str!("migrations/sqlite/0002_bans.sql"), include_str!("migrations/postgres/0002_bans.sql")),
+    (
+        3,
+        "recordings_agents",
+        include_str!("migrations/sqlite/0003_recordings_agents.sql"),
+        include_str!("migrations/postgres/0003_recordings_agents.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.
@@ -335,6 +397,39 @@ impl Store {
         match self {
             Store::Sqlite(pool) => sqlite::bans_in_force(pool, now).await,
             Store::Postgres(pool) => postgres::bans_in_force(pool, now).await,
+        }
+    }
+
+    /// Recordings, newest first: of one room or every room, one by id, or
+    /// only those not ended; at most `limit`.
+    pub async fn recordings(
+        &self,
+        room: Option<&str>,
+        id: Option<&str>,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<StoredRecording>, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::recordings(pool, room, id, open_only, limit).await,
+            Store::Postgres(pool) => postgres::recordings(pool, room, id, open_only, limit).await,
+        }
+    }
+
+    /// A room's dispatches that ask for redispatch and are still open,
+    /// oldest first.
+    pub async fn redispatchable(&self, room: &str) -> Result<Vec<StoredDispatch>, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::redispatchable(pool, room).await,
+            Store::Postgres(pool) => postgres::redispatchable(pool, room).await,
+        }
+    }
+
+    /// Every dispatch RoomControl made in a room (to tell which asked for
+    /// redispatch), oldest first.
+    pub async fn dispatches(&self, room: &str) -> Result<Vec<StoredDispatch>, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::dispatch_flags(pool, room).await,
+            Store::Postgres(pool) => postgres::dispatch_flags(pool, room).await,
         }
     }
 

@@ -16,7 +16,10 @@ macro_rules! queries {
 
         use sqlx::QueryBuilder;
 
-        use super::{Filter, Live, LiveParticipant, LiveRoom, NewEvent, Presence, StoreError, StoredEvent, to_column, to_cursor};
+        use super::{
+            Filter, Live, LiveParticipant, LiveRoom, NewEvent, Presence, StoreError, StoredDispatch, StoredRecording, StoredEvent,
+            to_column, to_cursor,
+        };
 
         /// Appends in one transaction; see `Store::append`.
         pub async fn append(pool: &$Pool, batch: &[NewEvent]) -> Result<Vec<Option<u64>>, StoreError> {
@@ -83,6 +86,50 @@ macro_rules! queries {
                     query.build().execute(&mut **tx).await?;
                     $( sqlx::query($after_ban).execute(&mut **tx).await?; )*
                 }
+                Presence::Recording(recording) => {
+                    query = QueryBuilder::new(
+                        "INSERT INTO recordings (id, room, status, ended, end_inferred, updated_at, started_at, started_by, payload) VALUES (",
+                    );
+                    let mut values = query.separated(", ");
+                    values.push_bind(recording.id.as_str());
+                    values.push_bind(recording.room.as_str());
+                    values.push_bind(recording.status);
+                    values.push_bind(recording.ended);
+                    values.push_bind(recording.end_inferred);
+                    values.push_bind(recording.updated_at);
+                    values.push_bind(recording.started_at);
+                    values.push_bind(recording.started_by.as_deref());
+                    values.push_bind(recording.payload.as_slice());
+                    // A report replaces the stored one unless it is older, or
+                    // the stored one has ended (only LiveKit's own end may
+                    // replace an end RoomControl inferred).
+                    const NEWER: &str = "(NOT recordings.ended AND (excluded.ended OR excluded.updated_at >= recordings.updated_at)) OR (recordings.end_inferred AND excluded.ended AND NOT excluded.end_inferred)";
+                    query.push(") ON CONFLICT (id) DO UPDATE SET started_by = COALESCE(recordings.started_by, excluded.started_by)");
+                    for column in ["room", "status", "ended", "end_inferred", "updated_at", "payload"] {
+                        query.push(format!(", {column} = CASE WHEN {NEWER} THEN excluded.{column} ELSE recordings.{column} END"));
+                    }
+                    query.push(", started_at = CASE WHEN recordings.started_at = 0 THEN excluded.started_at ELSE recordings.started_at END");
+                    query.build().execute(&mut **tx).await?;
+                }
+                Presence::Dispatched(dispatch) => {
+                    query = QueryBuilder::new(
+                        "INSERT INTO agent_dispatches (id, room, redispatch, generation, closed, created_at, payload) VALUES (",
+                    );
+                    let mut values = query.separated(", ");
+                    values.push_bind(dispatch.id.as_str());
+                    values.push_bind(dispatch.room.as_str());
+                    values.push_bind(dispatch.redispatch);
+                    values.push_bind(dispatch.generation);
+                    values.push_bind(false);
+                    values.push_bind(at);
+                    values.push_bind(dispatch.payload.as_slice());
+                    query.push(") ON CONFLICT (id) DO NOTHING");
+                    query.build().execute(&mut **tx).await?;
+                    if let Some(replaced) = &dispatch.replaces {
+                        close_dispatch(tx, replaced).await?;
+                    }
+                }
+                Presence::DispatchClosed { dispatch_id } => close_dispatch(tx, dispatch_id).await?,
                 Presence::RoomStarted { room_sid, room } => {
                     query = QueryBuilder::new("INSERT INTO live_rooms (room_sid, room, started_at) SELECT ");
                     query.push_bind(room_sid.as_str()).push(", ").push_bind(room.as_str()).push(", ").push_bind(at);
@@ -117,6 +164,13 @@ macro_rules! queries {
                     end(tx, participant_sid, at).await?;
                 }
             }
+            Ok(())
+        }
+
+        async fn close_dispatch(tx: &mut sqlx::Transaction<'_, $Db>, id: &str) -> Result<(), StoreError> {
+            let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new("UPDATE agent_dispatches SET closed = ");
+            query.push_bind(true).push(" WHERE id = ").push_bind(id);
+            query.build().execute(&mut **tx).await?;
             Ok(())
         }
 
@@ -208,6 +262,49 @@ macro_rules! queries {
             query.push_bind(now).push(") ORDER BY created_at DESC, id");
             let rows: Vec<(Vec<u8>,)> = query.build_query_as().fetch_all(pool).await?;
             Ok(rows.into_iter().map(|(payload,)| payload).collect())
+        }
+
+        /// See `Store::recordings`.
+        pub async fn recordings(
+            pool: &$Pool,
+            room: Option<&str>,
+            id: Option<&str>,
+            open_only: bool,
+            limit: u32,
+        ) -> Result<Vec<StoredRecording>, StoreError> {
+            let mut query: QueryBuilder<'_, $Db> =
+                QueryBuilder::new("SELECT started_by, payload FROM recordings WHERE 1 = 1");
+            if let Some(room) = room {
+                query.push(" AND room = ").push_bind(room);
+            }
+            if let Some(id) = id {
+                query.push(" AND id = ").push_bind(id);
+            }
+            if open_only {
+                query.push(" AND ended = ").push_bind(false);
+            }
+            query.push(" ORDER BY started_at DESC, id LIMIT ").push_bind(i64::from(limit));
+            let rows: Vec<(Option<Vec<u8>>, Vec<u8>)> = query.build_query_as().fetch_all(pool).await?;
+            Ok(rows.into_iter().map(|(started_by, payload)| StoredRecording { started_by, payload }).collect())
+        }
+
+        /// See `Store::redispatchable`.
+        pub async fn redispatchable(pool: &$Pool, room: &str) -> Result<Vec<StoredDispatch>, StoreError> {
+            let mut query: QueryBuilder<'_, $Db> =
+                QueryBuilder::new("SELECT generation, payload FROM agent_dispatches WHERE room = ");
+            query.push_bind(room).push(" AND redispatch = ").push_bind(true);
+            query.push(" AND closed = ").push_bind(false).push(" ORDER BY created_at, id");
+            let rows: Vec<(i32, Vec<u8>)> = query.build_query_as().fetch_all(pool).await?;
+            Ok(rows.into_iter().map(|(generation, payload)| StoredDispatch { generation, payload }).collect())
+        }
+
+        /// See `Store::dispatch_flags`.
+        pub async fn dispatch_flags(pool: &$Pool, room: &str) -> Result<Vec<StoredDispatch>, StoreError> {
+            let mut query: QueryBuilder<'_, $Db> =
+                QueryBuilder::new("SELECT generation, payload FROM agent_dispatches WHERE room = ");
+            query.push_bind(room).push(" ORDER BY created_at, id");
+            let rows: Vec<(i32, Vec<u8>)> = query.build_query_as().fetch_all(pool).await?;
+            Ok(rows.into_iter().map(|(generation, payload)| StoredDispatch { generation, payload }).collect())
         }
 
         /// See `Store::live`.

@@ -16,6 +16,7 @@ async fn create_room_returns_the_room_with_the_options_asked_for() {
             departure_timeout: 30,
             max_participants: 8,
             metadata: r#"{"topic":"standup"}"#.to_owned(),
+            agents: Vec::new(),
         })
         .await
         .expect("CreateRoom succeeds");

@@ -1,6 +1,7 @@
 //! An in-memory stand-in for a single-node livekit-server's Twirp
-//! RoomService and its webhooks (server v1.13.x), for RoomControl's tests
-//! and benchmarks.
+//! RoomService, Egress and AgentDispatchService and its webhooks (server
+//! v1.13.x, with an egress worker and agent workers emulated), for
+//! RoomControl's tests and benchmarks.
 //!
 //! It speaks the real wire protocol (`livekit-protocol` messages as
 //! `application/protobuf` or protobuf JSON), authenticates every request
@@ -25,7 +26,85 @@
 //!   participant left close after their `departure_timeout` (checked every
 //!   second, in whole seconds, as the server does). Both default to the
 //!   server's (300 s, 20 s) and can be set for all rooms in
-//!   [`StandInConfig`] or per room with CreateRoom.
+//!   [`StandInConfig`] or per room with CreateRoom. Agents (and egresses)
+//!   do not keep a room open: a room left with only its agents closes as an
+//!   empty one, its agents leaving with reason ROOM_CLOSED.
+//!
+//! # Egress (`livekit.Egress`)
+//!
+//! Every method needs only `video.roomRecord` (any room); without it 401
+//! unauthenticated `"permissions denied"`.
+//!
+//! With an egress worker ([`StandInConfig::egress_worker`], the default):
+//! - Start*Egress for a room that is not live: not_found
+//!   `"twirp error unknown: requested room does not exist"` (before any
+//!   validation). Then the worker validates, as `livekit/egress` does, e.g.
+//!   invalid_argument `"twirp error unknown: request has missing or invalid
+//!   field: output"` (also `identity`, `track_id`, `audio_track_id or
+//!   video_track_id`, `audio_only and video_only`, `web url`, `multiple file
+//!   outputs`, `invalid url U: invalid protocol`, ...).
+//! - A start answers EgressInfo `EG_...` in EGRESS_STARTING (egress_started):
+//!   its request echoed with storage secrets (`{access_key}`, `{secret}`, ...)
+//!   and stream keys (`rtmp://host/app/{abc...xyz}`) redacted,
+//!   `file_results` already holding the filename (templates `{room_name}`,
+//!   `{room_id}`, `{time}`, `{utc}` replaced, `ROOM-TIME.mp4` when empty, the
+//!   extension fixed), `stream_results` the redacted URLs (ACTIVE). One
+//!   [`StandInConfig::egress_step`] later it is EGRESS_ACTIVE
+//!   (egress_updated; `{publisher_identity}`, `{track_*}` replaced then), or
+//!   EGRESS_FAILED (egress_ended, error `participant X not found` / `track X
+//!   not found`, code 404) if what it records is not in the room (the real
+//!   worker waits up to 30 s for it to appear; the stand-in does not).
+//! - StopEgress (and the source closing: the room closes, the participant
+//!   leaves, the tracks are unpublished): EGRESS_ENDING (egress_updated),
+//!   one step later EGRESS_COMPLETE (egress_ended) with `file_results`
+//!   timed, sized (at the default bit rates) and located (the path, or the
+//!   S3 / GCS / Azure URL), streams FINISHED. Stopped while STARTING:
+//!   EGRESS_ABORTED at once ("Stop called before pipeline could start",
+//!   412). When a room closes its egresses' egress_updated is raised before
+//!   room_finished and their egress_ended a step after it; egress events
+//!   queue per egress, so across queues no order is guaranteed.
+//! - StopEgress of a finished egress: after one psrpc selection (a third of
+//!   [`StandIn::set_no_route_delay`]) failed_precondition `"egress with
+//!   status EGRESS_COMPLETE cannot be stopped"`; of an unknown one not_found
+//!   `"twirp error unknown: egress does not exist"` (ListEgress by id too).
+//! - [`StandIn::kill_egress`]: the worker dies; the egress stays as it was
+//!   for ever (StopEgress: deadline_exceeded `"twirp error unknown: request
+//!   timed out"`).
+//!
+//! Without one ([`StandIn::set_egress_worker`]`(false)`, `--no-egress`),
+//! as a server without Redis: Start*Egress for a room that is not live 404
+//! at once, for a live room unavailable `"twirp error unknown: no response
+//! from servers"` after [`StandInConfig::egress_unavailable_delay`] (20 s);
+//! ListEgress and UpdateLayout internal `"twirp error unknown: egress not
+//! connected (redis required)"` at once, StopEgress and UpdateStream the
+//! same after [`StandInConfig::egress_stop_unavailable_delay`] (15 s).
+//!
+//! Not emulated: the egress's own participant in the room (UpdateLayout
+//! only checks that the egress runs and its room is live), StartEgress (the
+//! v2 request: unimplemented), image outputs' results, `page_token`.
+//!
+//! # Agent dispatch (`livekit.AgentDispatchService`)
+//!
+//! Every method needs `roomAdmin` for the request's room (otherwise 401
+//! `"permissions denied"`, an unscoped admin token included).
+//! - A room gets its dispatches when it is created: one per CreateRoom
+//!   `agents` entry, or else a default one with an empty agent name.
+//!   CreateRoom's `agents` for a live room are ignored.
+//! - CreateDispatch creates the room if needed (room_started) and returns
+//!   the dispatch (`AD_...`, state with no jobs) at once. ListDispatch and
+//!   DeleteDispatch for a room that is not live: unavailable `"twirp error
+//!   unknown: no response from servers"` after
+//!   [`StandInConfig::dispatch_unavailable_delay`] (15 s); an unknown id:
+//!   ListDispatch lists nothing, DeleteDispatch is not_found `"twirp error
+//!   unknown: dispatch ID not found"`.
+//! - A dispatch whose agent name has no worker ([`StandInConfig::agent_workers`])
+//!   never gets a job. With one, [`StandInConfig::agent_join_delay`] later
+//!   the dispatch gets a JT_ROOM job (`AJ_...`, JS_RUNNING) and an AGENT
+//!   participant `agent-AJ_...` (attribute `lk.agent_name`) joins
+//!   (participant_joined). DeleteDispatch answers the dispatch as it was;
+//!   its agents leave a delay later (participant_left, CLIENT_INITIATED).
+//! - [`StandIn::crash_agent`]: participant_left with CONNECTION_TIMEOUT;
+//!   as on the real server the room's copy of the job stays JS_RUNNING.
 //!
 //! # Webhooks
 //!
@@ -42,7 +121,10 @@
 //!   `participant_connection_aborted` if it never became ACTIVE; revoking a
 //!   source with UpdateParticipant unpublishes its tracks too;
 //! - `room_finished` when the room times out, or after DeleteRoom has
-//!   closed everyone (their events first).
+//!   closed everyone (their events first);
+//! - `egress_started`, `egress_updated` (ACTIVE, ENDING, UpdateStream),
+//!   `egress_ended` (COMPLETE, FAILED, ABORTED), carrying only the full
+//!   `egressInfo`, queued per egress.
 //!
 //! Room and participant events carry the full Room and ParticipantInfo,
 //! track events only `room {sid, name}`, `participant {sid, identity}` and
@@ -526,7 +608,7 @@ impl StandIn {
     /// 503 after [`StandInConfig::egress_unavailable_delay`]; ListEgress and
     /// UpdateLayout 500 at once; StopEgress and UpdateStream 500 after
     /// [`StandInConfig::egress_stop_unavailable_delay`]. Egresses already
-    /// started are kept, but nothing happens to them any more.
+    /// started are kept and carry on (see [`StandIn::egresses`]).
     pub fn set_egress_worker(&self, connected: bool) {
         self.inner.with_state(|state, _| state.egress_worker = connected);
     }
@@ -746,8 +828,10 @@ impl StandIn {
         self.inner.stop_tx.send_modify(|generation| *generation += 1);
     }
 
-    /// Listens again on the same address, with the same state. Does nothing
-    /// if already running.
+    /// Listens again on the same address, with the same state (rooms,
+    /// egresses and dispatches: a LiveKit with Redis keeps its egresses in
+    /// Redis, and its workers are processes of their own). Does nothing if
+    /// already running.
     pub async fn restart(&self) -> std::io::Result<()> {
         let mut running = self.inner.running.lock().await;
         if running.is_none() {

@@ -105,7 +105,7 @@ async fn a_room_composite_starts_runs_stops_and_completes_with_its_webhooks() {
     // the store keeps it; a second stop is refused
     assert_eq!(
         list(&s, proto::ListEgressRequest { room_name: "lobby".into(), ..Default::default() }).await.unwrap(),
-        [ended.clone()]
+        std::slice::from_ref(&ended)
     );
     assert!(list(&s, proto::ListEgressRequest { active: true, ..Default::default() }).await.unwrap().is_empty());
     assert_eq!(

@@ -82,24 +82,30 @@ enum Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Storage {
     Local,
-    S3 { bucket: String, region: String, endpoint: String },
+    S3 { bucket: String, endpoint: String, path_style: bool },
     Gcp { bucket: String },
     Azure { account: String, container: String },
     AliOss { bucket: String, endpoint: String },
 }
 
 impl Storage {
+    /// The location livekit/storage reports for an upload (`s3.go`,
+    /// `gcp.go`, `azure.go`, `alioss.go`, `local.go`), quirks included: an
+    /// S3 endpoint is pasted after the bucket as it is, scheme and all,
+    /// unless `force_path_style`.
     fn location(&self, key: &str) -> String {
         match self {
             Storage::Local => key.to_owned(),
-            Storage::S3 { bucket, endpoint, .. } if !endpoint.is_empty() => {
-                format!("{}/{bucket}/{key}", endpoint.trim_end_matches('/'))
+            Storage::S3 { bucket, endpoint, path_style } => {
+                let endpoint = if endpoint.is_empty() { "s3.amazonaws.com" } else { endpoint };
+                if *path_style {
+                    let scheme = if endpoint.starts_with("http") { "" } else { "https://" };
+                    format!("{scheme}{endpoint}/{bucket}/{key}")
+                } else {
+                    format!("https://{bucket}.{endpoint}/{key}")
+                }
             }
-            Storage::S3 { bucket, region, .. } => {
-                let region = if region.is_empty() { "us-east-1" } else { region };
-                format!("https://{bucket}.s3.{region}.amazonaws.com/{key}")
-            }
-            Storage::Gcp { bucket } => format!("https://storage.googleapis.com/{bucket}/{key}"),
+            Storage::Gcp { bucket } => format!("https://{bucket}.storage.googleapis.com/{key}"),
             Storage::Azure { account, container } => {
                 format!("https://{account}.blob.core.windows.net/{container}/{key}")
             }
@@ -381,7 +387,7 @@ fn storage_of_encoded(f: &proto::EncodedFileOutput) -> Storage {
     use proto::encoded_file_output::Output as O;
     match &f.output {
         Some(O::S3(s)) => {
-            Storage::S3 { bucket: s.bucket.clone(), region: s.region.clone(), endpoint: s.endpoint.clone() }
+            Storage::S3 { bucket: s.bucket.clone(), endpoint: s.endpoint.clone(), path_style: s.force_path_style }
         }
         Some(O::Gcp(g)) => Storage::Gcp { bucket: g.bucket.clone() },
         Some(O::Azure(a)) => Storage::Azure { account: a.account_name.clone(), container: a.container_name.clone() },
@@ -394,7 +400,7 @@ fn storage_of_direct(f: &proto::DirectFileOutput) -> Storage {
     use proto::direct_file_output::Output as O;
     match &f.output {
         Some(O::S3(s)) => {
-            Storage::S3 { bucket: s.bucket.clone(), region: s.region.clone(), endpoint: s.endpoint.clone() }
+            Storage::S3 { bucket: s.bucket.clone(), endpoint: s.endpoint.clone(), path_style: s.force_path_style }
         }
         Some(O::Gcp(g)) => Storage::Gcp { bucket: g.bucket.clone() },
         Some(O::Azure(a)) => Storage::Azure { account: a.account_name.clone(), container: a.container_name.clone() },

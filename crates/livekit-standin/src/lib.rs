@@ -57,8 +57,10 @@
 //! - StopEgress (and the source closing: the room closes, the participant
 //!   leaves, the tracks are unpublished): EGRESS_ENDING (egress_updated),
 //!   one step later EGRESS_COMPLETE (egress_ended) with `file_results`
-//!   timed, sized (at the default bit rates) and located (the path, or the
-//!   S3 / GCS / Azure URL), streams FINISHED. Stopped while STARTING:
+//!   timed, sized (at the default bit rates) and located as livekit/storage
+//!   reports it (the path; `https://BUCKET.s3.amazonaws.com/KEY`,
+//!   `https://BUCKET.ENDPOINT/KEY`, or `ENDPOINT/BUCKET/KEY` with
+//!   `force_path_style`; GCS, Azure, OSS URLs), streams FINISHED. Stopped while STARTING:
 //!   EGRESS_ABORTED at once ("Stop called before pipeline could start",
 //!   412). When a room closes its egresses' egress_updated is raised before
 //!   room_finished and their egress_ended a step after it; egress events

@@ -93,7 +93,8 @@ async fn a_room_composite_starts_runs_stops_and_completes_with_its_webhooks() {
     assert_eq!(ended.status, St::EgressComplete as i32);
     let file = &ended.file_results[0];
     assert_eq!(file.filename, filename);
-    assert_eq!(file.location, format!("https://recordings.s3.eu-west-1.amazonaws.com/{filename}"));
+    // livekit/storage's location: no region in it
+    assert_eq!(file.location, format!("https://recordings.s3.amazonaws.com/{filename}"));
     assert!(file.duration > 0 && file.ended_at == ended.ended_at && file.ended_at - file.started_at == file.duration);
     assert!(file.size > 0);
     let statuses: Vec<i32> = egress_events(&s, &info.egress_id).into_iter().map(|(_, st)| st).collect();

@@ -1,4 +1,5 @@
-//! The RoomService methods, their request types, and what the stand-in
+//! The Twirp methods the stand-in routes (RoomService, Egress,
+//! AgentDispatchService), their request types, and what the stand-in
 //! records about each call.
 
 use livekit_api::access_token::Claims;
@@ -14,7 +15,8 @@ pub enum Encoding {
     Json,
 }
 
-/// A decoded RoomService request, one variant per request type.
+/// A decoded request, one variant per method (RoomService, Egress and
+/// AgentDispatchService; the method names do not overlap).
 // Unboxed on purpose: tests match on these; a few KiB per recorded call is fine.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
@@ -33,10 +35,57 @@ pub enum RoomRequest {
     ForwardParticipant(proto::ForwardParticipantRequest),
     MoveParticipant(proto::MoveParticipantRequest),
     PerformRpc(proto::PerformRpcRequest),
+    StartRoomCompositeEgress(proto::RoomCompositeEgressRequest),
+    StartWebEgress(proto::WebEgressRequest),
+    StartParticipantEgress(proto::ParticipantEgressRequest),
+    StartTrackCompositeEgress(proto::TrackCompositeEgressRequest),
+    StartTrackEgress(proto::TrackEgressRequest),
+    StartEgress(proto::StartEgressRequest),
+    UpdateLayout(proto::UpdateLayoutRequest),
+    UpdateStream(proto::UpdateStreamRequest),
+    ListEgress(proto::ListEgressRequest),
+    StopEgress(proto::StopEgressRequest),
+    CreateDispatch(proto::CreateAgentDispatchRequest),
+    DeleteDispatch(proto::DeleteAgentDispatchRequest),
+    ListDispatch(proto::ListAgentDispatchRequest),
+}
+
+/// `livekit.RoomService`, `livekit.Egress` and `livekit.AgentDispatchService`:
+/// the Twirp path prefix of each service and every method it routes
+/// (`livekit_room.twirp.go`, `livekit_egress.twirp.go`,
+/// `livekit_agent_dispatch.twirp.go`).
+pub(crate) const SERVICES: &[(&str, &[&str])] = &[
+    ("/twirp/livekit.RoomService/", ROOM_METHODS),
+    ("/twirp/livekit.Egress/", EGRESS_METHODS),
+    ("/twirp/livekit.AgentDispatchService/", DISPATCH_METHODS),
+];
+
+const EGRESS_METHODS: &[&str] = &[
+    "StartRoomCompositeEgress",
+    "StartWebEgress",
+    "StartParticipantEgress",
+    "StartTrackCompositeEgress",
+    "StartTrackEgress",
+    "StartEgress",
+    "UpdateLayout",
+    "UpdateStream",
+    "ListEgress",
+    "StopEgress",
+];
+
+const DISPATCH_METHODS: &[&str] = &["CreateDispatch", "DeleteDispatch", "ListDispatch"];
+
+/// The service prefix a path starts with, and the method it names if that
+/// service routes it.
+pub(crate) fn route(path: &str) -> Option<(&'static str, Option<&'static str>)> {
+    SERVICES.iter().find_map(|(prefix, methods)| {
+        let rest = path.strip_prefix(prefix)?;
+        Some((*prefix, methods.iter().find(|m| **m == rest).copied()))
+    })
 }
 
 /// Every method livekit-server's RoomService routes (`livekit_room.twirp.go`).
-pub(crate) const METHODS: &[&str] = &[
+const ROOM_METHODS: &[&str] = &[
     "CreateRoom",
     "ListRooms",
     "DeleteRoom",
@@ -82,7 +131,7 @@ where
 }
 
 impl RoomRequest {
-    /// Decodes `body` as the request of `method` (one of [`METHODS`]).
+    /// Decodes `body` as the request of `method` (one of [`SERVICES`]' methods).
     pub(crate) fn decode(method: &str, encoding: Encoding, body: &[u8]) -> Result<Self, DecodeError> {
         use RoomRequest as R;
         Ok(match method {
@@ -99,6 +148,19 @@ impl RoomRequest {
             "UpdateRoomMetadata" => R::UpdateRoomMetadata(decode_as(encoding, body)?),
             "ForwardParticipant" => R::ForwardParticipant(decode_as(encoding, body)?),
             "MoveParticipant" => R::MoveParticipant(decode_as(encoding, body)?),
+            "StartRoomCompositeEgress" => R::StartRoomCompositeEgress(decode_as(encoding, body)?),
+            "StartWebEgress" => R::StartWebEgress(decode_as(encoding, body)?),
+            "StartParticipantEgress" => R::StartParticipantEgress(decode_as(encoding, body)?),
+            "StartTrackCompositeEgress" => R::StartTrackCompositeEgress(decode_as(encoding, body)?),
+            "StartTrackEgress" => R::StartTrackEgress(decode_as(encoding, body)?),
+            "StartEgress" => R::StartEgress(decode_as(encoding, body)?),
+            "UpdateLayout" => R::UpdateLayout(decode_as(encoding, body)?),
+            "UpdateStream" => R::UpdateStream(decode_as(encoding, body)?),
+            "ListEgress" => R::ListEgress(decode_as(encoding, body)?),
+            "StopEgress" => R::StopEgress(decode_as(encoding, body)?),
+            "CreateDispatch" => R::CreateDispatch(decode_as(encoding, body)?),
+            "DeleteDispatch" => R::DeleteDispatch(decode_as(encoding, body)?),
+            "ListDispatch" => R::ListDispatch(decode_as(encoding, body)?),
             _ => R::PerformRpc(decode_as(encoding, body)?),
         })
     }
@@ -121,10 +183,23 @@ impl RoomRequest {
             RoomRequest::ForwardParticipant(r) => r.encode_to_vec(),
             RoomRequest::MoveParticipant(r) => r.encode_to_vec(),
             RoomRequest::PerformRpc(r) => r.encode_to_vec(),
+            RoomRequest::StartRoomCompositeEgress(r) => r.encode_to_vec(),
+            RoomRequest::StartWebEgress(r) => r.encode_to_vec(),
+            RoomRequest::StartParticipantEgress(r) => r.encode_to_vec(),
+            RoomRequest::StartTrackCompositeEgress(r) => r.encode_to_vec(),
+            RoomRequest::StartTrackEgress(r) => r.encode_to_vec(),
+            RoomRequest::StartEgress(r) => r.encode_to_vec(),
+            RoomRequest::UpdateLayout(r) => r.encode_to_vec(),
+            RoomRequest::UpdateStream(r) => r.encode_to_vec(),
+            RoomRequest::ListEgress(r) => r.encode_to_vec(),
+            RoomRequest::StopEgress(r) => r.encode_to_vec(),
+            RoomRequest::CreateDispatch(r) => r.encode_to_vec(),
+            RoomRequest::DeleteDispatch(r) => r.encode_to_vec(),
+            RoomRequest::ListDispatch(r) => r.encode_to_vec(),
         }
     }
 
-    /// The RoomService method this request is for.
+    /// The method this request is for.
     pub fn method(&self) -> &'static str {
         match self {
             RoomRequest::CreateRoom(_) => "CreateRoom",
@@ -141,6 +216,19 @@ impl RoomRequest {
             RoomRequest::ForwardParticipant(_) => "ForwardParticipant",
             RoomRequest::MoveParticipant(_) => "MoveParticipant",
             RoomRequest::PerformRpc(_) => "PerformRpc",
+            RoomRequest::StartRoomCompositeEgress(_) => "StartRoomCompositeEgress",
+            RoomRequest::StartWebEgress(_) => "StartWebEgress",
+            RoomRequest::StartParticipantEgress(_) => "StartParticipantEgress",
+            RoomRequest::StartTrackCompositeEgress(_) => "StartTrackCompositeEgress",
+            RoomRequest::StartTrackEgress(_) => "StartTrackEgress",
+            RoomRequest::StartEgress(_) => "StartEgress",
+            RoomRequest::UpdateLayout(_) => "UpdateLayout",
+            RoomRequest::UpdateStream(_) => "UpdateStream",
+            RoomRequest::ListEgress(_) => "ListEgress",
+            RoomRequest::StopEgress(_) => "StopEgress",
+            RoomRequest::CreateDispatch(_) => "CreateDispatch",
+            RoomRequest::DeleteDispatch(_) => "DeleteDispatch",
+            RoomRequest::ListDispatch(_) => "ListDispatch",
         }
     }
 }
@@ -167,9 +255,9 @@ pub struct RecordedResponse {
     pub twirp_code: Option<String>,
 }
 
-/// A request to a RoomService method (a POST to
-/// `/twirp/livekit.RoomService/<Method>` naming a method the real server
-/// routes), whatever became of it.
+/// A request to a routed method (a POST to `/twirp/livekit.RoomService/`,
+/// `/twirp/livekit.Egress/` or `/twirp/livekit.AgentDispatchService/` and
+/// a method the real server routes there), whatever became of it.
 #[derive(Debug, Clone)]
 pub struct RecordedCall {
     /// The method name, e.g. "MutePublishedTrack".

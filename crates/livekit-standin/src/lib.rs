@@ -1,6 +1,7 @@
 //! An in-memory stand-in for a single-node livekit-server's Twirp
-//! RoomService and its webhooks (server v1.13.x), for RoomControl's tests
-//! and benchmarks.
+//! RoomService, Egress and AgentDispatchService and its webhooks (server
+//! v1.13.x, with an egress worker and agent workers emulated), for
+//! RoomControl's tests and benchmarks.
 //!
 //! It speaks the real wire protocol (`livekit-protocol` messages as
 //! `application/protobuf` or protobuf JSON), authenticates every request
@@ -25,7 +26,87 @@
 //!   participant left close after their `departure_timeout` (checked every
 //!   second, in whole seconds, as the server does). Both default to the
 //!   server's (300 s, 20 s) and can be set for all rooms in
-//!   [`StandInConfig`] or per room with CreateRoom.
+//!   [`StandInConfig`] or per room with CreateRoom. Agents (and egresses)
+//!   do not keep a room open: a room left with only its agents closes as an
+//!   empty one, its agents leaving with reason ROOM_CLOSED.
+//!
+//! # Egress (`livekit.Egress`)
+//!
+//! Every method needs only `video.roomRecord` (any room); without it 401
+//! unauthenticated `"permissions denied"`.
+//!
+//! With an egress worker ([`StandInConfig::egress_worker`], the default):
+//! - Start*Egress for a room that is not live: not_found
+//!   `"twirp error unknown: requested room does not exist"` (before any
+//!   validation). Then the worker validates, as `livekit/egress` does, e.g.
+//!   invalid_argument `"twirp error unknown: request has missing or invalid
+//!   field: output"` (also `identity`, `track_id`, `audio_track_id or
+//!   video_track_id`, `audio_only and video_only`, `web url`, `multiple file
+//!   outputs`, `invalid url U: invalid protocol`, ...).
+//! - A start answers EgressInfo `EG_...` in EGRESS_STARTING (egress_started):
+//!   its request echoed with storage secrets (`{access_key}`, `{secret}`, ...)
+//!   and stream keys (`rtmp://host/app/{abc...xyz}`) redacted,
+//!   `file_results` already holding the filename (templates `{room_name}`,
+//!   `{room_id}`, `{time}`, `{utc}` replaced, `ROOM-TIME.mp4` when empty, the
+//!   extension fixed), `stream_results` the redacted URLs (ACTIVE). One
+//!   [`StandInConfig::egress_step`] later it is EGRESS_ACTIVE
+//!   (egress_updated; `{publisher_identity}`, `{track_*}` replaced then), or
+//!   EGRESS_FAILED (egress_ended, error `participant X not found` / `track X
+//!   not found`, code 404) if what it records is not in the room (the real
+//!   worker waits up to 30 s for it to appear; the stand-in does not).
+//! - StopEgress (and the source closing: the room closes, the participant
+//!   leaves, the tracks are unpublished): EGRESS_ENDING (egress_updated),
+//!   one step later EGRESS_COMPLETE (egress_ended) with `file_results`
+//!   timed, sized (at the default bit rates) and located as livekit/storage
+//!   reports it (the path; `https://BUCKET.s3.amazonaws.com/KEY`,
+//!   `https://BUCKET.ENDPOINT/KEY`, or `ENDPOINT/BUCKET/KEY` with
+//!   `force_path_style`; GCS, Azure, OSS URLs), streams FINISHED. Stopped while STARTING:
+//!   EGRESS_ABORTED at once ("Stop called before pipeline could start",
+//!   412). When a room closes its egresses' egress_updated is raised before
+//!   room_finished and their egress_ended a step after it; egress events
+//!   queue per egress, so across queues no order is guaranteed.
+//! - StopEgress of a finished egress: after one psrpc selection (a third of
+//!   [`StandIn::set_no_route_delay`]) failed_precondition `"egress with
+//!   status EGRESS_COMPLETE cannot be stopped"`; of an unknown one not_found
+//!   `"twirp error unknown: egress does not exist"` (ListEgress by id too).
+//! - [`StandIn::kill_egress`]: the worker dies; the egress stays as it was
+//!   for ever (StopEgress: deadline_exceeded `"twirp error unknown: request
+//!   timed out"`).
+//!
+//! Without one ([`StandIn::set_egress_worker`]`(false)`, `--no-egress`),
+//! as a server without Redis: Start*Egress for a room that is not live 404
+//! at once, for a live room unavailable `"twirp error unknown: no response
+//! from servers"` after [`StandInConfig::egress_unavailable_delay`] (20 s);
+//! ListEgress and UpdateLayout internal `"twirp error unknown: egress not
+//! connected (redis required)"` at once, StopEgress and UpdateStream the
+//! same after [`StandInConfig::egress_stop_unavailable_delay`] (15 s).
+//!
+//! Not emulated: the egress's own participant in the room (UpdateLayout
+//! only checks that the egress runs and its room is live), StartEgress (the
+//! v2 request: unimplemented), image outputs' results, `page_token`.
+//!
+//! # Agent dispatch (`livekit.AgentDispatchService`)
+//!
+//! Every method needs `roomAdmin` for the request's room (otherwise 401
+//! `"permissions denied"`, an unscoped admin token included).
+//! - A room gets its dispatches when it is created: one per CreateRoom
+//!   `agents` entry, or else a default one with an empty agent name.
+//!   CreateRoom's `agents` for a live room are ignored.
+//! - CreateDispatch creates the room if needed (room_started) and returns
+//!   the dispatch (`AD_...`, state with no jobs) at once. ListDispatch and
+//!   DeleteDispatch for a room that is not live: unavailable `"twirp error
+//!   unknown: no response from servers"` after
+//!   [`StandInConfig::dispatch_unavailable_delay`] (15 s); an unknown id:
+//!   ListDispatch lists nothing, DeleteDispatch is not_found `"twirp error
+//!   unknown: dispatch ID not found"`.
+//! - A dispatch whose agent name has no worker ([`StandInConfig::agent_workers`])
+//!   never gets a job. With one, [`StandInConfig::agent_join_delay`] later
+//!   the dispatch gets a JT_ROOM job (`AJ_...`, JS_RUNNING) and an AGENT
+//!   participant `agent-AJ_...` (attribute `lk.agent_name`) joins
+//!   (participant_joined). DeleteDispatch answers the dispatch as it was;
+//!   its agents leave a delay later (participant_left, CLIENT_INITIATED).
+//! - [`StandIn::crash_agent`]: participant_left with CONNECTION_TIMEOUT;
+//!   as on the real server the room's copy of the job stays JS_RUNNING.
 //!
 //! # Webhooks
 //!
@@ -42,7 +123,10 @@
 //!   `participant_connection_aborted` if it never became ACTIVE; revoking a
 //!   source with UpdateParticipant unpublishes its tracks too;
 //! - `room_finished` when the room times out, or after DeleteRoom has
-//!   closed everyone (their events first).
+//!   closed everyone (their events first);
+//! - `egress_started`, `egress_updated` (ACTIVE, ENDING, UpdateStream),
+//!   `egress_ended` (COMPLETE, FAILED, ABORTED), carrying only the full
+//!   `egressInfo`, queued per egress.
 //!
 //! Room and participant events carry the full Room and ParticipantInfo,
 //! track events only `room {sid, name}`, `participant {sid, identity}` and
@@ -61,8 +145,10 @@
 
 #![forbid(unsafe_code)]
 
+mod agents;
 mod auth;
 mod calls;
+mod egress;
 mod notifier;
 mod protojson;
 mod server;
@@ -123,6 +209,28 @@ pub struct StandInConfig {
     /// that many of these units. The default, 1 s, is the real schedule; a
     /// test scales it down (e.g. 10 ms) to see all five attempts quickly.
     pub webhook_retry_unit: Duration,
+    /// An egress worker is connected (Redis and `livekit/egress` running).
+    /// False: the server of `livekit-server --dev` without Redis (see
+    /// [`StandIn::set_egress_worker`]).
+    pub egress_worker: bool,
+    /// How long the egress worker takes for each step: STARTING -> ACTIVE,
+    /// ENDING -> COMPLETE (1 s; a test knob).
+    pub egress_step: Duration,
+    /// Without an egress worker, how long Start*Egress for a live room
+    /// waits before its 503 (20 s on a real server).
+    pub egress_unavailable_delay: Duration,
+    /// Without an egress worker, how long StopEgress and UpdateStream wait
+    /// before their 500 (15 s on a real server).
+    pub egress_stop_unavailable_delay: Duration,
+    /// How long ListDispatch and DeleteDispatch for a room that is not live
+    /// wait before their 503 (15 s on a real server).
+    pub dispatch_unavailable_delay: Duration,
+    /// The agent names agent workers are registered for (`""` serves every
+    /// room's default dispatch). Empty: no agent worker.
+    pub agent_workers: Vec<String>,
+    /// How long an agent worker takes to accept a job and have its agent
+    /// join, and a terminated job's agent to leave (500 ms; a test knob).
+    pub agent_join_delay: Duration,
 }
 
 impl Default for StandInConfig {
@@ -140,8 +248,25 @@ impl Default for StandInConfig {
             webhook_max_age: notifier::DEFAULT_MAX_AGE,
             webhook_queue_depth: notifier::DEFAULT_MAX_DEPTH,
             webhook_retry_unit: Duration::from_secs(1),
+            egress_worker: true,
+            egress_step: Duration::from_secs(1),
+            egress_unavailable_delay: Duration::from_secs(20),
+            egress_stop_unavailable_delay: Duration::from_secs(15),
+            dispatch_unavailable_delay: Duration::from_secs(15),
+            agent_workers: Vec::new(),
+            agent_join_delay: Duration::from_millis(500),
         }
     }
+}
+
+/// The delays of the egress and agent emulation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) egress_step: Duration,
+    pub(crate) egress_start_unavailable: Duration,
+    pub(crate) egress_stop_unavailable: Duration,
+    pub(crate) dispatch_unavailable: Duration,
+    pub(crate) agent_join: Duration,
 }
 
 /// A fault the next calls answer with instead of doing their work.
@@ -185,6 +310,10 @@ pub(crate) struct Inner {
     stop_tx: watch::Sender<u64>,
     running: tokio::sync::Mutex<Option<Running>>,
     webhooks: Arc<notifier::Notifier>,
+    timing: Mutex<Timing>,
+    /// Itself, for the tasks its timers spawn.
+    me: std::sync::Weak<Inner>,
+    runtime: tokio::runtime::Handle,
 }
 
 struct Running {
@@ -206,7 +335,30 @@ impl Inner {
         state.expire(now);
         let result = f(&mut state, now);
         self.webhooks.notify(state.take_events());
+        for timer in state.take_timers() {
+            self.schedule(timer);
+        }
         result
+    }
+
+    /// Runs `timer` after its delay, in a task of its own.
+    fn schedule(&self, timer: state::Timer) {
+        let timing = self.timing();
+        let delay = match timer {
+            state::Timer::Egress(_) => timing.egress_step,
+            state::Timer::AgentJoin { .. } | state::Timer::AgentLeave { .. } => timing.agent_join,
+        };
+        let me = self.me.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(inner) = me.upgrade() {
+                inner.with_state(|state, now| state.fire(timer, now));
+            }
+        });
+    }
+
+    pub(crate) fn timing(&self) -> Timing {
+        *lock(&self.timing)
     }
 
     fn take_fault(&self, method: &str) -> Option<Fault> {
@@ -283,13 +435,23 @@ impl StandIn {
             config.webhook_urls,
         );
         let timeouts = state::Timeouts { empty: config.empty_timeout, departure: config.departure_timeout };
+        let mut state = state::State::new(timeouts);
+        state.egress_worker = config.egress_worker;
+        state.agent_workers = config.agent_workers;
+        let timing = Timing {
+            egress_step: config.egress_step,
+            egress_start_unavailable: config.egress_unavailable_delay,
+            egress_stop_unavailable: config.egress_stop_unavailable_delay,
+            dispatch_unavailable: config.dispatch_unavailable_delay,
+            agent_join: config.agent_join_delay,
+        };
         let standin = StandIn {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 api_key: config.api_key,
                 api_secret: config.api_secret,
                 remote_unmute: config.remote_unmute,
                 addr,
-                state: Mutex::new(state::State::new(timeouts)),
+                state: Mutex::new(state),
                 calls: Mutex::new(Vec::new()),
                 recording: std::sync::atomic::AtomicBool::new(true),
                 call_count: watch::channel(0).0,
@@ -299,6 +461,9 @@ impl StandIn {
                 stop_tx,
                 running: tokio::sync::Mutex::new(None),
                 webhooks,
+                timing: Mutex::new(timing),
+                me: me.clone(),
+                runtime: tokio::runtime::Handle::current(),
             }),
         };
         *standin.inner.running.lock().await = Some(standin.serve(listener));
@@ -437,7 +602,98 @@ impl StandIn {
         list
     }
 
-    /// Every call to a RoomService method so far, in arrival order.
+    // ------------------------------------------------------------ egress
+
+    /// Connects (true, the default) or disconnects the egress worker. Without
+    /// one the server answers as `livekit-server --dev` without Redis does:
+    /// Start*Egress for a room that is not live 404 at once, for a live room
+    /// 503 after [`StandInConfig::egress_unavailable_delay`]; ListEgress and
+    /// UpdateLayout 500 at once; StopEgress and UpdateStream 500 after
+    /// [`StandInConfig::egress_stop_unavailable_delay`]. Egresses already
+    /// started are kept and carry on (see [`StandIn::egresses`]).
+    pub fn set_egress_worker(&self, connected: bool) {
+        self.inner.with_state(|state, _| state.egress_worker = connected);
+    }
+
+    /// How long each step of an egress takes from now on
+    /// ([`StandInConfig::egress_step`]).
+    pub fn set_egress_step(&self, step: Duration) {
+        lock(&self.inner.timing).egress_step = step;
+    }
+
+    /// Without an egress worker, how long Start*Egress for a live room
+    /// (`start`) and StopEgress / UpdateStream (`stop`) wait before failing.
+    pub fn set_egress_unavailable_delay(&self, start: Duration, stop: Duration) {
+        let mut timing = lock(&self.inner.timing);
+        timing.egress_start_unavailable = start;
+        timing.egress_stop_unavailable = stop;
+    }
+
+    /// Every egress started so far (the server's store), oldest first, as
+    /// ListEgress would return it.
+    pub fn egresses(&self) -> Vec<proto::EgressInfo> {
+        self.inner.with_state(|state, _| state.egresses.iter().map(|e| e.info.clone()).collect())
+    }
+
+    /// The worker running `egress_id` dies silently (livekit/livekit#2308,
+    /// #1717): no more webhooks, no more steps, and the store keeps the
+    /// egress as it was (typically EGRESS_ACTIVE) for ever. StopEgress then
+    /// answers deadline_exceeded after the psrpc selection, UpdateStream
+    /// unavailable. False if there is no such egress.
+    pub fn kill_egress(&self, egress_id: &str) -> bool {
+        self.inner.with_state(|state, _| {
+            state.egresses.iter_mut().find(|e| e.info.egress_id == egress_id).map(|e| e.killed = true).is_some()
+        })
+    }
+
+    // ------------------------------------------------------------ agents
+
+    /// The agent names agent workers are registered for from now on (see
+    /// [`StandInConfig::agent_workers`]). Dispatches made before are not
+    /// retried.
+    pub fn set_agent_workers<I, S>(&self, names: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        self.inner.with_state(|state, _| state.agent_workers = names);
+    }
+
+    /// How long an agent worker takes to take a job (and its agent to
+    /// join), or a terminated job's agent to leave.
+    pub fn set_agent_join_delay(&self, delay: Duration) {
+        lock(&self.inner.timing).agent_join = delay;
+    }
+
+    /// How long ListDispatch / DeleteDispatch for a room that is not live
+    /// wait before their 503.
+    pub fn set_dispatch_unavailable_delay(&self, delay: Duration) {
+        lock(&self.inner.timing).dispatch_unavailable = delay;
+    }
+
+    /// The agent dispatches of a live room, oldest first, jobs included
+    /// (empty if the room is not live).
+    pub fn dispatches(&self, room: &str) -> Vec<proto::AgentDispatch> {
+        self.inner.with_state(|state, _| state.dispatches(room))
+    }
+
+    /// An agent's process dies: its participant goes the abrupt way
+    /// (track_unpublished per track, participant_left with disconnect reason
+    /// CONNECTION_TIMEOUT). As on the real server, the job in the room's
+    /// dispatch is not updated: ListDispatch keeps reporting it JS_RUNNING,
+    /// and no other job is launched. Returns the participant as
+    /// participant_left carries it.
+    ///
+    /// # Panics
+    /// If the participant is not in the room: a test bug.
+    pub fn crash_agent(&self, room: &str, identity: &str) -> proto::ParticipantInfo {
+        self.inner
+            .with_state(|state, now| state.crash_agent(room, identity, now))
+            .unwrap_or_else(|| panic!("livekit-standin: no participant {identity:?} in room {room:?}"))
+    }
+
+    /// Every call to a routed method so far, in arrival order.
     pub fn calls(&self) -> Vec<RecordedCall> {
         lock(&self.inner.calls).clone()
     }
@@ -574,8 +830,10 @@ impl StandIn {
         self.inner.stop_tx.send_modify(|generation| *generation += 1);
     }
 
-    /// Listens again on the same address, with the same state. Does nothing
-    /// if already running.
+    /// Listens again on the same address, with the same state (rooms,
+    /// egresses and dispatches: a LiveKit with Redis keeps its egresses in
+    /// Redis, and its workers are processes of their own). Does nothing if
+    /// already running.
     pub async fn restart(&self) -> std::io::Result<()> {
         let mut running = self.inner.running.lock().await;
         if running.is_none() {

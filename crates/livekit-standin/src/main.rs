@@ -1,5 +1,6 @@
-//! `livekit-standin`: serves the stand-in RoomService until SIGINT/SIGTERM,
-//! and sends webhooks to each `--webhook-url`.
+//! `livekit-standin`: serves the stand-in RoomService, Egress and
+//! AgentDispatchService until SIGINT/SIGTERM, and sends webhooks to each
+//! `--webhook-url`.
 //!
 //! Prints `listening on http://ADDR` on stdout once bound.
 
@@ -12,7 +13,10 @@ use clap::Parser;
 use livekit_standin::{StandIn, StandInConfig, TrackSpec};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "An in-memory stand-in for livekit-server's Twirp RoomService")]
+#[command(
+    version,
+    about = "An in-memory stand-in for livekit-server's Twirp RoomService, Egress and AgentDispatchService"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7880")]
@@ -51,6 +55,22 @@ struct Args {
     /// (`room.departure_timeout`), unless its CreateRoom sets one.
     #[arg(long, default_value_t = 20)]
     departure_timeout: u32,
+    /// Run without an egress worker, as `livekit-server --dev` without
+    /// Redis: Start*Egress fails (404 for a room that is not live, 503 after
+    /// 20 s for a live one), ListEgress and UpdateLayout fail at once with
+    /// 500 "egress not connected (redis required)", StopEgress and
+    /// UpdateStream with the same 500 after 15 s.
+    #[arg(long)]
+    no_egress: bool,
+    /// Milliseconds each step of an egress takes (STARTING -> ACTIVE,
+    /// ENDING -> COMPLETE).
+    #[arg(long, default_value_t = 1000)]
+    egress_step_ms: u64,
+    /// Register an agent worker for this agent name (repeat for several;
+    /// "" serves every room's default dispatch): each dispatch for it gets a
+    /// job, and an AGENT participant "agent-AJ_..." joins the room.
+    #[arg(long = "agent", value_name = "NAME")]
+    agents: Vec<String>,
 }
 
 #[tokio::main]
@@ -64,6 +84,9 @@ async fn main() -> std::io::Result<()> {
         webhook_urls: args.webhook_urls,
         empty_timeout: args.empty_timeout,
         departure_timeout: args.departure_timeout,
+        egress_worker: !args.no_egress,
+        egress_step: std::time::Duration::from_millis(args.egress_step_ms),
+        agent_workers: args.agents,
         ..StandInConfig::default()
     })
     .await?;

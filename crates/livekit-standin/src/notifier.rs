@@ -4,7 +4,8 @@
 //!
 //! - Each event gets its `id` (`EV_` + 12 base57 characters, `guid.New`) and
 //!   `createdAt` (unix seconds) once, when it is raised (`NotifyEvent`).
-//! - Per URL, one FIFO queue per room (the event's key: the room name), each
+//! - Per URL, one FIFO queue per room (the event's key: the room name, or
+//!   for egress events the egress id), each
 //!   with one worker: a room's events reach a URL in order, rooms go in
 //!   parallel. URLs are queued in configuration order, and the first URL
 //!   whose queue refuses an event (it already holds `max_depth` waiting
@@ -208,7 +209,11 @@ impl Notifier {
             let prepared = Arc::new(Prepared {
                 name: event.event.clone(),
                 id: event.id.clone(),
-                room: event.room.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+                // `eventKey`: an egress event's queue is its egress's
+                room: match &event.egress_info {
+                    Some(info) => info.egress_id.clone(),
+                    None => event.room.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+                },
                 body: Bytes::from(webhook::webhook_body(&event)),
             });
             if self.take_drop(&prepared.name) {

@@ -3,7 +3,9 @@
 //!
 //! `pkg/service/server.go`: negroni recovery -> CORS -> RemoveDoubleSlashes
 //! -> request body limit (10 MiB) -> API key auth -> mux (`/` health,
-//! `/twirp/livekit.RoomService/` Twirp, anything else `http.NotFound`).
+//! `/twirp/livekit.RoomService/`, `/twirp/livekit.Egress/` and
+//! `/twirp/livekit.AgentDispatchService/` Twirp, anything else
+//! `http.NotFound`).
 
 use std::collections::HashMap;
 use std::io;
@@ -25,15 +27,16 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use crate::auth::{AuthResult, authenticate};
-use crate::calls::{AuthOutcome, DecodeError, Encoding, JSON_MALFORMED, METHODS, RecordedResponse, RoomRequest};
+use crate::calls::{
+    AuthOutcome, DecodeError, Encoding, JSON_MALFORMED, RecordedResponse, RoomRequest, SERVICES, route,
+};
 use crate::protojson;
-use crate::state::Departure;
+use crate::state::{Departure, State as LiveState};
 use crate::twirp::TwirpError;
 use crate::{Fault, Inner, RecordedCall};
 
 /// `LimitConfig.MaxAPIRequestBodySize` default.
 const MAX_BODY: usize = 10 << 20;
-const SERVICE_PREFIX: &str = "/twirp/livekit.RoomService/";
 const TIMEOUT_HEADER: &str = "x-twirp-timeout-ms";
 
 /// A reply being built, before the optional delay.
@@ -92,6 +95,9 @@ enum Outcome {
     /// The call goes over psrpc to a room or participant no node serves: the
     /// client waits for a claim that never comes (see [`no_route`]).
     NoRoute,
+    /// The error comes after this wait (unless the caller's deadline ends
+    /// it first: see [`delayed`]).
+    Delayed(Duration, TwirpError),
 }
 
 pub(crate) async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
@@ -125,9 +131,9 @@ pub(crate) async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Res
         SystemTime::now(),
     );
 
-    let method_name = path.strip_prefix(SERVICE_PREFIX).filter(|m| METHODS.contains(m)).map(str::to_owned);
+    let method_name = route(&path).and_then(|(_, method)| method).map(str::to_owned);
     let Some(method_name) = method_name.filter(|_| parts.method == Method::POST) else {
-        // Not a RoomService call: only the middleware and the mux speak.
+        // Not a routed Twirp call: only the middleware and the mux speak.
         let reply = match auth {
             AuthResult::Rejected(msg) => Reply::plain(401, &msg),
             _ => route_other(&parts.method, &path),
@@ -192,6 +198,13 @@ pub(crate) async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Res
                 Outcome::Err(err) => Reply::twirp(&err),
                 Outcome::NoRoute => {
                     let (wait, err) = no_route(inner.no_route_delay(), timeout_ms);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => Reply::twirp(&err),
+                        _ = stopped.changed() => return stopped_response(),
+                    }
+                }
+                Outcome::Delayed(wait, err) => {
+                    let (wait, err) = delayed(wait, err, timeout_ms);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => Reply::twirp(&err),
                         _ = stopped.changed() => return stopped_response(),
@@ -266,20 +279,20 @@ async fn fault_reply(fault: Fault, encoding: Option<Encoding>, stopped: &mut wat
     })
 }
 
-/// The mux for everything that is not a POST to a RoomService method.
+/// The mux for everything that is not a POST to a routed Twirp method.
 fn route_other(method: &Method, path: &str) -> Reply {
     if path == "/" {
         // the health check of a node whose stats are fresh
         return Reply::plain(200, "OK");
     }
-    if path == SERVICE_PREFIX.trim_end_matches('/') {
+    if let Some((prefix, _)) = SERVICES.iter().find(|(prefix, _)| path == prefix.trim_end_matches('/')) {
         // ServeMux redirects a subtree root named without its trailing slash
         let mut reply = Reply::plain(301, "");
         reply.content_type = "";
-        reply.extra.push((header::LOCATION, HeaderValue::from_static(SERVICE_PREFIX)));
+        reply.extra.push((header::LOCATION, HeaderValue::from_static(prefix)));
         return reply;
     }
-    if path.starts_with(SERVICE_PREFIX) {
+    if route(path).is_some() {
         let err = if *method != Method::POST {
             TwirpError::bad_route(
                 format!("unsupported method {} (only POST is allowed)", go_quote(method.as_str())),
@@ -414,6 +427,25 @@ fn no_route(delay: Duration, timeout_ms: Option<i64>) -> (Duration, TwirpError) 
     }
 }
 
+/// A psrpc call that fails after `wait`: a caller deadline that ends first
+/// turns it into `ErrRequestCanceled` at the deadline.
+fn delayed(wait: Duration, err: TwirpError, timeout_ms: Option<i64>) -> (Duration, TwirpError) {
+    let canceled = TwirpError::psrpc("canceled", "request canceled");
+    match timeout_ms {
+        Some(ms) if ms <= 0 => (Duration::ZERO, canceled),
+        Some(ms) if Duration::from_millis(ms as u64) < wait => (Duration::from_millis(ms as u64), canceled),
+        _ => (wait, err),
+    }
+}
+
+/// `EnsureRecordPermission`: roomRecord, any room.
+fn require_record(claims: Option<&Claims>) -> Result<(), TwirpError> {
+    match claims {
+        Some(c) if c.video.room_record => Ok(()),
+        _ => Err(TwirpError::permission_denied()),
+    }
+}
+
 fn require_create(claims: Option<&Claims>) -> Result<(), TwirpError> {
     match claims {
         Some(c) if c.video.room_create => Ok(()),
@@ -464,27 +496,164 @@ fn attributes_size(attributes: &HashMap<String, String>) -> usize {
 /// real order, with the room manager's behaviour behind psrpc
 /// (`pkg/service/roommanager.go`).
 fn serve_call(inner: &Inner, request: RoomRequest, claims: Option<&Claims>, enc: Encoding) -> Outcome {
-    match run_call(inner, request, claims, enc) {
-        Ok(Some(reply)) => Outcome::Ok(reply),
-        Ok(None) => Outcome::NoRoute,
+    use crate::egress::StartRequest as S;
+    // under the state lock, which also queues the webhooks the call raises
+    inner.with_state(|state, now| {
+        let start = |state: &mut LiveState, req: S| start_egress(inner, state, now, req, claims, enc);
+        match request {
+            RoomRequest::StartRoomCompositeEgress(r) => start(state, S::RoomComposite(r)),
+            RoomRequest::StartWebEgress(r) => start(state, S::Web(r)),
+            RoomRequest::StartParticipantEgress(r) => start(state, S::Participant(r)),
+            RoomRequest::StartTrackCompositeEgress(r) => start(state, S::TrackComposite(r)),
+            RoomRequest::StartTrackEgress(r) => start(state, S::Track(r)),
+            request @ (RoomRequest::StartEgress(_)
+            | RoomRequest::UpdateLayout(_)
+            | RoomRequest::UpdateStream(_)
+            | RoomRequest::ListEgress(_)
+            | RoomRequest::StopEgress(_)
+            | RoomRequest::CreateDispatch(_)
+            | RoomRequest::DeleteDispatch(_)
+            | RoomRequest::ListDispatch(_)) => {
+                other_service(inner, state, now, request, claims, enc).unwrap_or_else(Outcome::Err)
+            }
+            request => match run_locked(inner, state, now, request, claims, enc) {
+                Ok(Some(reply)) => Outcome::Ok(reply),
+                Ok(None) => Outcome::NoRoute,
+                Err(e) => Outcome::Err(e),
+            },
+        }
+    })
+}
+
+fn no_response() -> TwirpError {
+    TwirpError::psrpc("unavailable", "no response from servers")
+}
+
+/// `EgressService.startEgress` and the launcher: the grant, the room
+/// (`LoadRoom`, when the request names one), then the worker.
+fn start_egress(
+    inner: &Inner,
+    state: &mut LiveState,
+    now: SystemTime,
+    request: crate::egress::StartRequest,
+    claims: Option<&Claims>,
+    enc: Encoding,
+) -> Outcome {
+    if let Err(e) = require_record(claims) {
+        return Outcome::Err(e);
+    }
+    let room = request.room_name();
+    if !room.is_empty() && !state.room_exists(room) {
+        return Outcome::Err(TwirpError::room_not_found());
+    }
+    if !state.egress_worker {
+        // the StartEgress retries find no worker to claim it
+        return Outcome::Delayed(inner.timing().egress_start_unavailable, no_response());
+    }
+    match state.start_egress(request, now) {
+        Ok(info) => Outcome::Ok(Reply::message("EgressInfo", &info, enc)),
         Err(e) => Outcome::Err(e),
     }
 }
 
-/// `Ok(None)`: the call must go to a room or participant no node serves.
-fn run_call(
+/// The rest of `livekit.Egress` and `livekit.AgentDispatchService`.
+fn other_service(
     inner: &Inner,
+    state: &mut LiveState,
+    now: SystemTime,
     request: RoomRequest,
     claims: Option<&Claims>,
     enc: Encoding,
-) -> Result<Option<Reply>, TwirpError> {
-    // under the state lock, which also queues the webhooks the call raises
-    inner.with_state(|state, now| run_locked(inner, state, now, request, claims, enc))
+) -> Result<Outcome, TwirpError> {
+    use crate::egress::{egress_not_connected, egress_not_found};
+    let timing = inner.timing();
+    // one psrpc selection (`DefaultAffinityTimeout`, 1 s) for a handler
+    // that is not there
+    let selection = inner.no_route_delay() / 3;
+    let later = |r: Result<proto::EgressInfo, (bool, TwirpError)>| match r {
+        Ok(info) => Ok(Outcome::Ok(Reply::message("EgressInfo", &info, enc))),
+        Err((true, e)) => Ok(Outcome::Delayed(selection, e)),
+        Err((false, e)) => Err(e),
+    };
+    Ok(Outcome::Ok(match request {
+        RoomRequest::StartEgress(_) => {
+            require_record(claims)?;
+            return Err(unimplemented("StartEgress"));
+        }
+        RoomRequest::ListEgress(req) => {
+            require_record(claims)?;
+            if !state.egress_worker {
+                return Err(egress_not_connected());
+            }
+            let items = state.list_egress(&req)?;
+            Reply::message("ListEgressResponse", &proto::ListEgressResponse { items, next_page_token: None }, enc)
+        }
+        RoomRequest::UpdateLayout(req) => {
+            require_record(claims)?;
+            if !state.egress_worker {
+                return Err(egress_not_connected());
+            }
+            let Some(e) = state.egress(&req.egress_id) else {
+                return Err(egress_not_found());
+            };
+            let info = e.info.clone();
+            // UpdateParticipant of the egress's participant (identity = id)
+            let running = info.status <= proto::EgressStatus::EgressEnding as i32 && !e.killed;
+            if !running || !state.room_exists(&info.room_name) {
+                return Err(TwirpError::participant_not_found());
+            }
+            Reply::message("EgressInfo", &info, enc)
+        }
+        RoomRequest::UpdateStream(req) => {
+            require_record(claims)?;
+            if !state.egress_worker {
+                return Ok(Outcome::Delayed(timing.egress_stop_unavailable, egress_not_connected()));
+            }
+            return later(state.update_stream(&req, now));
+        }
+        RoomRequest::StopEgress(req) => {
+            require_record(claims)?;
+            if !state.egress_worker {
+                return Ok(Outcome::Delayed(timing.egress_stop_unavailable, egress_not_connected()));
+            }
+            return later(state.stop_egress(&req.egress_id, now));
+        }
+        RoomRequest::CreateDispatch(req) => {
+            require_admin(claims, &req.room)?;
+            if req.metadata.len() > MAX_METADATA_SIZE {
+                return Err(metadata_too_large());
+            }
+            if attributes_size(&req.attributes) > MAX_ATTRIBUTES_SIZE {
+                return Err(attributes_too_large());
+            }
+            Reply::message("AgentDispatch", &state.create_dispatch(&req, now), enc)
+        }
+        RoomRequest::ListDispatch(req) => {
+            require_admin(claims, &req.room)?;
+            match state.list_dispatch(&req.room, &req.dispatch_id) {
+                Some(agent_dispatches) => Reply::message(
+                    "ListAgentDispatchResponse",
+                    &proto::ListAgentDispatchResponse { agent_dispatches },
+                    enc,
+                ),
+                None => return Ok(Outcome::Delayed(timing.dispatch_unavailable, no_response())),
+            }
+        }
+        RoomRequest::DeleteDispatch(req) => {
+            require_admin(claims, &req.room)?;
+            match state.delete_dispatch(&req.room, &req.dispatch_id) {
+                Some(Ok(dispatch)) => Reply::message("AgentDispatch", &dispatch, enc),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(Outcome::Delayed(timing.dispatch_unavailable, no_response())),
+            }
+        }
+        _ => return Err(unimplemented(request.method())),
+    }))
 }
 
 fn run_locked(
     inner: &Inner,
-    state: &mut crate::state::State,
+    state: &mut LiveState,
     now: SystemTime,
     request: RoomRequest,
     claims: Option<&Claims>,
@@ -565,7 +734,7 @@ fn run_locked(
                 return Err(attributes_too_large());
             }
             require_admin(claims, &req.room)?;
-            match state.update_participant(&req) {
+            match state.update_participant(&req, now) {
                 Some(p) => Reply::message("ParticipantInfo", &p, enc),
                 None => return Err(TwirpError::participant_not_found()),
             }
@@ -612,6 +781,7 @@ fn run_locked(
             require_admin(claims, &req.room)?;
             return Err(unimplemented("PerformRpc"));
         }
+        other => return Err(unimplemented(other.method())),
     }))
 }
 

@@ -22,6 +22,9 @@ pub(crate) mod event {
     pub const PARTICIPANT_CONNECTION_ABORTED: &str = "participant_connection_aborted";
     pub const TRACK_PUBLISHED: &str = "track_published";
     pub const TRACK_UNPUBLISHED: &str = "track_unpublished";
+    pub const EGRESS_STARTED: &str = "egress_started";
+    pub const EGRESS_UPDATED: &str = "egress_updated";
+    pub const EGRESS_ENDED: &str = "egress_ended";
 }
 
 /// `RoomConfig.EnabledCodecs` defaults, in order, as `Room.enabled_codecs`
@@ -69,8 +72,10 @@ pub(crate) fn unix_now(now: SystemTime) -> (i64, i64) {
 #[derive(Debug, Clone)]
 pub(crate) struct RoomState {
     /// The stored room, without the participant counts (computed on read).
-    room: proto::Room,
-    participants: Vec<proto::ParticipantInfo>,
+    pub(crate) room: proto::Room,
+    pub(crate) participants: Vec<proto::ParticipantInfo>,
+    /// The room's agent dispatches (`Room.agentDispatches`), jobs included.
+    pub(crate) dispatches: Vec<proto::AgentDispatch>,
     /// Unix seconds of the first join and of the last departure (0: never),
     /// which decide between the empty and the departure timeout.
     first_joined_at: i64,
@@ -97,24 +102,26 @@ impl RoomState {
                 ..Default::default()
             },
             participants: Vec::new(),
+            dispatches: Vec::new(),
             first_joined_at: 0,
             last_left_at: 0,
         }
     }
 
     /// `rtc.Room.updateProto`: the counts are computed from the participants.
-    fn to_proto(&self) -> proto::Room {
+    pub(crate) fn to_proto(&self) -> proto::Room {
         let mut room = self.room.clone();
         room.num_participants = self.participants.len() as u32;
         room.num_publishers = self.participants.iter().filter(|p| p.is_publisher).count() as u32;
         room
     }
 
-    /// `rtc.Room.CloseIfEmpty`: an empty room closes `departure_timeout`
-    /// seconds after the last participant left, or `empty_timeout` seconds
-    /// after its creation if nobody ever joined.
+    /// `rtc.Room.CloseIfEmpty`: a room where only dependent participants
+    /// (agents, egresses) are left closes `departure_timeout` seconds after
+    /// the last participant left, or `empty_timeout` seconds after its
+    /// creation if nobody ever left.
     fn is_expired(&self, now_secs: i64) -> bool {
-        if !self.participants.is_empty() {
+        if !self.participants.iter().all(is_dependent) {
             return false;
         }
         let (elapsed, timeout) = if self.first_joined_at > 0 && self.last_left_at > 0 {
@@ -133,6 +140,12 @@ impl RoomState {
     fn minimal(&self) -> proto::Room {
         proto::Room { sid: self.room.sid.clone(), name: self.room.name.clone(), ..Default::default() }
     }
+}
+
+/// `ParticipantImpl.IsDependent`: agents and egresses do not keep a room
+/// open.
+pub(crate) fn is_dependent(p: &proto::ParticipantInfo) -> bool {
+    p.kind == proto::participant_info::Kind::Agent as i32 || p.kind == proto::participant_info::Kind::Egress as i32
 }
 
 /// A track event's participant: sid and identity only (`TrackPublished`,
@@ -167,6 +180,8 @@ pub(crate) enum Departure {
     Removed,
     /// DeleteRoom.
     RoomDeleted,
+    /// The room closed (its timeout) with dependent participants in it.
+    RoomClosed,
     /// A new session with the same identity replaced it.
     DuplicateIdentity,
 }
@@ -180,6 +195,7 @@ impl Departure {
             Departure::ConnectionLost => proto::DisconnectReason::JoinFailure,
             Departure::Removed => proto::DisconnectReason::ParticipantRemoved,
             Departure::RoomDeleted => proto::DisconnectReason::RoomDeleted,
+            Departure::RoomClosed => proto::DisconnectReason::RoomClosed,
             Departure::DuplicateIdentity => proto::DisconnectReason::DuplicateIdentity,
         }
     }
@@ -312,14 +328,52 @@ impl TrackSpec {
 /// raised by the changes not yet handed to the notifier.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    rooms: HashMap<String, RoomState>,
+    pub(crate) rooms: HashMap<String, RoomState>,
     timeouts: Timeouts,
-    events: Vec<proto::WebhookEvent>,
+    pub(crate) events: Vec<proto::WebhookEvent>,
+    /// Every egress ever started, oldest first (the IO service's store).
+    pub(crate) egresses: Vec<crate::egress::EgressRecord>,
+    /// An egress worker is connected (Redis and `livekit/egress` running).
+    pub(crate) egress_worker: bool,
+    /// The agent names agent workers are registered for.
+    pub(crate) agent_workers: Vec<String>,
+    /// Work the changes scheduled for later (see [`Timer`]).
+    pub(crate) timers: Vec<Timer>,
+}
+
+/// Something that happens a little later, in a task of its own (the egress
+/// worker's and the agent worker's steps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// The egress takes its next step: STARTING -> ACTIVE (or FAILED),
+    /// ENDING -> COMPLETE.
+    Egress(String),
+    /// An agent worker accepts a dispatch's job: a job, and its agent joins.
+    AgentJoin { room: String, room_sid: String, dispatch_id: String },
+    /// A terminated job's agent leaves the room.
+    AgentLeave { room: String, room_sid: String, identity: String },
 }
 
 impl State {
     pub(crate) fn new(timeouts: Timeouts) -> Self {
-        State { timeouts, ..Default::default() }
+        State { timeouts, egress_worker: true, ..Default::default() }
+    }
+
+    pub(crate) fn take_timers(&mut self) -> Vec<Timer> {
+        std::mem::take(&mut self.timers)
+    }
+
+    /// A timer's time has come.
+    pub(crate) fn fire(&mut self, timer: Timer, now: SystemTime) {
+        match timer {
+            Timer::Egress(id) => self.egress_step(&id, now),
+            Timer::AgentJoin { room, room_sid, dispatch_id } => self.agent_join(&room, &room_sid, &dispatch_id, now),
+            Timer::AgentLeave { room, room_sid, identity } => {
+                if self.rooms.get(&room).is_some_and(|r| r.room.sid == room_sid) {
+                    self.close_participant(&room, &identity, Departure::ClientLeft, now);
+                }
+            }
+        }
     }
 
     /// The webhook events raised since the last call, in the order the
@@ -329,7 +383,7 @@ impl State {
         std::mem::take(&mut self.events)
     }
 
-    fn raise(&mut self, event: &str, room: proto::Room, participant: Option<proto::ParticipantInfo>) {
+    pub(crate) fn raise(&mut self, event: &str, room: proto::Room, participant: Option<proto::ParticipantInfo>) {
         self.events.push(proto::WebhookEvent {
             event: event.to_owned(),
             room: Some(room),
@@ -354,8 +408,9 @@ impl State {
         });
     }
 
-    /// Closes idle rooms (room_finished), as the server's background worker
-    /// does every second.
+    /// Closes idle rooms, as the server's background worker does every
+    /// second: their dependent participants (agents) are closed, their
+    /// egresses end, then room_finished.
     pub(crate) fn expire(&mut self, now: SystemTime) {
         let (secs, _) = unix_now(now);
         let mut expired: Vec<&String> = self.rooms.iter().filter(|(_, r)| r.is_expired(secs)).map(|(k, _)| k).collect();
@@ -366,9 +421,25 @@ impl State {
         expired.shuffle(&mut rand::rng());
         let expired: Vec<String> = expired.into_iter().cloned().collect();
         for name in expired {
-            if let Some(room) = self.rooms.remove(&name) {
-                self.raise(event::ROOM_FINISHED, room.to_proto(), None);
-            }
+            self.close_room(&name, Departure::RoomClosed, now);
+        }
+    }
+
+    /// `Room.Close`: every participant is closed (in Go map order), the
+    /// room's egresses see their source close, then room_finished.
+    fn close_room(&mut self, name: &str, departure: Departure, now: SystemTime) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let sid = room.room.sid.clone();
+        let mut identities: Vec<String> = room.participants.iter().map(|p| p.identity.clone()).collect();
+        identities.shuffle(&mut rand::rng());
+        for identity in identities {
+            self.close_participant(name, &identity, departure, now);
+        }
+        self.room_closed_for_egress(name, &sid, now);
+        if let Some(room) = self.rooms.remove(name) {
+            self.raise(event::ROOM_FINISHED, room.to_proto(), None);
         }
     }
 
@@ -378,6 +449,7 @@ impl State {
             let state = RoomState::new(room, self.timeouts, now);
             self.raise(event::ROOM_STARTED, state.to_proto(), None);
             self.rooms.insert(room.to_owned(), state);
+            self.init_dispatches(room, &[], now);
         }
         // just inserted if it was missing
         self.rooms.get_mut(room).expect("the room exists")
@@ -389,7 +461,7 @@ impl State {
     /// participant_connection_aborted if it never became ACTIVE) carries it
     /// with the room as it is without it. `None` if there is no such
     /// participant.
-    fn close_participant(
+    pub(crate) fn close_participant(
         &mut self,
         room: &str,
         identity: &str,
@@ -404,6 +476,7 @@ impl State {
         let room_after = r.to_proto();
         let mut tracks = std::mem::take(&mut p.tracks);
         tracks.shuffle(&mut rand::rng());
+        let track_sids: Vec<String> = tracks.iter().map(|t| t.sid.clone()).collect();
         for track in tracks {
             self.raise_track(event::TRACK_UNPUBLISHED, minimal_room.clone(), minimal_participant(&p), track);
         }
@@ -413,6 +486,7 @@ impl State {
         p.version += 1;
         let event = if was_active { event::PARTICIPANT_LEFT } else { event::PARTICIPANT_CONNECTION_ABORTED };
         self.raise(event, room_after, Some(p.clone()));
+        self.participant_gone_for_egress(room, identity, &track_sids, now);
         Some(p)
     }
 
@@ -444,6 +518,7 @@ impl State {
         let room = state.to_proto();
         self.rooms.insert(req.name.clone(), state);
         self.raise(event::ROOM_STARTED, room.clone(), None);
+        self.init_dispatches(&req.name, &req.agents, now);
         room
     }
 
@@ -465,20 +540,13 @@ impl State {
         rooms
     }
 
-    /// `Room.Close`: every participant is closed (in Go map order), then
-    /// room_finished.
+    /// DeleteRoom: `Room.Close` with every participant closed as
+    /// ROOM_DELETED. False if there is no such room.
     pub(crate) fn delete_room(&mut self, name: &str, now: SystemTime) -> bool {
-        let Some(room) = self.rooms.get(name) else {
+        if !self.rooms.contains_key(name) {
             return false;
-        };
-        let mut identities: Vec<String> = room.participants.iter().map(|p| p.identity.clone()).collect();
-        identities.shuffle(&mut rand::rng());
-        for identity in identities {
-            self.close_participant(name, &identity, Departure::RoomDeleted, now);
         }
-        if let Some(room) = self.rooms.remove(name) {
-            self.raise(event::ROOM_FINISHED, room.to_proto(), None);
-        }
+        self.close_room(name, Departure::RoomDeleted, now);
         true
     }
 
@@ -540,6 +608,7 @@ impl State {
     pub(crate) fn update_participant(
         &mut self,
         req: &proto::UpdateParticipantRequest,
+        now: SystemTime,
     ) -> Option<proto::ParticipantInfo> {
         let p = self.rooms.get_mut(&req.room)?.participant_mut(&req.identity)?;
         let mut changed = false;
@@ -578,8 +647,12 @@ impl State {
         }
         let p = p.clone();
         let minimal_room = self.rooms.get(&req.room).map(RoomState::minimal).unwrap_or_default();
+        let track_sids: Vec<String> = unpublished.iter().map(|t| t.sid.clone()).collect();
         for track in unpublished {
             self.raise_track(event::TRACK_UNPUBLISHED, minimal_room.clone(), minimal_participant(&p), track);
+        }
+        if !track_sids.is_empty() {
+            self.participant_gone_for_egress(&req.room, "", &track_sids, now);
         }
         Some(p)
     }
@@ -595,6 +668,20 @@ impl State {
         identity: &str,
         active: bool,
         now: SystemTime,
+    ) -> proto::ParticipantInfo {
+        self.join(room, identity, active, proto::participant_info::Kind::Standard, now, |_| {})
+    }
+
+    /// [`State::add_participant`] for a participant of `kind`, `customize`d
+    /// before it is stored and announced.
+    pub(crate) fn join(
+        &mut self,
+        room: &str,
+        identity: &str,
+        active: bool,
+        kind: proto::participant_info::Kind,
+        now: SystemTime,
+        customize: impl FnOnce(&mut proto::ParticipantInfo),
     ) -> proto::ParticipantInfo {
         self.room_for_join(room, now);
         self.close_participant(room, identity, Departure::DuplicateIdentity, now);
@@ -618,9 +705,11 @@ impl State {
                 can_publish_data: true,
                 ..Default::default()
             }),
-            kind: proto::participant_info::Kind::Standard as i32,
+            kind: kind as i32,
             ..Default::default()
         };
+        let mut info = info;
+        customize(&mut info);
         r.participants.push(info.clone());
         if active {
             let room_now = r.to_proto();
@@ -803,12 +892,15 @@ mod tests {
             can_publish_sources: vec![proto::TrackSource::Microphone as i32],
             ..Default::default()
         };
-        s.update_participant(&proto::UpdateParticipantRequest {
-            room: "r".into(),
-            identity: "a".into(),
-            permission: Some(permission),
-            ..Default::default()
-        });
+        s.update_participant(
+            &proto::UpdateParticipantRequest {
+                room: "r".into(),
+                identity: "a".into(),
+                permission: Some(permission),
+                ..Default::default()
+            },
+            t0,
+        );
         let events = s.take_events();
         assert_eq!(names(&events), ["track_unpublished"]);
         assert_eq!(events[0].track.as_ref().unwrap().name, "cam");

@@ -114,7 +114,8 @@ pub struct WebhookDelivery {
     pub event: String,
     /// The event's id (`EV_...`): the same on every URL and every retry.
     pub id: String,
-    /// The room the event is about (its queue's key).
+    /// The room the event is about (its queue's key); for egress events,
+    /// whose queue is their egress's, the egress id.
     pub room: String,
     /// 1 for the first POST, up to 5 (four retries); 0 if never sent.
     pub attempt: u32,

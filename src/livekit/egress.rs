@@ -88,7 +88,14 @@ impl LiveKit {
                 active,
                 page_token: page_token.take(),
             };
-            let page: lk::ListEgressResponse = self.egress_call("ListEgress", deadline, request).await?;
+            let page: lk::ListEgressResponse = match self.egress_call("ListEgress", deadline, request).await {
+                Ok(page) => page,
+                // Asked by id, LiveKit answers an unknown one with not_found.
+                Err(LiveKitError::Twirp { code: TwirpCode::NotFound, .. }) if !egress_id.is_empty() => {
+                    return Ok(Vec::new());
+                }
+                Err(error) => return Err(error),
+            };
             items.extend(page.items);
             match page.next_page_token {
                 Some(next) if !next.token.is_empty() => page_token = Some(next),

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod agents;
 mod auth;
 mod bans;
 mod config;
@@ -18,6 +19,7 @@ mod limits;
 mod operations;
 mod participants;
 mod process;
+mod recordings;
 mod replicas;
 mod resilience;
 mod rest;

@@ -307,3 +307,22 @@ pub async fn scrape(admin: std::net::SocketAddr) -> std::collections::HashMap<St
 pub fn value(metrics: &std::collections::HashMap<String, f64>, key: &str) -> f64 {
     metrics.get(key).copied().unwrap_or(0.0)
 }
+
+/// An API key for `auth.api_keys`: its secret is `rck_<name>_0123456789abcdef0123`.
+pub fn api_key(name: &str, scopes: &[&str], rooms: &[&str]) -> roomcontrol::config::ApiKeyConfig {
+    roomcontrol::config::ApiKeyConfig {
+        name: name.to_owned(),
+        hash: roomcontrol::auth::hash_api_key(&format!("rck_{name}_0123456789abcdef0123")),
+        scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
+        rooms: rooms.iter().map(|room| room.to_string()).collect(),
+        revoked: false,
+    }
+}
+
+/// A request carrying the key [`api_key`] made for `name`.
+pub fn as_key<T>(name: &str, request: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(request);
+    let value = format!("Bearer rck_{name}_0123456789abcdef0123").parse().expect("a header value");
+    request.metadata_mut().insert("authorization", value);
+    request
+}

@@ -38,25 +38,48 @@ pub async fn watch_room(app: &TestApp, room: &str) -> Streaming<WatchEventsRespo
         .into_inner()
 }
 
+/// The next event (heartbeats skipped), within 15 s.
 pub async fn next_event(stream: &mut Streaming<WatchEventsResponse>) -> Event {
+    tokio::time::timeout(Duration::from_secs(15), next_event_ever(stream)).await.expect("an event within 15 s")
+}
+
+async fn next_event_ever(stream: &mut Streaming<WatchEventsResponse>) -> Event {
     loop {
-        let reply = tokio::time::timeout(Duration::from_secs(15), stream.message())
-            .await
-            .expect("an event within 15 s")
-            .expect("the stream stays open")
-            .expect("the stream has not ended");
+        let reply = stream.message().await.expect("the stream stays open").expect("the stream has not ended");
         if let Some(Message::Event(event)) = reply.message {
             return event;
         }
     }
 }
 
-/// Waits for the next event of one of these types.
+/// Waits for the next event of one of these types, within 15 s (however
+/// many heartbeats and other events come first).
 pub async fn next_of(stream: &mut Streaming<WatchEventsResponse>, types: &[&str]) -> Event {
-    loop {
-        let event = next_event(stream).await;
-        if types.contains(&event.r#type.as_str()) {
-            return event;
+    let wanted = async {
+        loop {
+            let event = next_event_ever(stream).await;
+            if types.contains(&event.r#type.as_str()) {
+                return event;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), wanted)
+        .await
+        .unwrap_or_else(|_| panic!("no {types:?} event within 15 s"))
+}
+
+/// Waits until one event of each of these types has come, in any order
+/// (a webhook and RoomControl's own action about the same thing race);
+/// returns them in `types`' order.
+pub async fn each_of(stream: &mut Streaming<WatchEventsResponse>, types: &[&str]) -> Vec<Event> {
+    let mut found: Vec<Option<Event>> = vec![None; types.len()];
+    while found.iter().any(Option::is_none) {
+        let missing: Vec<&str> =
+            types.iter().zip(&found).filter(|(_, event)| event.is_none()).map(|(kind, _)| *kind).collect();
+        let event = next_of(stream, &missing).await;
+        if let Some(index) = types.iter().position(|kind| *kind == event.r#type) {
+            found[index] = Some(event);
         }
     }
+    found.into_iter().flatten().collect()
 }

@@ -66,7 +66,7 @@ export function show(name: string | null, since?: bigint): void {
     onEvent: (event) => {
       if (room !== name) return;
       addRow(event);
-      if (/^(room|participant|track)_/.test(event.type)) onActivity(event);
+      if (/^(room|participant|track|egress|recording|stream|agent)_/.test(event.type)) onActivity(event);
     },
     onSnapshot: (r: Room | undefined, participants: Participant[]) => {
       if (room !== name || r?.name !== name) return;

@@ -148,7 +148,7 @@ function jobClass(job: AgentJob): string {
 function render(name: string, dispatches: AgentDispatch[]): void {
   const named = dispatches.filter((d) => d.agentName !== "").length;
   setState("", dispatches.length ? "" : "No agent dispatches in this room.");
-  $("#agents-count").textContent = dispatches.length ? `(${named} dispatched${dispatches.length > named ? " + default" : ""})` : "";
+  $("#agents-count").textContent = named ? `(${named})` : "";
   $("#agents-list").hidden = dispatches.length === 0;
   // LiveKit lists them in no order: the newest first, the default one last.
   const createdMs = (d: AgentDispatch) => date(d.createdAt)?.getTime() ?? 0;
@@ -216,9 +216,11 @@ function render(name: string, dispatches: AgentDispatch[]): void {
                   { class: "job", "data-job-id": job.id, "data-status": job.status },
                   h("span", { class: jobClass(job), "data-field": "job-status" }, job.status || "unknown"),
                   job.participantIdentity
-                    ? h("strong", { "data-field": "job-identity" }, job.participantIdentity)
-                    : h("span", { class: "muted" }, "not joined yet"),
-                  h("span", { class: "muted", title: `started ${dateTime(job.startedAt ? timestampDate(job.startedAt) : undefined)}` }, job.id),
+                    ? h("strong", { "data-field": "job-identity", title: `job ${job.id}` }, job.participantIdentity)
+                    : h("span", { class: "muted", title: `job ${job.id}` }, "not joined yet"),
+                  job.startedAt
+                    ? h("span", { class: "muted", title: dateTime(timestampDate(job.startedAt)) }, `since ${when(timestampDate(job.startedAt))}`)
+                    : null,
                   job.error ? h("span", { class: "error-line" }, job.error) : null,
                 ),
               ),

@@ -268,7 +268,6 @@ function render(name: string, recordings: Recording[]): void {
                 "inferred end",
               )
             : null,
-          h("span", { class: "muted", "data-field": "times", title: `started ${dateTime(date(r.startedAt))}, ended ${dateTime(date(r.endedAt))}` }, times(r)),
           stoppable(r)
             ? h(
                 "button",
@@ -276,6 +275,11 @@ function render(name: string, recordings: Recording[]): void {
                 "Stop",
               )
             : null,
+        ),
+        h(
+          "p",
+          { class: "muted", "data-field": "times", title: `started ${dateTime(date(r.startedAt))}, ended ${dateTime(date(r.endedAt))}` },
+          times(r),
         ),
         ...r.files.map((f) =>
           h(

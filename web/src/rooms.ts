@@ -497,25 +497,28 @@ function renderParticipants(participants: Participant[]): void {
                   { class: "track", "data-track-sid": t.sid, "data-track-name": t.name, "data-muted": String(t.muted) },
                   h("strong", {}, t.name || t.sid),
                   h("span", { class: "muted" }, ` ${describeTrack(t)} · ${t.sid} `),
-                  h("span", { class: t.muted ? "badge muted-badge" : "badge live-badge" }, t.muted ? "muted" : "live"),
                   h(
-                    "button",
-                    {
-                      type: "button",
-                      onclick: (e: Event) => void mute(room, p.identity, t, !t.muted, e.currentTarget as HTMLButtonElement),
-                    },
-                    t.muted ? "Unmute" : "Mute",
-                  ),
-                  h(
-                    "button",
-                    {
-                      type: "button",
-                      class: "track-record",
-                      title: "Record this track as it is (Recordings below)",
-                      onclick: (e: Event) =>
-                        void recordings.recordTrack(room, p.identity, t.sid, t.name || t.sid, e.currentTarget as HTMLButtonElement),
-                    },
-                    "Record",
+                    "span",
+                    { class: "track-actions" },
+                    h("span", { class: t.muted ? "badge muted-badge" : "badge live-badge" }, t.muted ? "muted" : "live"),
+                    h(
+                      "button",
+                      {
+                        type: "button",
+                        onclick: (e: Event) => void mute(room, p.identity, t, !t.muted, e.currentTarget as HTMLButtonElement),
+                      },
+                      t.muted ? "Unmute" : "Mute",
+                    ),
+                    h(
+                      "button",
+                      {
+                        type: "button",
+                        title: "Record this track as it is (Recordings below)",
+                        onclick: (e: Event) =>
+                          void recordings.recordTrack(room, p.identity, t.sid, t.name || t.sid, e.currentTarget as HTMLButtonElement),
+                      },
+                      "Record",
+                    ),
                   ),
                 ),
               ),

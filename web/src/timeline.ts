@@ -162,6 +162,22 @@ function date(ts: Event["occurredAt"]): Date | undefined {
   return ts ? timestampDate(ts) : undefined;
 }
 
+/**
+ * The recording an event is about, with what LiveKit said of it:
+ * "EG_abc · active" for an egress webhook (protojson leaves out STARTING,
+ * the zero value), "EG_abc" for RoomControl's own recording actions.
+ */
+function recordingText(event: Event): string {
+  const detail = event.detail ?? {};
+  const info = detail.egressInfo;
+  if (info && typeof info === "object" && !Array.isArray(info)) {
+    const id = typeof info.egressId === "string" ? info.egressId : "";
+    const status = typeof info.status === "string" ? info.status : "EGRESS_STARTING";
+    return [id, status.replace(/^EGRESS_/, "").toLowerCase().replaceAll("_", " ")].filter(Boolean).join(" · ");
+  }
+  return typeof detail.recordingId === "string" ? detail.recordingId : "";
+}
+
 /** "camera (video)", "screen (video · screen_share)", or the sid alone. */
 function trackText(event: Event): string {
   const t = event.track;
@@ -214,6 +230,7 @@ function addRow(event: Event): void {
         : null,
       p?.identity ? h("span", { class: "who", "data-field": "participant", title: participantTitle }, p.identity) : null,
       event.track ? h("span", { class: "which", "data-field": "track", title: event.track.sid }, trackText(event)) : null,
+      recordingText(event) ? h("span", { class: "which", "data-field": "recording" }, recordingText(event)) : null,
       h(
         "span",
         { class: "by muted", "data-field": "actor" },

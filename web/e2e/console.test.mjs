@@ -14,7 +14,10 @@
 //     participant-1 publishing a camera and a microphone track (and room-2
 //     with participant-2, whom the test bans), posting
 //     LiveKit's webhooks to RoomControl's /livekit/webhook, and closing a
-//     room 1 s after its last participant left (--departure-timeout 1).
+//     room 1 s after its last participant left (--departure-timeout 1),
+//     with its emulated egress worker (a recording goes STARTING, ACTIVE,
+//     ENDING, COMPLETE a second a step, with LiveKit's egress webhooks) and
+//     an agent worker for the agent name "e2e-assistant" (--agent).
 // The test also calls RoomControl itself, as another client would, over
 // grpc-web from Node (connect-web with descriptors that buf builds from
 // proto/), to change things "elsewhere" while the page watches.
@@ -200,7 +203,7 @@ before(async () => {
       "[[auth.api_keys]]",
       'name = "e2e-console"',
       `hash = "sha256:${hash(apiKey)}"`,
-      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "participants:ban", "tokens:create", "events:read"]',
+      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "participants:ban", "tokens:create", "events:read", "recordings:write", "recordings:read", "agents:dispatch"]',
       "",
       "[[auth.api_keys]]",
       'name = "e2e-rooms-only"',
@@ -247,6 +250,8 @@ before(async () => {
       `${roomcontrol.base}/livekit/webhook`,
       "--departure-timeout",
       "1",
+      "--agent",
+      "e2e-assistant",
     ],
     cleanEnv(),
     work,
@@ -564,6 +569,64 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await page.locator("#page-rooms").waitFor();
   });
 
+  await step("dispatch an agent from a room's Agents panel: LiveKit creates the room, the agent joins with its job, cancel it", async () => {
+    // A room that is not live: its page says so, and recording it is refused readably.
+    await page.evaluate(() => {
+      location.hash = "#/rooms/e2e-agents";
+    });
+    await page.locator("#detail-name", { hasText: "e2e-agents" }).waitFor();
+    await page.locator("#detail-inactive").waitFor();
+    await page.locator('#agents-state[data-state="not-live"]', { hasText: "LiveKit lists the dispatches of a live room only" }).waitFor();
+    await page.locator("#recordings-state", { hasText: "No recordings or streams of this room yet." }).waitFor();
+    await page.getByRole("button", { name: "Record room" }).click();
+    await banner.filter({ hasText: "NOT_FOUND" }).waitFor();
+    assert.match(await banner.innerText(), /Could not start recording e2e-agents\. NOT_FOUND: room "e2e-agents" is not live/);
+    assert.match(await banner.innerText(), /Start the room first/);
+    await shot("03f-record-room-not-live");
+    await banner.getByRole("button", { name: "dismiss" }).click();
+    // Dispatching starts the room (DispatchAgent creates it) with the agent.
+    await page.locator("#dispatch-name").fill("e2e-assistant");
+    await page.locator("#dispatch-metadata").fill('{"persona":"note taker"}');
+    await page.locator("#dispatch-redispatch").check();
+    await page.getByRole("button", { name: "Dispatch agent" }).click();
+    await notice.filter({ hasText: /^Agent e2e-assistant dispatched to e2e-agents \(AD_\w+, redispatched on failure\)/ }).waitFor();
+    const dispatch = page.locator('#agents-list li.dispatch[data-agent-name="e2e-assistant"]');
+    await dispatch.waitFor();
+    const dispatchId = await dispatch.getAttribute("data-dispatch-id");
+    assert.match(dispatchId, /^AD_\w+$/);
+    // The worker takes the job and its agent joins: the list follows the participant_joined event.
+    const job = dispatch.locator('li.job[data-status="running"]');
+    await job.waitFor({ timeout: EVENT_WAIT_MS });
+    const agentIdentity = await field(job, "job-identity");
+    assert.match(agentIdentity, /^agent-AJ_\w+$/);
+    assert.match(await job.getAttribute("data-job-id"), /^AJ_\w+$/);
+    assert.equal(await field(dispatch, "redispatch"), "redispatch on failure");
+    assert.equal(await field(dispatch, "metadata"), 'metadata: {"persona":"note taker"}');
+    // LiveKit's default dispatch: named "(default)", not cancellable here.
+    const byDefault = page.locator('#agents-list li.dispatch[data-default="true"]');
+    await byDefault.waitFor();
+    assert.equal(await field(byDefault, "agent"), "(default)");
+    assert.equal(await byDefault.getByRole("button", { name: "Cancel" }).count(), 0);
+    assert.equal(await page.locator("#agents-count").innerText(), "(1)");
+    // The agent is a participant of kind agent.
+    const agent = page.locator(`#participants article[data-identity="${agentIdentity}"]`);
+    await agent.waitFor();
+    assert.match(await agent.locator("header").innerText(), /agent/);
+    const dispatched = eventRow("agent_dispatched");
+    await dispatched.waitFor();
+    assert.match(await field(dispatched, "actor"), /^by API key "e2e-console" · DispatchAgent$/);
+    await page.locator("#agents-section").screenshot({ path: path.join(shots, "agents.png") });
+    await shot("03g-agent-dispatched");
+    // Cancel: the dispatch goes and its agent leaves (and, the room empty, LiveKit closes it).
+    await dispatch.getByRole("button", { name: "Cancel" }).click();
+    await notice.filter({ hasText: `Dispatch of e2e-assistant in e2e-agents cancelled (${dispatchId}).` }).waitFor();
+    await dispatch.waitFor({ state: "detached" });
+    await agent.waitFor({ state: "detached" });
+    await eventRow("agent_dispatch_cancelled").waitFor();
+    await eventRow("participant_left", agentIdentity).waitFor();
+    await shot("03h-agent-cancelled");
+  });
+
   await step("see a participant the stand-in reports, with its tracks", async () => {
     await roomRow("room-1").getByRole("button", { name: "Participants" }).click();
     const participant = page.locator('#participants article[data-identity="participant-1"]');
@@ -636,6 +699,80 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await shot("06-unmute-refused");
     await banner.getByRole("button", { name: "dismiss" }).click();
     await banner.waitFor({ state: "hidden" });
+  });
+
+  await step("record the room from its Recordings panel: STARTING, then ACTIVE from LiveKit's webhooks; Stop, then COMPLETE with its file", async () => {
+    await page.locator("#recordings-state", { hasText: "No recordings or streams of this room yet." }).waitFor();
+    await page.locator("#recording-layout").selectOption("speaker");
+    await page.locator("#recording-file").fill("e2e-room-1");
+    await page.getByRole("button", { name: "Record room" }).click();
+    await notice.filter({ hasText: /^Recording of room room-1 started: EG_\w+, starting\.$/ }).waitFor();
+    const recording = page.locator('#recordings-list li.recording[data-kind="ROOM"]');
+    await recording.waitFor();
+    const id = await recording.getAttribute("data-recording-id");
+    assert.match(id, /^EG_\w+$/);
+    // The egress worker goes ACTIVE a second later: egress_updated reloads
+    // the list, well before its fallback poll (10 s) would.
+    await page.locator(`#recordings-list li[data-recording-id="${id}"][data-status="ACTIVE"]`).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await field(recording, "status"), "active");
+    assert.equal(await field(recording, "kind"), "room");
+    assert.equal(await field(recording, "by"), 'by API key "e2e-console"');
+    assert.match(await field(recording, "times"), /^started \S+ · recording$/);
+    assert.equal(await page.locator("#recordings-count").innerText(), "(1, 1 running)");
+    // The timeline tells the recording's life: RoomControl's action, then LiveKit's webhooks.
+    const startedRow = eventRow("recording_started");
+    await startedRow.waitFor();
+    assert.equal(await field(startedRow, "recording"), id);
+    assert.match(await field(startedRow, "actor"), /StartRoomRecording$/);
+    await eventRow("egress_started", `${id} · starting`).waitFor();
+    await eventRow("egress_updated", `${id} · active`).waitFor();
+    assert.equal(await eventRow("egress_started").getAttribute("data-source"), "livekit");
+    await shot("06c-recording-active");
+    await recording.getByRole("button", { name: "Stop" }).click();
+    await notice.filter({ hasText: new RegExp(`^Recording ${id} \\(room\\) of room-1 stopped: (ending|complete)\\.$`) }).waitFor();
+    // ENDING, then (egress_ended) COMPLETE with the file's location and size.
+    await page.locator(`#recordings-list li[data-recording-id="${id}"][data-status="COMPLETE"]`).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await recording.getByRole("button", { name: "Stop" }).count(), 0);
+    assert.match(await recording.locator('[data-field="location"]').innerText(), /e2e-room-1/);
+    assert.match(await recording.locator('[data-field="size"]').innerText(), /^ · [\d.]+ (B|KiB|MiB|GiB)$/);
+    assert.match(await field(recording, "times"), /^started \S+ · ended \S+ · \d+ s$/);
+    assert.equal(await recording.locator('[data-field="end-inferred"]').count(), 0);
+    assert.equal(await page.locator("#recordings-count").innerText(), "(1)");
+    await eventRow("recording_stopped", id).waitFor();
+    await eventRow("egress_updated", `${id} · ending`).waitFor();
+    await eventRow("egress_ended", `${id} · complete`).waitFor();
+    await page.locator("#timeline").screenshot({ path: path.join(shots, "timeline-recording.png") });
+    await page.locator("#recordings-section").screenshot({ path: path.join(shots, "recordings.png") });
+    await shot("06d-recording-complete");
+  });
+
+  await step("stream the room to an RTMP URL: the page never shows its stream key; record a participant from its row", async () => {
+    const secret = "e2e-stream-key-0123456789";
+    await page.locator("#stream-url").fill(`rtmp://live.example.com/app/${secret}`);
+    await page.getByRole("button", { name: "Start stream" }).click();
+    await notice.filter({ hasText: /^Stream of room room-1 started to rtmp:\/\/live\.example\.com\/app\/\{redacted\}: EG_\w+, starting\.$/ }).waitFor();
+    assert.equal(await page.locator("#stream-url").inputValue(), "", "the key is out of the field");
+    const stream = page.locator('#recordings-list li.recording[data-kind="STREAM"]');
+    await stream.and(page.locator('[data-status="ACTIVE"]')).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await stream.locator('[data-field="url"]').innerText(), "rtmp://live.example.com/app/{redacted}");
+    // From participant-1's row: its camera and microphone.
+    const participant = page.locator('#participants article[data-identity="participant-1"]');
+    await participant.locator("header").getByRole("button", { name: "Record" }).click();
+    await notice.filter({ hasText: /^Recording of participant-1 started: EG_\w+, starting\.$/ }).waitFor();
+    const own = page.locator('#recordings-list li.recording[data-kind="PARTICIPANT"]');
+    await own.and(page.locator('[data-status="ACTIVE"]')).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await field(own, "kind"), "participant participant-1");
+    assert.equal(await page.locator("#recordings-count").innerText(), "(3, 2 running)");
+    assert.ok(!(await page.content()).includes(secret), "the stream key is nowhere in the page");
+    await shot("06e-stream-and-participant-recording");
+    for (const item of [stream, own]) {
+      await item.getByRole("button", { name: "Stop" }).click();
+      await item.and(page.locator('[data-status="COMPLETE"]')).waitFor({ timeout: EVENT_WAIT_MS });
+    }
+    assert.match(await own.locator('[data-field="location"]').innerText(), /participant-1/);
+    assert.match(await stream.locator('[data-field="stream"]').innerText(), /^to rtmp:\/\/live\.example\.com\/app\/\{redacted\} · finished/);
+    await eventRow("stream_started").waitFor();
+    assert.ok(!(await page.content()).includes(secret), "the stream key is nowhere in the page");
   });
 
   await step("remove the participant", async () => {

@@ -18,6 +18,9 @@
 //     with its emulated egress worker (a recording goes STARTING, ACTIVE,
 //     ENDING, COMPLETE a second a step, with LiveKit's egress webhooks) and
 //     an agent worker for the agent name "e2e-assistant" (--agent).
+// Its last step starts a second pair, a stand-in without egress
+// (--no-egress) and a RoomControl in front of it, for the Recordings
+// panel's FAILED_PRECONDITION.
 // The test also calls RoomControl itself, as another client would, over
 // grpc-web from Node (connect-web with descriptors that buf builds from
 // proto/), to change things "elsewhere" while the page watches.
@@ -937,6 +940,53 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     );
     assert.match(text, /wait as long as the message says/);
     await shot("11-join-rate-limited");
+  });
+
+  await step("against a LiveKit without egress, the Recordings panel says FAILED_PRECONDITION and what egress needs", async () => {
+    // A second pair: a stand-in without an egress worker (as livekit-server
+    // --dev without Redis) and a RoomControl in front of it.
+    const bareUrl = `http://127.0.0.1:${await freePort()}`;
+    const bareRc = start("roomcontrol-no-egress", roomcontrolBin, [], {
+      ...roomcontrolEnv,
+      PORT: "0",
+      LIVEKIT_URL: bareUrl,
+      ROOMCONTROL_STORE__URL: `sqlite://${path.join(work, "timeline-no-egress.db")}`,
+    }, work);
+    const address = await firstLine("roomcontrol-no-egress", bareRc, bareRc.stderr, (line) => {
+      try {
+        const entry = JSON.parse(line);
+        return entry.address ?? entry.fields?.address;
+      } catch {
+        return undefined;
+      }
+    });
+    const bare = start(
+      "livekit-standin-no-egress",
+      standinBin,
+      ["--listen", bareUrl.replace(/^http:\/\//, ""), "--seed-rooms", "1", "--no-egress"],
+      cleanEnv(),
+      work,
+    );
+    await firstLine("livekit-standin-no-egress", bare, bare.stdout, (line) => line.match(/^listening on (http:\/\/\S+)$/)?.[1]);
+    // Another origin: the bearer token is asked for again.
+    await page.goto(`http://${address}/console/#/rooms/room-1`);
+    await page.locator("#bearer").fill(apiKey);
+    await page.getByRole("button", { name: "Use", exact: true }).click();
+    await page.locator('#participants article[data-identity="participant-1"]').waitFor();
+    // The list is refused in its place, with the hint...
+    const state = page.locator('#recordings-state[data-state="failed"]');
+    await state.waitFor();
+    assert.match(await state.innerText(), /^Cannot list the recordings: FAILED_PRECONDITION: LiveKit has no egress service/);
+    assert.match(await state.innerText(), /need an egress worker beside LiveKit/);
+    // ...and so is a recording, at once (not after LiveKit's own 20 s).
+    const clicked = Date.now();
+    await page.getByRole("button", { name: "Record room" }).click();
+    await banner.filter({ hasText: "FAILED_PRECONDITION" }).waitFor();
+    assert.ok(Date.now() - clicked < 10_000, "answered within livekit.timeout");
+    const text = await banner.innerText();
+    assert.match(text, /Could not start recording room-1\. FAILED_PRECONDITION: LiveKit has no egress service/);
+    assert.match(text, /Recordings and streams need an egress worker beside LiveKit, both on the same Redis/);
+    await shot("12-no-egress-service");
   });
 
   await step("no uncaught errors in the page", () => {

@@ -390,6 +390,9 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await page.locator('#timeline-state[data-state="off"]', { hasText: "off (PERMISSION_DENIED)" }).waitFor();
     // the bans list says it is refused too, in its place (not the banner)
     await page.locator('#bans-state[data-state="failed"]', { hasText: "Cannot list the bans: PERMISSION_DENIED" }).waitFor();
+    // and so do the recordings and the agent dispatches
+    await page.locator('#recordings-state[data-state="failed"]', { hasText: "Cannot list the recordings: PERMISSION_DENIED" }).waitFor();
+    await page.locator('#agents-state[data-state="failed"]', { hasText: "Cannot list the agent dispatches: PERMISSION_DENIED" }).waitFor();
     assert.ok(await banner.isHidden(), "a refused bans list does not take the banner");
     assert.match(await page.locator("#timeline-empty").innerText(), /^Cannot follow this room's events: PERMISSION_DENIED: .*events:read/);
     await shot("02c-rooms-without-events-read");

@@ -178,6 +178,12 @@ function recordingText(event: Event): string {
   return typeof detail.recordingId === "string" ? detail.recordingId : "";
 }
 
+/** The agent an agent_* event is about: its name ("(default)" for LiveKit's unnamed one). */
+function agentText(event: Event): string {
+  const name = event.type.startsWith("agent_") ? event.detail?.agentName : undefined;
+  return typeof name === "string" ? name || "(default)" : "";
+}
+
 /** "camera (video)", "screen (video · screen_share)", or the sid alone. */
 function trackText(event: Event): string {
   const t = event.track;
@@ -231,6 +237,9 @@ function addRow(event: Event): void {
       p?.identity ? h("span", { class: "who", "data-field": "participant", title: participantTitle }, p.identity) : null,
       event.track ? h("span", { class: "which", "data-field": "track", title: event.track.sid }, trackText(event)) : null,
       recordingText(event) ? h("span", { class: "which", "data-field": "recording" }, recordingText(event)) : null,
+      agentText(event)
+        ? h("span", { class: "which", "data-field": "agent", title: String(event.detail?.dispatchId ?? "") }, agentText(event))
+        : null,
       h(
         "span",
         { class: "by muted", "data-field": "actor" },

@@ -621,6 +621,7 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     const dispatched = eventRow("agent_dispatched");
     await dispatched.waitFor();
     assert.match(await field(dispatched, "actor"), /^by API key "e2e-console" · DispatchAgent$/);
+    assert.equal(await field(dispatched, "agent"), "e2e-assistant");
     await page.locator("#agents-section").screenshot({ path: path.join(shots, "agents.png") });
     await shot("03g-agent-dispatched");
     // Cancel: the dispatch goes and its agent leaves (and, the room empty, LiveKit closes it).
@@ -628,9 +629,30 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await notice.filter({ hasText: `Dispatch of e2e-assistant in e2e-agents cancelled (${dispatchId}).` }).waitFor();
     await dispatch.waitFor({ state: "detached" });
     await agent.waitFor({ state: "detached" });
-    await eventRow("agent_dispatch_cancelled").waitFor();
+    await eventRow("agent_dispatch_cancelled", "e2e-assistant").waitFor();
     await eventRow("participant_left", agentIdentity).waitFor();
     await shot("03h-agent-cancelled");
+  });
+
+  await step("create a room with an agent from the create form: LiveKit dispatches it with the room, instead of its default dispatch", async () => {
+    await page.locator("#create-name").fill("e2e-assisted");
+    await page.locator("#create-agents").fill("e2e-assistant");
+    await page.getByRole("button", { name: "Create room" }).click();
+    await notice.filter({ hasText: /^Room e2e-assisted is ready \(RM_\w+\), with agent e2e-assistant\.$/ }).waitFor();
+    await page.locator("#detail-name", { hasText: "e2e-assisted" }).waitFor();
+    const dispatch = page.locator('#agents-list li.dispatch[data-agent-name="e2e-assistant"]');
+    await dispatch.locator('li.job[data-status="running"]').waitFor({ timeout: EVENT_WAIT_MS });
+    // LiveKit adds its default dispatch only to a room created without agents.
+    assert.equal(await page.locator('#agents-list li.dispatch[data-default="true"]').count(), 0);
+    assert.equal(await page.locator("#agents-list li.dispatch").count(), 1);
+    await roomRow("e2e-assisted").locator('[data-field="participants"]', { hasText: "1" }).waitFor();
+    const created = eventRow("room_created");
+    await created.waitFor();
+    assert.match(await field(created, "actor"), /CreateRoom$/);
+    await shot("03i-room-created-with-agent");
+    await roomRow("e2e-assisted").getByRole("button", { name: "Delete" }).click();
+    await notice.filter({ hasText: "Room e2e-assisted deleted" }).waitFor();
+    await roomRow("e2e-assisted").waitFor({ state: "detached" });
   });
 
   await step("see a participant the stand-in reports, with its tracks", async () => {

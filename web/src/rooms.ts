@@ -764,15 +764,19 @@ async function createRoom(button: HTMLButtonElement | null): Promise<void> {
   // The room's page, opened once it exists, starts its timeline from here:
   // it shows the room_created (and LiveKit's room_started) of this call.
   const before = listFollower?.cursor;
+  // Agent names, separated by commas or spaces: dispatched with the room.
+  const agentNames = input("#create-agents").value.split(/[\s,]+/).filter(Boolean);
   const ok = await act(button, `Could not create room ${name}`, async () => {
     const room = await client.createRoom({
       name,
       maxParticipants: optionalNumber("#create-max"),
       emptyTimeout: optionalNumber("#create-empty-timeout"),
       metadata: input("#create-metadata").value,
+      agents: agentNames.map((agentName) => ({ agentName })),
     });
     rooms = [...rooms.filter((r) => r.name !== room.name), room].sort((a, b) => a.name.localeCompare(b.name));
-    return `Room ${room.name} is ready (${room.sid}).`;
+    const withAgents = agentNames.length ? `, with ${agentNames.length === 1 ? "agent" : "agents"} ${agentNames.join(", ")}` : "";
+    return `Room ${room.name} is ready (${room.sid})${withAgents}.`;
   });
   if (ok) {
     (input("#create-name").form as HTMLFormElement).reset();

@@ -163,19 +163,21 @@ function date(ts: Event["occurredAt"]): Date | undefined {
 }
 
 /**
- * The recording an event is about, with what LiveKit said of it:
+ * The recording an event is about, with its status where the event has one:
  * "EG_abc · active" for an egress webhook (protojson leaves out STARTING,
- * the zero value), "EG_abc" for RoomControl's own recording actions.
+ * the zero value), "EG_abc · failed" for an egress_ended RoomControl
+ * inferred, "EG_abc" for RoomControl's own recording actions.
  */
 function recordingText(event: Event): string {
   const detail = event.detail ?? {};
   const info = detail.egressInfo;
+  const status = (name: string) => name.replace(/^(EGRESS|STATUS)_/, "").toLowerCase().replaceAll("_", " ");
   if (info && typeof info === "object" && !Array.isArray(info)) {
     const id = typeof info.egressId === "string" ? info.egressId : "";
-    const status = typeof info.status === "string" ? info.status : "EGRESS_STARTING";
-    return [id, status.replace(/^EGRESS_/, "").toLowerCase().replaceAll("_", " ")].filter(Boolean).join(" · ");
+    return [id, status(typeof info.status === "string" ? info.status : "EGRESS_STARTING")].filter(Boolean).join(" · ");
   }
-  return typeof detail.recordingId === "string" ? detail.recordingId : "";
+  if (typeof detail.recordingId !== "string") return "";
+  return typeof detail.status === "string" ? `${detail.recordingId} · ${status(detail.status)}` : detail.recordingId;
 }
 
 /** The agent an agent_* event is about: its name ("(default)" for LiveKit's unnamed one). */

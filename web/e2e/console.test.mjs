@@ -39,8 +39,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { create, createFileRegistry, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { chromium } from "playwright-core";
@@ -69,6 +69,7 @@ let standin; // { child, url }
 let roomcontrol; // { child, base }
 let roomcontrolEnv;
 let rc; // a grpc-web client of RoomControl, for changes made "elsewhere"
+let registry; // proto/'s descriptors, built by buf
 let context;
 let page;
 const pageErrors = [];
@@ -121,6 +122,17 @@ function cleanEnv() {
   return env;
 }
 
+/** A grpc-web answer of `message` (a message frame, then the trailers frame). */
+function grpcWebBody(schema, message) {
+  const frame = (flag, bytes) => {
+    const head = Buffer.alloc(5);
+    head.writeUInt8(flag, 0);
+    head.writeUInt32BE(bytes.length, 1);
+    return Buffer.concat([head, Buffer.from(bytes)]);
+  };
+  return Buffer.concat([frame(0, toBinary(schema, message)), frame(0x80, Buffer.from("grpc-status: 0\r\n"))]);
+}
+
 async function shot(name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 }
@@ -162,7 +174,7 @@ function roomControlClient(baseUrl) {
     cwd: path.join(repo, "web"),
     stdio: ["ignore", "inherit", "inherit"],
   });
-  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(image)));
+  registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(image)));
   const service = registry.getService("roomcontrol.v1.RoomControl");
   assert.ok(service, "buf built no roomcontrol.v1.RoomControl");
   return createClient(
@@ -1012,6 +1024,51 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     assert.match(text, /Could not start recording room-1\. FAILED_PRECONDITION: LiveKit has no egress service/);
     assert.match(text, /Recordings and streams need an egress worker beside LiveKit, both on the same Redis/);
     await shot("12-no-egress-service");
+    await banner.getByRole("button", { name: "dismiss" }).click();
+  });
+
+  await step("a recording whose end RoomControl inferred is marked so (its ListRecordings answer stubbed in the browser)", async () => {
+    // The stand-in's egress worker cannot be made to die from outside its
+    // library (kill_egress), so this answer is made here: a recording
+    // reconciliation closed as FAILED with end_inferred.
+    const schema = registry.getMessage("roomcontrol.v1.ListRecordingsResponse");
+    const started = new Date(Date.now() - 5 * 60_000);
+    const answer = create(schema, {
+      recordings: [
+        {
+          id: "EG_e2eInferred",
+          room: "room-1",
+          kind: 1, // KIND_ROOM
+          status: 5, // STATUS_FAILED
+          startedAt: timestampFromDate(started),
+          endedAt: timestampFromDate(new Date(started.getTime() + 90_000)),
+          error: "its room closed, but LiveKit still lists the egress as running and never reported its end",
+          endInferred: true,
+        },
+      ],
+    });
+    const stub = (route) =>
+      route.fulfill({
+        status: 200,
+        headers: { "content-type": "application/grpc-web+proto", "grpc-status": "0" },
+        body: grpcWebBody(schema, answer),
+      });
+    await page.route("**/roomcontrol.v1.RoomControl/ListRecordings", stub);
+    try {
+      // A new credential (the same one) reloads the panels.
+      await page.getByRole("button", { name: "Use", exact: true }).click();
+      const recording = page.locator('#recordings-list li[data-recording-id="EG_e2eInferred"]');
+      await recording.waitFor();
+      assert.equal(await field(recording, "status"), "failed");
+      assert.equal(await field(recording, "end-inferred"), "inferred end");
+      assert.match(await field(recording, "error"), /never reported its end/);
+      assert.match(await field(recording, "times"), /· 1 min 30 s$/);
+      assert.equal(await field(recording, "by"), "started outside RoomControl");
+      assert.equal(await recording.getByRole("button", { name: "Stop" }).count(), 0);
+      await page.locator("#recordings-section").screenshot({ path: path.join(shots, "recordings-inferred-end.png") });
+    } finally {
+      await page.unroute("**/roomcontrol.v1.RoomControl/ListRecordings", stub);
+    }
   });
 
   await step("no uncaught errors in the page", () => {

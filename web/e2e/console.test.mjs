@@ -786,7 +786,7 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await shot("06d-recording-complete");
   });
 
-  await step("stream the room to an RTMP URL: the page never shows its stream key; record a participant from its row", async () => {
+  await step("stream the room to an RTMP URL: the page never shows its stream key; record a participant and a track from their rows", async () => {
     const secret = "e2e-stream-key-0123456789";
     await page.locator("#stream-url").fill(`rtmp://live.example.com/app/${secret}`);
     await page.getByRole("button", { name: "Start stream" }).click();
@@ -802,14 +802,21 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     const own = page.locator('#recordings-list li.recording[data-kind="PARTICIPANT"]');
     await own.and(page.locator('[data-status="ACTIVE"]')).waitFor({ timeout: EVENT_WAIT_MS });
     assert.equal(await field(own, "kind"), "participant participant-1");
-    assert.equal(await page.locator("#recordings-count").innerText(), "(3, 2 running)");
+    // From the microphone's row: that track as it is (an OGG file).
+    await participant.locator('li.track[data-track-name="microphone"]').getByRole("button", { name: "Record" }).click();
+    await notice.filter({ hasText: /^Recording of microphone of participant-1 started: EG_\w+, starting\.$/ }).waitFor();
+    const track = page.locator('#recordings-list li.recording[data-kind="TRACK"]');
+    await track.and(page.locator('[data-status="ACTIVE"]')).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await field(track, "kind"), "track microphone");
+    assert.equal(await page.locator("#recordings-count").innerText(), "(4, 3 running)");
     assert.ok(!(await page.content()).includes(secret), "the stream key is nowhere in the page");
     await shot("06e-stream-and-participant-recording");
-    for (const item of [stream, own]) {
+    for (const item of [stream, own, track]) {
       await item.getByRole("button", { name: "Stop" }).click();
       await item.and(page.locator('[data-status="COMPLETE"]')).waitFor({ timeout: EVENT_WAIT_MS });
     }
     assert.match(await own.locator('[data-field="location"]').innerText(), /participant-1/);
+    assert.match(await track.locator('[data-field="location"]').innerText(), /participant-1-microphone.*\.ogg$/);
     assert.match(await stream.locator('[data-field="stream"]').innerText(), /^to rtmp:\/\/live\.example\.com\/app\/\{redacted\} · finished/);
     await eventRow("stream_started").waitFor();
     assert.ok(!(await page.content()).includes(secret), "the stream key is nowhere in the page");

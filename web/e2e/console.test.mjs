@@ -14,7 +14,13 @@
 //     participant-1 publishing a camera and a microphone track (and room-2
 //     with participant-2, whom the test bans), posting
 //     LiveKit's webhooks to RoomControl's /livekit/webhook, and closing a
-//     room 1 s after its last participant left (--departure-timeout 1).
+//     room 1 s after its last participant left (--departure-timeout 1),
+//     with its emulated egress worker (a recording goes STARTING, ACTIVE,
+//     ENDING, COMPLETE a second a step, with LiveKit's egress webhooks) and
+//     an agent worker for the agent name "e2e-assistant" (--agent).
+// Its last step starts a second pair, a stand-in without egress
+// (--no-egress) and a RoomControl in front of it, for the Recordings
+// panel's FAILED_PRECONDITION.
 // The test also calls RoomControl itself, as another client would, over
 // grpc-web from Node (connect-web with descriptors that buf builds from
 // proto/), to change things "elsewhere" while the page watches.
@@ -33,8 +39,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { create, createFileRegistry, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { chromium } from "playwright-core";
@@ -63,6 +69,7 @@ let standin; // { child, url }
 let roomcontrol; // { child, base }
 let roomcontrolEnv;
 let rc; // a grpc-web client of RoomControl, for changes made "elsewhere"
+let registry; // proto/'s descriptors, built by buf
 let context;
 let page;
 const pageErrors = [];
@@ -115,6 +122,17 @@ function cleanEnv() {
   return env;
 }
 
+/** A grpc-web answer of `message` (a message frame, then the trailers frame). */
+function grpcWebBody(schema, message) {
+  const frame = (flag, bytes) => {
+    const head = Buffer.alloc(5);
+    head.writeUInt8(flag, 0);
+    head.writeUInt32BE(bytes.length, 1);
+    return Buffer.concat([head, Buffer.from(bytes)]);
+  };
+  return Buffer.concat([frame(0, toBinary(schema, message)), frame(0x80, Buffer.from("grpc-status: 0\r\n"))]);
+}
+
 async function shot(name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 }
@@ -156,7 +174,7 @@ function roomControlClient(baseUrl) {
     cwd: path.join(repo, "web"),
     stdio: ["ignore", "inherit", "inherit"],
   });
-  const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(image)));
+  registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(image)));
   const service = registry.getService("roomcontrol.v1.RoomControl");
   assert.ok(service, "buf built no roomcontrol.v1.RoomControl");
   return createClient(
@@ -200,7 +218,7 @@ before(async () => {
       "[[auth.api_keys]]",
       'name = "e2e-console"',
       `hash = "sha256:${hash(apiKey)}"`,
-      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "participants:ban", "tokens:create", "events:read"]',
+      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "participants:ban", "tokens:create", "events:read", "recordings:write", "recordings:read", "agents:dispatch"]',
       "",
       "[[auth.api_keys]]",
       'name = "e2e-rooms-only"',
@@ -247,6 +265,8 @@ before(async () => {
       `${roomcontrol.base}/livekit/webhook`,
       "--departure-timeout",
       "1",
+      "--agent",
+      "e2e-assistant",
     ],
     cleanEnv(),
     work,
@@ -382,6 +402,9 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await page.locator('#timeline-state[data-state="off"]', { hasText: "off (PERMISSION_DENIED)" }).waitFor();
     // the bans list says it is refused too, in its place (not the banner)
     await page.locator('#bans-state[data-state="failed"]', { hasText: "Cannot list the bans: PERMISSION_DENIED" }).waitFor();
+    // and so do the recordings and the agent dispatches
+    await page.locator('#recordings-state[data-state="failed"]', { hasText: "Cannot list the recordings: PERMISSION_DENIED" }).waitFor();
+    await page.locator('#agents-state[data-state="failed"]', { hasText: "Cannot list the agent dispatches: PERMISSION_DENIED" }).waitFor();
     assert.ok(await banner.isHidden(), "a refused bans list does not take the banner");
     assert.match(await page.locator("#timeline-empty").innerText(), /^Cannot follow this room's events: PERMISSION_DENIED: .*events:read/);
     await shot("02c-rooms-without-events-read");
@@ -564,6 +587,86 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await page.locator("#page-rooms").waitFor();
   });
 
+  await step("dispatch an agent from a room's Agents panel: LiveKit creates the room, the agent joins with its job, cancel it", async () => {
+    // A room that is not live: its page says so, and recording it is refused readably.
+    await page.evaluate(() => {
+      location.hash = "#/rooms/e2e-agents";
+    });
+    await page.locator("#detail-name", { hasText: "e2e-agents" }).waitFor();
+    await page.locator("#detail-inactive").waitFor();
+    await page.locator('#agents-state[data-state="not-live"]', { hasText: "LiveKit lists the dispatches of a live room only" }).waitFor();
+    await page.locator("#recordings-state", { hasText: "No recordings or streams of this room yet." }).waitFor();
+    await page.getByRole("button", { name: "Record room" }).click();
+    await banner.filter({ hasText: "NOT_FOUND" }).waitFor();
+    assert.match(await banner.innerText(), /Could not start recording e2e-agents\. NOT_FOUND: room "e2e-agents" is not live/);
+    assert.match(await banner.innerText(), /Start the room first/);
+    await shot("03f-record-room-not-live");
+    await banner.getByRole("button", { name: "dismiss" }).click();
+    // Dispatching starts the room (DispatchAgent creates it) with the agent.
+    await page.locator("#dispatch-name").fill("e2e-assistant");
+    await page.locator("#dispatch-metadata").fill('{"persona":"note taker"}');
+    await page.locator("#dispatch-redispatch").check();
+    await page.getByRole("button", { name: "Dispatch agent" }).click();
+    await notice.filter({ hasText: /^Agent e2e-assistant dispatched to e2e-agents \(AD_\w+, redispatched on failure\)/ }).waitFor();
+    const dispatch = page.locator('#agents-list li.dispatch[data-agent-name="e2e-assistant"]');
+    await dispatch.waitFor();
+    const dispatchId = await dispatch.getAttribute("data-dispatch-id");
+    assert.match(dispatchId, /^AD_\w+$/);
+    // The worker takes the job and its agent joins: the list follows the participant_joined event.
+    const job = dispatch.locator('li.job[data-status="running"]');
+    await job.waitFor({ timeout: EVENT_WAIT_MS });
+    const agentIdentity = await field(job, "job-identity");
+    assert.match(agentIdentity, /^agent-AJ_\w+$/);
+    assert.match(await job.getAttribute("data-job-id"), /^AJ_\w+$/);
+    assert.equal(await field(dispatch, "redispatch"), "redispatch on failure");
+    assert.equal(await field(dispatch, "metadata"), 'metadata: {"persona":"note taker"}');
+    // LiveKit's default dispatch: named "(default)", not cancellable here.
+    const byDefault = page.locator('#agents-list li.dispatch[data-default="true"]');
+    await byDefault.waitFor();
+    assert.equal(await field(byDefault, "agent"), "(default)");
+    assert.equal(await byDefault.getByRole("button", { name: "Cancel" }).count(), 0);
+    assert.equal(await page.locator("#agents-count").innerText(), "(1)");
+    // The agent is a participant of kind agent.
+    const agent = page.locator(`#participants article[data-identity="${agentIdentity}"]`);
+    await agent.waitFor();
+    assert.match(await agent.locator("header").innerText(), /agent/);
+    const dispatched = eventRow("agent_dispatched");
+    await dispatched.waitFor();
+    assert.match(await field(dispatched, "actor"), /^by API key "e2e-console" · DispatchAgent$/);
+    assert.equal(await field(dispatched, "agent"), "e2e-assistant");
+    await page.locator("#agents-section").screenshot({ path: path.join(shots, "agents.png") });
+    await shot("03g-agent-dispatched");
+    // Cancel: the dispatch goes and its agent leaves (and, the room empty, LiveKit closes it).
+    await dispatch.getByRole("button", { name: "Cancel" }).click();
+    await notice.filter({ hasText: `Dispatch of e2e-assistant in e2e-agents cancelled (${dispatchId}).` }).waitFor();
+    await dispatch.waitFor({ state: "detached" });
+    await agent.waitFor({ state: "detached" });
+    await eventRow("agent_dispatch_cancelled", "e2e-assistant").waitFor();
+    await eventRow("participant_left", agentIdentity).waitFor();
+    await shot("03h-agent-cancelled");
+  });
+
+  await step("create a room with an agent from the create form: LiveKit dispatches it with the room, instead of its default dispatch", async () => {
+    await page.locator("#create-name").fill("e2e-assisted");
+    await page.locator("#create-agents").fill("e2e-assistant");
+    await page.getByRole("button", { name: "Create room" }).click();
+    await notice.filter({ hasText: /^Room e2e-assisted is ready \(RM_\w+\), with agent e2e-assistant\.$/ }).waitFor();
+    await page.locator("#detail-name", { hasText: "e2e-assisted" }).waitFor();
+    const dispatch = page.locator('#agents-list li.dispatch[data-agent-name="e2e-assistant"]');
+    await dispatch.locator('li.job[data-status="running"]').waitFor({ timeout: EVENT_WAIT_MS });
+    // LiveKit adds its default dispatch only to a room created without agents.
+    assert.equal(await page.locator('#agents-list li.dispatch[data-default="true"]').count(), 0);
+    assert.equal(await page.locator("#agents-list li.dispatch").count(), 1);
+    await roomRow("e2e-assisted").locator('[data-field="participants"]', { hasText: "1" }).waitFor();
+    const created = eventRow("room_created");
+    await created.waitFor();
+    assert.match(await field(created, "actor"), /CreateRoom$/);
+    await shot("03i-room-created-with-agent");
+    await roomRow("e2e-assisted").getByRole("button", { name: "Delete" }).click();
+    await notice.filter({ hasText: "Room e2e-assisted deleted" }).waitFor();
+    await roomRow("e2e-assisted").waitFor({ state: "detached" });
+  });
+
   await step("see a participant the stand-in reports, with its tracks", async () => {
     await roomRow("room-1").getByRole("button", { name: "Participants" }).click();
     const participant = page.locator('#participants article[data-identity="participant-1"]');
@@ -636,6 +739,87 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await shot("06-unmute-refused");
     await banner.getByRole("button", { name: "dismiss" }).click();
     await banner.waitFor({ state: "hidden" });
+  });
+
+  await step("record the room from its Recordings panel: STARTING, then ACTIVE from LiveKit's webhooks; Stop, then COMPLETE with its file", async () => {
+    await page.locator("#recordings-state", { hasText: "No recordings or streams of this room yet." }).waitFor();
+    await page.locator("#recording-layout").selectOption("speaker");
+    await page.locator("#recording-file").fill("e2e-room-1");
+    await page.getByRole("button", { name: "Record room" }).click();
+    await notice.filter({ hasText: /^Recording of room room-1 started: EG_\w+, starting\.$/ }).waitFor();
+    const recording = page.locator('#recordings-list li.recording[data-kind="ROOM"]');
+    await recording.waitFor();
+    const id = await recording.getAttribute("data-recording-id");
+    assert.match(id, /^EG_\w+$/);
+    // The egress worker goes ACTIVE a second later: egress_updated reloads
+    // the list, well before its fallback poll (10 s) would.
+    await page.locator(`#recordings-list li[data-recording-id="${id}"][data-status="ACTIVE"]`).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await field(recording, "status"), "active");
+    assert.equal(await field(recording, "kind"), "room");
+    assert.equal(await field(recording, "by"), 'by API key "e2e-console"');
+    assert.match(await field(recording, "times"), /^started \S+ · recording$/);
+    assert.equal(await page.locator("#recordings-count").innerText(), "(1, 1 running)");
+    // The timeline tells the recording's life: RoomControl's action, then LiveKit's webhooks.
+    const startedRow = eventRow("recording_started");
+    await startedRow.waitFor();
+    assert.equal(await field(startedRow, "recording"), id);
+    assert.match(await field(startedRow, "actor"), /StartRoomRecording$/);
+    await eventRow("egress_started", `${id} · starting`).waitFor();
+    await eventRow("egress_updated", `${id} · active`).waitFor();
+    assert.equal(await eventRow("egress_started").getAttribute("data-source"), "livekit");
+    await shot("06c-recording-active");
+    await recording.getByRole("button", { name: "Stop" }).click();
+    await notice.filter({ hasText: new RegExp(`^Recording ${id} \\(room\\) of room-1 stopped: (ending|complete)\\.$`) }).waitFor();
+    // ENDING, then (egress_ended) COMPLETE with the file's location and size.
+    await page.locator(`#recordings-list li[data-recording-id="${id}"][data-status="COMPLETE"]`).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await recording.getByRole("button", { name: "Stop" }).count(), 0);
+    assert.match(await recording.locator('[data-field="location"]').innerText(), /e2e-room-1/);
+    assert.match(await recording.locator('[data-field="size"]').innerText(), /^ · [\d.]+ (B|KiB|MiB|GiB)$/);
+    assert.match(await field(recording, "times"), /^started \S+ · ended \S+ · \d+ s$/);
+    assert.equal(await recording.locator('[data-field="end-inferred"]').count(), 0);
+    assert.equal(await page.locator("#recordings-count").innerText(), "(1)");
+    await eventRow("recording_stopped", id).waitFor();
+    await eventRow("egress_updated", `${id} · ending`).waitFor();
+    await eventRow("egress_ended", `${id} · complete`).waitFor();
+    await page.locator("#timeline").screenshot({ path: path.join(shots, "timeline-recording.png") });
+    await page.locator("#recordings-section").screenshot({ path: path.join(shots, "recordings.png") });
+    await shot("06d-recording-complete");
+  });
+
+  await step("stream the room to an RTMP URL: the page never shows its stream key; record a participant and a track from their rows", async () => {
+    const secret = "e2e-stream-key-0123456789";
+    await page.locator("#stream-url").fill(`rtmp://live.example.com/app/${secret}`);
+    await page.getByRole("button", { name: "Start stream" }).click();
+    await notice.filter({ hasText: /^Stream of room room-1 started to rtmp:\/\/live\.example\.com\/app\/\{redacted\}: EG_\w+, starting\.$/ }).waitFor();
+    assert.equal(await page.locator("#stream-url").inputValue(), "", "the key is out of the field");
+    const stream = page.locator('#recordings-list li.recording[data-kind="STREAM"]');
+    await stream.and(page.locator('[data-status="ACTIVE"]')).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await stream.locator('[data-field="url"]').innerText(), "rtmp://live.example.com/app/{redacted}");
+    // From participant-1's row: its camera and microphone.
+    const participant = page.locator('#participants article[data-identity="participant-1"]');
+    await participant.locator("header").getByRole("button", { name: "Record" }).click();
+    await notice.filter({ hasText: /^Recording of participant-1 started: EG_\w+, starting\.$/ }).waitFor();
+    const own = page.locator('#recordings-list li.recording[data-kind="PARTICIPANT"]');
+    await own.and(page.locator('[data-status="ACTIVE"]')).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await field(own, "kind"), "participant participant-1");
+    // From the microphone's row: that track as it is (an OGG file).
+    await participant.locator('li.track[data-track-name="microphone"]').getByRole("button", { name: "Record" }).click();
+    await notice.filter({ hasText: /^Recording of microphone of participant-1 started: EG_\w+, starting\.$/ }).waitFor();
+    const track = page.locator('#recordings-list li.recording[data-kind="TRACK"]');
+    await track.and(page.locator('[data-status="ACTIVE"]')).waitFor({ timeout: EVENT_WAIT_MS });
+    assert.equal(await field(track, "kind"), "track microphone");
+    assert.equal(await page.locator("#recordings-count").innerText(), "(4, 3 running)");
+    assert.ok(!(await page.content()).includes(secret), "the stream key is nowhere in the page");
+    await shot("06e-stream-and-participant-recording");
+    for (const item of [stream, own, track]) {
+      await item.getByRole("button", { name: "Stop" }).click();
+      await item.and(page.locator('[data-status="COMPLETE"]')).waitFor({ timeout: EVENT_WAIT_MS });
+    }
+    assert.match(await own.locator('[data-field="location"]').innerText(), /participant-1/);
+    assert.match(await track.locator('[data-field="location"]').innerText(), /participant-1-microphone.*\.ogg$/);
+    assert.match(await stream.locator('[data-field="stream"]').innerText(), /^to rtmp:\/\/live\.example\.com\/app\/\{redacted\} · finished/);
+    await eventRow("stream_started").waitFor();
+    assert.ok(!(await page.content()).includes(secret), "the stream key is nowhere in the page");
   });
 
   await step("remove the participant", async () => {
@@ -800,6 +984,98 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     );
     assert.match(text, /wait as long as the message says/);
     await shot("11-join-rate-limited");
+  });
+
+  await step("against a LiveKit without egress, the Recordings panel says FAILED_PRECONDITION and what egress needs", async () => {
+    // A second pair: a stand-in without an egress worker (as livekit-server
+    // --dev without Redis) and a RoomControl in front of it.
+    const bareUrl = `http://127.0.0.1:${await freePort()}`;
+    const bareRc = start("roomcontrol-no-egress", roomcontrolBin, [], {
+      ...roomcontrolEnv,
+      PORT: "0",
+      LIVEKIT_URL: bareUrl,
+      ROOMCONTROL_STORE__URL: `sqlite://${path.join(work, "timeline-no-egress.db")}`,
+    }, work);
+    const address = await firstLine("roomcontrol-no-egress", bareRc, bareRc.stderr, (line) => {
+      try {
+        const entry = JSON.parse(line);
+        return entry.address ?? entry.fields?.address;
+      } catch {
+        return undefined;
+      }
+    });
+    const bare = start(
+      "livekit-standin-no-egress",
+      standinBin,
+      ["--listen", bareUrl.replace(/^http:\/\//, ""), "--seed-rooms", "1", "--no-egress"],
+      cleanEnv(),
+      work,
+    );
+    await firstLine("livekit-standin-no-egress", bare, bare.stdout, (line) => line.match(/^listening on (http:\/\/\S+)$/)?.[1]);
+    // Another origin: the bearer token is asked for again.
+    await page.goto(`http://${address}/console/#/rooms/room-1`);
+    await page.locator("#bearer").fill(apiKey);
+    await page.getByRole("button", { name: "Use", exact: true }).click();
+    await page.locator('#participants article[data-identity="participant-1"]').waitFor();
+    // The list is refused in its place, with the hint...
+    const state = page.locator('#recordings-state[data-state="failed"]');
+    await state.waitFor();
+    assert.match(await state.innerText(), /^Cannot list the recordings: FAILED_PRECONDITION: LiveKit has no egress service/);
+    assert.match(await state.innerText(), /need an egress worker beside LiveKit/);
+    // ...and so is a recording, at once (not after LiveKit's own 20 s).
+    const clicked = Date.now();
+    await page.getByRole("button", { name: "Record room" }).click();
+    await banner.filter({ hasText: "FAILED_PRECONDITION" }).waitFor();
+    assert.ok(Date.now() - clicked < 10_000, "answered within livekit.timeout");
+    const text = await banner.innerText();
+    assert.match(text, /Could not start recording room-1\. FAILED_PRECONDITION: LiveKit has no egress service/);
+    assert.match(text, /Recordings and streams need an egress worker beside LiveKit, both on the same Redis/);
+    await shot("12-no-egress-service");
+    await banner.getByRole("button", { name: "dismiss" }).click();
+  });
+
+  await step("a recording whose end RoomControl inferred is marked so (its ListRecordings answer stubbed in the browser)", async () => {
+    // The stand-in's egress worker cannot be made to die from outside its
+    // library (kill_egress), so this answer is made here: a recording
+    // reconciliation closed as FAILED with end_inferred.
+    const schema = registry.getMessage("roomcontrol.v1.ListRecordingsResponse");
+    const started = new Date(Date.now() - 5 * 60_000);
+    const answer = create(schema, {
+      recordings: [
+        {
+          id: "EG_e2eInferred",
+          room: "room-1",
+          kind: 1, // KIND_ROOM
+          status: 5, // STATUS_FAILED
+          startedAt: timestampFromDate(started),
+          endedAt: timestampFromDate(new Date(started.getTime() + 90_000)),
+          error: "its room closed, but LiveKit still lists the egress as running and never reported its end",
+          endInferred: true,
+        },
+      ],
+    });
+    const stub = (route) =>
+      route.fulfill({
+        status: 200,
+        headers: { "content-type": "application/grpc-web+proto", "grpc-status": "0" },
+        body: grpcWebBody(schema, answer),
+      });
+    await page.route("**/roomcontrol.v1.RoomControl/ListRecordings", stub);
+    try {
+      // A new credential (the same one) reloads the panels.
+      await page.getByRole("button", { name: "Use", exact: true }).click();
+      const recording = page.locator('#recordings-list li[data-recording-id="EG_e2eInferred"]');
+      await recording.waitFor();
+      assert.equal(await field(recording, "status"), "failed");
+      assert.equal(await field(recording, "end-inferred"), "inferred end");
+      assert.match(await field(recording, "error"), /never reported its end/);
+      assert.match(await field(recording, "times"), /· 1 min 30 s$/);
+      assert.equal(await field(recording, "by"), "started outside RoomControl");
+      assert.equal(await recording.getByRole("button", { name: "Stop" }).count(), 0);
+      await page.locator("#recordings-section").screenshot({ path: path.join(shots, "recordings-inferred-end.png") });
+    } finally {
+      await page.unroute("**/roomcontrol.v1.RoomControl/ListRecordings", stub);
+    }
   });
 
   await step("no uncaught errors in the page", () => {

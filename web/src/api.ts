@@ -105,6 +105,15 @@ export function describe(action: string, error: unknown): Failure {
   } else if (err.code === Code.ResourceExhausted && err.details.some((d) => "type" in d && d.type === "google.rpc.RetryInfo")) {
     // The message names the limit that was hit; RetryInfo says it passes.
     hint = "RoomControl refused the call to stay within a limit: try again shortly.";
+  } else if (err.code === Code.FailedPrecondition && err.rawMessage.startsWith("LiveKit has no egress service")) {
+    hint = "Recordings and streams need an egress worker beside LiveKit, both on the same Redis; ask whoever runs LiveKit.";
+  } else if (err.code === Code.Unavailable && err.rawMessage.startsWith("no LiveKit egress worker")) {
+    hint = "LiveKit has egress, but no worker took this one: try again in a moment, or check the egress workers.";
+  } else if (err.code === Code.NotFound && / is not live: /.test(err.rawMessage)) {
+    hint = "Start the room first (Create a room, or let someone join), then try again.";
+  } else if (err.code === Code.DeadlineExceeded && err.rawMessage.startsWith("LiveKit did not answer")) {
+    // For recordings, LiveKit itself waits about 20 s for an egress worker.
+    hint = "RoomControl stopped waiting for LiveKit: try again, or check LiveKit (and its egress workers, for recordings).";
   }
   return { action, code, message: err.rawMessage || "(no message)", hint };
 }

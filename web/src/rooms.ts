@@ -1,6 +1,7 @@
 // The admin page: active rooms, creating, deleting and describing them, and
 // a room's page (#/rooms/<name>): its participants with their tracks (mute,
-// remove, ban), the bans in force there, and its live timeline.
+// remove, ban, record), the bans in force there, its recordings and streams
+// (recordings.ts), its agents (agents.ts), and its live timeline.
 //
 // The list follows the timeline (WatchEvents): an event that changes a room
 // (started, finished, created, deleted, someone joined or left, ...)
@@ -23,6 +24,8 @@ import {
   type Room,
   type Track,
 } from "./gen/roomcontrol/v1/room_control_pb";
+import * as agents from "./agents";
+import * as recordings from "./recordings";
 import * as timeline from "./timeline";
 
 /** Polling while the event stream is not live. */
@@ -114,9 +117,13 @@ export function init(): void {
     (event) => {
       eventArrived(event.type);
       if (BAN_EVENT_TYPES.includes(event.type) && selected) void loadBans(selected);
+      recordings.eventArrived(event.type);
+      agents.eventArrived(event.type);
     },
     (sid) => trackNames.get(sid),
   );
+  recordings.init(act, (sid) => trackNames.get(sid));
+  agents.init(act);
   listFollower = new EventFollower({
     action: "Following the rooms' events",
     types: LIST_EVENT_TYPES,
@@ -143,6 +150,8 @@ export function start(): void {
   if (selected) {
     timeline.show(selected, listFollower?.cursor);
     void loadBans(selected);
+    recordings.show(selected);
+    agents.show(selected);
   }
   void refresh("start");
 }
@@ -155,6 +164,8 @@ export function stop(): void {
   eventTimer = undefined;
   listFollower?.stop();
   timeline.pause();
+  recordings.pause();
+  agents.pause();
 }
 
 export function credentialsChanged(): void {
@@ -162,6 +173,8 @@ export function credentialsChanged(): void {
   listFollower?.restart();
   timeline.credentialsChanged();
   if (selected) void loadBans(selected);
+  recordings.reload();
+  agents.reload();
   void refresh("new credential");
 }
 
@@ -342,7 +355,11 @@ function select(name: string | null, push = true, since = listFollower?.cursor):
   $("#room-detail").hidden = name === null;
   roomsKey = "";
   renderRooms();
-  if (running) timeline.show(name, since);
+  if (running) {
+    timeline.show(name, since);
+    recordings.show(name);
+    agents.show(name);
+  }
   if (name === null) return;
   $("#detail-name").textContent = name;
   const room = rooms.find((r) => r.name === name);
@@ -440,6 +457,15 @@ function renderParticipants(participants: Participant[]): void {
               "button",
               {
                 type: "button",
+                title: "Record its camera and microphone, composed into one file (Recordings below)",
+                onclick: (e: Event) => void recordings.recordParticipant(room, p.identity, e.currentTarget as HTMLButtonElement),
+              },
+              "Record",
+            ),
+            h(
+              "button",
+              {
+                type: "button",
                 class: "danger",
                 "aria-expanded": String(banForm?.identity === p.identity),
                 title: "Remove and refuse new tokens: asks for a reason and how long",
@@ -471,14 +497,28 @@ function renderParticipants(participants: Participant[]): void {
                   { class: "track", "data-track-sid": t.sid, "data-track-name": t.name, "data-muted": String(t.muted) },
                   h("strong", {}, t.name || t.sid),
                   h("span", { class: "muted" }, ` ${describeTrack(t)} · ${t.sid} `),
-                  h("span", { class: t.muted ? "badge muted-badge" : "badge live-badge" }, t.muted ? "muted" : "live"),
                   h(
-                    "button",
-                    {
-                      type: "button",
-                      onclick: (e: Event) => void mute(room, p.identity, t, !t.muted, e.currentTarget as HTMLButtonElement),
-                    },
-                    t.muted ? "Unmute" : "Mute",
+                    "span",
+                    { class: "track-actions" },
+                    h("span", { class: t.muted ? "badge muted-badge" : "badge live-badge" }, t.muted ? "muted" : "live"),
+                    h(
+                      "button",
+                      {
+                        type: "button",
+                        onclick: (e: Event) => void mute(room, p.identity, t, !t.muted, e.currentTarget as HTMLButtonElement),
+                      },
+                      t.muted ? "Unmute" : "Mute",
+                    ),
+                    h(
+                      "button",
+                      {
+                        type: "button",
+                        title: "Record this track as it is (Recordings below)",
+                        onclick: (e: Event) =>
+                          void recordings.recordTrack(room, p.identity, t.sid, t.name || t.sid, e.currentTarget as HTMLButtonElement),
+                      },
+                      "Record",
+                    ),
                   ),
                 ),
               ),
@@ -724,15 +764,19 @@ async function createRoom(button: HTMLButtonElement | null): Promise<void> {
   // The room's page, opened once it exists, starts its timeline from here:
   // it shows the room_created (and LiveKit's room_started) of this call.
   const before = listFollower?.cursor;
+  // Agent names, separated by commas or spaces: dispatched with the room.
+  const agentNames = input("#create-agents").value.split(/[\s,]+/).filter(Boolean);
   const ok = await act(button, `Could not create room ${name}`, async () => {
     const room = await client.createRoom({
       name,
       maxParticipants: optionalNumber("#create-max"),
       emptyTimeout: optionalNumber("#create-empty-timeout"),
       metadata: input("#create-metadata").value,
+      agents: agentNames.map((agentName) => ({ agentName })),
     });
     rooms = [...rooms.filter((r) => r.name !== room.name), room].sort((a, b) => a.name.localeCompare(b.name));
-    return `Room ${room.name} is ready (${room.sid}).`;
+    const withAgents = agentNames.length ? `, with ${agentNames.length === 1 ? "agent" : "agents"} ${agentNames.join(", ")}` : "";
+    return `Room ${room.name} is ready (${room.sid})${withAgents}.`;
   });
   if (ok) {
     (input("#create-name").form as HTMLFormElement).reset();

@@ -66,7 +66,7 @@ export function show(name: string | null, since?: bigint): void {
     onEvent: (event) => {
       if (room !== name) return;
       addRow(event);
-      if (/^(room|participant|track)_/.test(event.type)) onActivity(event);
+      if (/^(room|participant|track|egress|recording|stream|agent)_/.test(event.type)) onActivity(event);
     },
     onSnapshot: (r: Room | undefined, participants: Participant[]) => {
       if (room !== name || r?.name !== name) return;
@@ -162,6 +162,30 @@ function date(ts: Event["occurredAt"]): Date | undefined {
   return ts ? timestampDate(ts) : undefined;
 }
 
+/**
+ * The recording an event is about, with its status where the event has one:
+ * "EG_abc · active" for an egress webhook (protojson leaves out STARTING,
+ * the zero value), "EG_abc · failed" for an egress_ended RoomControl
+ * inferred, "EG_abc" for RoomControl's own recording actions.
+ */
+function recordingText(event: Event): string {
+  const detail = event.detail ?? {};
+  const info = detail.egressInfo;
+  const status = (name: string) => name.replace(/^(EGRESS|STATUS)_/, "").toLowerCase().replaceAll("_", " ");
+  if (info && typeof info === "object" && !Array.isArray(info)) {
+    const id = typeof info.egressId === "string" ? info.egressId : "";
+    return [id, status(typeof info.status === "string" ? info.status : "EGRESS_STARTING")].filter(Boolean).join(" · ");
+  }
+  if (typeof detail.recordingId !== "string") return "";
+  return typeof detail.status === "string" ? `${detail.recordingId} · ${status(detail.status)}` : detail.recordingId;
+}
+
+/** The agent an agent_* event is about: its name ("(default)" for LiveKit's unnamed one). */
+function agentText(event: Event): string {
+  const name = event.type.startsWith("agent_") ? event.detail?.agentName : undefined;
+  return typeof name === "string" ? name || "(default)" : "";
+}
+
 /** "camera (video)", "screen (video · screen_share)", or the sid alone. */
 function trackText(event: Event): string {
   const t = event.track;
@@ -214,6 +238,10 @@ function addRow(event: Event): void {
         : null,
       p?.identity ? h("span", { class: "who", "data-field": "participant", title: participantTitle }, p.identity) : null,
       event.track ? h("span", { class: "which", "data-field": "track", title: event.track.sid }, trackText(event)) : null,
+      recordingText(event) ? h("span", { class: "which", "data-field": "recording" }, recordingText(event)) : null,
+      agentText(event)
+        ? h("span", { class: "which", "data-field": "agent", title: String(event.detail?.dispatchId ?? "") }, agentText(event))
+        : null,
       h(
         "span",
         { class: "by muted", "data-field": "actor" },

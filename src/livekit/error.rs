@@ -38,7 +38,7 @@ pub enum LiveKitError {
     /// LiveKit has no egress service: it answered that egress is not
     /// connected (egress needs Redis and an egress worker).
     #[error(
-        "LiveKit has no egress service ({method}: {msg}): recordings need LiveKit's egress worker, and LiveKit and the worker sharing Redis (LiveKit's redis settings); see the README's Recordings section"
+        "LiveKit has no egress service ({method}: {msg}): recordings need LiveKit's egress worker, and LiveKit and the worker sharing Redis (LiveKit's redis settings); see the README's \"Recordings and agents\" section"
     )]
     NoEgressService { method: &'static str, msg: String },
     /// LiveKit has an egress service, but no egress worker took the job.

@@ -60,8 +60,16 @@ fn fixture() -> &'static Fixture {
         });
         let (_closing, closing) = tokio::sync::watch::channel(false);
         let watch = WatchContext { timeline, livekit, metrics, closing };
-        let room_control =
-            RoomControlService::new(signer, config.tokens.clone(), config.auth.self_service.clone(), watch, bans);
+        let recorder =
+            roomcontrol::api::recordings::Recorder::new(&config.recordings).expect("the recordings settings");
+        let room_control = RoomControlService::new(
+            signer,
+            config.tokens.clone(),
+            config.auth.self_service.clone(),
+            watch,
+            bans,
+            recorder,
+        );
         Fixture {
             runtime,
             service: GrpcWebLayer::new().layer(RoomControlServer::new(room_control)),

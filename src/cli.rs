@@ -62,7 +62,8 @@ pub fn api_key(args: ApiKeyArgs) -> Result<String, String> {
     for scope in &args.scopes {
         if crate::auth::Scope::from_name(scope).is_none() {
             return Err(format!(
-                "unknown scope {scope:?}: expected rooms:read, rooms:write, participants:moderate, tokens:create or tokens:create:self"
+                "unknown scope {scope:?}: expected one of {}",
+                crate::auth::Scope::ALL.map(|scope| scope.name()).join(", ")
             ));
         }
     }

@@ -134,6 +134,28 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub redis: RedisConfig,
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// Room and participant sessions derived from the timeline
+/// (`crate::history`), kept apart from the raw timeline's retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// How long a room session is kept after it ended, with its participant
+    /// sessions (the timeline's own events go after `events.retention`).
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub retention: Duration,
+    /// How often the pruner deletes the sessions older than `retention`.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub prune_interval: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { retention: Duration::from_secs(400 * 24 * 3600), prune_interval: Duration::from_secs(3600) }
+    }
 }
 
 /// Rate limits per caller and kind of call (`crate::limits`). Each is a
@@ -483,7 +505,7 @@ pub struct ApiKeyConfig {
     pub hash: String,
     /// What the key may do: `rooms:read`, `rooms:write`,
     /// `participants:moderate`, `participants:ban`, `tokens:create`,
-    /// `tokens:create:self`, `events:read`.
+    /// `tokens:create:self`, `events:read`, `history:read`.
     pub scopes: Vec<String>,
     /// Room name patterns the key may touch; `*` is any run of characters.
     #[serde(default = "default_rooms")]
@@ -776,6 +798,7 @@ impl Default for Config {
             rest: RestConfig::default(),
             limits: LimitsConfig::default(),
             redis: RedisConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -896,6 +919,8 @@ impl Config {
             ("events.prune_interval", self.events.prune_interval),
             ("events.heartbeat_interval", self.events.heartbeat_interval),
             ("events.poll_interval", self.events.poll_interval),
+            ("history.retention", self.history.retention),
+            ("history.prune_interval", self.history.prune_interval),
             ("store.connect_timeout", self.store.connect_timeout),
         ];
         for (key, value) in positive {
@@ -1068,7 +1093,8 @@ impl Config {
     /// set `RUST_LOG` overrides `log.level` (see telemetry::effective_filter).
     pub fn to_redacted_json(&self) -> String {
         // Every field, so that a new section cannot be left out.
-        let Config { server, livekit, tokens, log, auth, admin, console, store, events, rest, limits, redis } = self;
+        let Config { server, livekit, tokens, log, auth, admin, console, store, events, rest, limits, redis, history } =
+            self;
         let effective = crate::telemetry::effective_filter(log);
         let printed = PrintedConfig {
             server,
@@ -1088,6 +1114,7 @@ impl Config {
             rest,
             limits,
             redis,
+            history,
         };
         serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
     }
@@ -1109,6 +1136,7 @@ struct PrintedConfig<'a> {
     rest: &'a RestConfig,
     limits: &'a LimitsConfig,
     redis: &'a RedisConfig,
+    history: &'a HistoryConfig,
 }
 
 #[derive(Serialize)]

@@ -35,6 +35,9 @@ pub enum Rpc {
     BanParticipant,
     UnbanParticipant,
     ListBans,
+    ListRoomSessions,
+    GetRoomSession,
+    GetUsage,
 }
 
 /// What RoomControl knows about one RPC.
@@ -57,7 +60,7 @@ pub struct RpcInfo {
 use Scope::*;
 
 /// Every RPC, in the proto's order; `RPCS[rpc as usize].rpc == rpc`.
-pub const RPCS: [RpcInfo; 18] = [
+pub const RPCS: [RpcInfo; 21] = [
     row(Rpc::CreateRoom, "CreateRoom", "/roomcontrol.v1.RoomControl/CreateRoom", &[RoomsWrite], true, true),
     row(Rpc::ListRooms, "ListRooms", "/roomcontrol.v1.RoomControl/ListRooms", &[RoomsRead], false, true),
     row(Rpc::GetRoom, "GetRoom", "/roomcontrol.v1.RoomControl/GetRoom", &[RoomsRead], false, true),
@@ -143,6 +146,24 @@ pub const RPCS: [RpcInfo; 18] = [
         false,
     ),
     row(Rpc::ListBans, "ListBans", "/roomcontrol.v1.RoomControl/ListBans", &[ParticipantsBan], false, false),
+    // Read from the history's tables in the store.
+    row(
+        Rpc::ListRoomSessions,
+        "ListRoomSessions",
+        "/roomcontrol.v1.RoomControl/ListRoomSessions",
+        &[HistoryRead],
+        false,
+        false,
+    ),
+    row(
+        Rpc::GetRoomSession,
+        "GetRoomSession",
+        "/roomcontrol.v1.RoomControl/GetRoomSession",
+        &[HistoryRead],
+        false,
+        false,
+    ),
+    row(Rpc::GetUsage, "GetUsage", "/roomcontrol.v1.RoomControl/GetUsage", &[HistoryRead], false, false),
 ];
 
 const fn row(
@@ -330,6 +351,9 @@ mod tests {
             (Rpc::BanParticipant, Writes),
             (Rpc::UnbanParticipant, Writes),
             (Rpc::ListBans, Reads),
+            (Rpc::ListRoomSessions, Reads),
+            (Rpc::GetRoomSession, Reads),
+            (Rpc::GetUsage, Reads),
         ];
         assert_eq!(expected.len(), RPCS.len());
         for (rpc, limit) in expected {

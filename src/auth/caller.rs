@@ -27,10 +27,12 @@ pub enum Scope {
     /// participants:moderate: a ban outlives the call, holds in every
     /// matching room and refuses tokens, so it is granted on its own.
     ParticipantsBan,
+    /// ListRoomSessions, GetRoomSession, GetUsage.
+    HistoryRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::RoomsRead,
         Scope::RoomsWrite,
         Scope::ParticipantsModerate,
@@ -38,6 +40,7 @@ impl Scope {
         Scope::TokensCreateSelf,
         Scope::EventsRead,
         Scope::ParticipantsBan,
+        Scope::HistoryRead,
     ];
 
     /// The scope's name in credentials and configuration.
@@ -50,6 +53,7 @@ impl Scope {
             Scope::TokensCreateSelf => "tokens:create:self",
             Scope::EventsRead => "events:read",
             Scope::ParticipantsBan => "participants:ban",
+            Scope::HistoryRead => "history:read",
         }
     }
 

@@ -48,7 +48,10 @@ pub fn action_type(rpc: Rpc, detail: &Json) -> &'static str {
         | Rpc::GetParticipant
         | Rpc::ListEvents
         | Rpc::WatchEvents
-        | Rpc::ListBans => "read",
+        | Rpc::ListBans
+        | Rpc::ListRoomSessions
+        | Rpc::GetRoomSession
+        | Rpc::GetUsage => "read",
     }
 }
 

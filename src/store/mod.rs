@@ -16,6 +16,7 @@
 //! cursor N can never later find a cursor below N appear (the trap of
 //! sequence numbers with concurrent writers).
 
+pub mod history;
 pub mod postgres;
 mod queries;
 mod sqlite;
@@ -175,6 +176,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/postgres/0001_timeline.sql"),
     ),
     (2, "bans", include_str!("migrations/sqlite/0002_bans.sql"), include_str!("migrations/postgres/0002_bans.sql")),
+    (
+        4,
+        "history",
+        include_str!("migrations/sqlite/0004_history.sql"),
+        include_str!("migrations/postgres/0004_history.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -9,8 +9,10 @@
 //!   tailer's poll): the intake never waits for it;
 //! - [`figures`]: a room session's figures from its participant sessions;
 //! - [`usage`]: GetUsage's buckets in a time zone;
-//! - the pruner (here) deletes what `history.retention` no longer keeps.
+//! - the pruner (here) deletes what `history.retention` no longer keeps;
+//! - [`export`]: `roomcontrol history export`, CSV or JSON.
 
+pub mod export;
 pub mod figures;
 pub mod usage;
 

@@ -591,3 +591,133 @@ async fn pages_walk_every_session_once_newest_first() {
     // Still active: every one of them ran in the window.
     assert_eq!(day.sessions.len(), 7);
 }
+
+#[tokio::test]
+async fn the_export_command_prints_the_sessions_figures_as_csv_and_json() {
+    let database = TestDatabase::create(Kind::Sqlite).await;
+    let Some(app) = app_with_own_webhooks(&database).await else { return };
+    let room = unique("exported");
+    let hooks = meeting(&room, "RM_exported", "x");
+    post_all(&app, &hooks.iter().collect::<Vec<_>>()).await;
+    caught_up(&app).await;
+    let figures = session(&app, "RM_exported").await.session.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ROOMCONTROL_STORE__URL", database.url.as_str())];
+    let range = ["--from", "2026-11-27T00:00:00Z", "--to", "2026-11-28T00:00:00+01:00"];
+    let export = |format: &str| {
+        let mut args = vec!["history", "export", "--format", format];
+        args.extend(range);
+        crate::process::roomcontrol(dir.path(), &env, &args)
+    };
+
+    let output = export("csv");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let csv = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = csv.lines().map(|line| line.split(',').collect()).collect();
+    assert_eq!(lines.len(), 3, "a header and one line per participant session:\n{csv}");
+    let column = |name: &str| lines[0].iter().position(|header| *header == name).unwrap_or_else(|| panic!("{name}"));
+    for line in &lines[1..] {
+        assert_eq!(line.len(), lines[0].len(), "{csv}");
+        assert_eq!(line[column("session_id")], "RM_exported");
+        assert_eq!(line[column("room")], room);
+        assert_eq!(line[column("participant_minutes")], format!("{:.3}", figures.participant_minutes));
+        assert_eq!(line[column("peak_participants")], figures.peak_participants.to_string());
+        assert_eq!(line[column("end_reason")], "left");
+    }
+    let identities: Vec<&str> = lines[1..].iter().map(|line| line[column("identity")]).collect();
+    assert_eq!(identities, ["alice", "bob"]);
+    assert_eq!(lines[1][column("participant_duration_seconds")], "120.000");
+    assert_eq!(lines[1][column("tracks")], "microphone:audio");
+
+    let output = export("json");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json[0]["sessionId"], "RM_exported");
+    assert_eq!(json[0]["participantMinutes"], json!(figures.participant_minutes));
+    assert_eq!(json[0]["participants"][1]["endReason"], "END_REASON_LEFT");
+
+    // Outside the range: nothing; a bad time: a message saying what to give.
+    let output = crate::process::roomcontrol(
+        dir.path(),
+        &env,
+        &["history", "export", "--from", "2025-01-01T00:00:00Z", "--to", "2025-01-02T00:00:00Z", "--format", "json"],
+    );
+    assert_eq!(serde_json::from_slice::<Value>(&output.stdout).unwrap(), json!([]));
+    let output = crate::process::roomcontrol(
+        dir.path(),
+        &env,
+        &["history", "export", "--from", "yesterday", "--to", "2025-01-02T00:00:00Z"],
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("RFC 3339"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_postgres_count_each_event_once() {
+    let database = TestDatabase::create(Kind::Postgres).await;
+    let Some(first) = app_with_own_webhooks(&database).await else { return };
+    let Some(second) = app_with_own_webhooks(&database).await else { return };
+    let room = unique("replicated");
+    let hooks = meeting(&room, "RM_replicated", "r");
+    // LiveKit retries reach either replica: every webhook to both, at once.
+    for hook in &hooks {
+        let (a, b) = tokio::join!(first.post_webhook(hook), second.post_webhook(hook));
+        assert_eq!((a.status, b.status), (200, 200));
+    }
+    caught_up(&first).await;
+    caught_up(&second).await;
+    for app in [&first, &second] {
+        let (session, participants) = figures_of(&session(app, "RM_replicated").await);
+        assert_eq!((session["sessions"].clone(), session["minutes"].clone()), (json!(2), json!(3.0)));
+        assert_eq!(session["peak"], json!(2));
+        assert_eq!(participants.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn history_is_kept_for_its_own_retention() {
+    let database = TestDatabase::create(Kind::Sqlite).await;
+    let url = database.url.clone();
+    let app = spawn_app_with(move |config| {
+        config.store.url = url;
+        // Sessions that ended more than a day ago go; the timeline stays.
+        config.history.retention = Duration::from_secs(86_400);
+        config.history.prune_interval = Duration::from_millis(50);
+    })
+    .await;
+    let Some(standin) = app.standin.clone() else { return };
+    standin.set_webhook_urls(Vec::<String>::new());
+    let room = unique("kept");
+    let hooks = meeting(&room, "RM_old", "k");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let recent = hook("room_started", "EV_recent", (&room, "RM_recent"), None, now);
+    post_all(&app, &hooks.iter().chain([&recent]).collect::<Vec<_>>()).await;
+    caught_up(&app).await;
+    let wait = async {
+        loop {
+            let status =
+                app.client.clone().get_room_session(GetRoomSessionRequest { session_id: "RM_old".to_owned() }).await;
+            if status.is_err_and(|status| status.code() == Code::NotFound) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait).await.expect("the old session is pruned");
+    // The active one stays, and the timeline keeps the old session's events.
+    session(&app, "RM_recent").await;
+    let events = app
+        .client
+        .clone()
+        .list_events(ListEventsRequest { rooms: vec![room.clone()], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), hooks.len() + 1);
+}

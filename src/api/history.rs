@@ -15,7 +15,9 @@ use crate::error::ApiError;
 use crate::events::Timeline;
 use crate::history::usage::{self, BucketKind};
 use crate::proto::v1::*;
-use crate::store::history::{ParticipantSessionRow, RoomSessionRow, SessionQuery, TrackRow, like_pattern};
+use crate::store::history::{
+    CachedBucket, ParticipantSessionRow, RoomSessionRow, SessionQuery, TrackRow, like_pattern,
+};
 
 /// The default ListRoomSessions page.
 const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -220,6 +222,48 @@ pub(crate) async fn get_room_session(
     })
 }
 
+/// What a usage cache entry is for: the rooms asked for and the caller's
+/// patterns, hashed (bounded, whatever their length).
+fn rooms_key(rooms: &[String], patterns: &[String]) -> String {
+    use sha2::Digest;
+    let (mut rooms, mut patterns) = (rooms.to_vec(), patterns.to_vec());
+    rooms.sort();
+    rooms.dedup();
+    patterns.sort();
+    patterns.dedup();
+    let mut hasher = sha2::Sha256::new();
+    for list in [&rooms, &patterns] {
+        for item in list {
+            hasher.update(item.as_bytes());
+            hasher.update([0]);
+        }
+        hasher.update([1]);
+    }
+    hasher.finalize().iter().take(16).map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn usage_figures(bucket: &CachedBucket) -> usage::Figures {
+    usage::Figures {
+        sessions: u32::try_from(bucket.sessions).unwrap_or(u32::MAX),
+        participant_micros: bucket.participant_micros,
+        peak_concurrency: u32::try_from(bucket.peak_concurrency).unwrap_or(u32::MAX),
+        unique_identities: u32::try_from(bucket.unique_identities).unwrap_or(u32::MAX),
+        inferred: bucket.inferred,
+    }
+}
+
+fn cached_bucket(start: i64, end: i64, figures: &usage::Figures) -> CachedBucket {
+    CachedBucket {
+        start,
+        end,
+        sessions: i64::from(figures.sessions),
+        participant_micros: figures.participant_micros,
+        peak_concurrency: i64::from(figures.peak_concurrency),
+        unique_identities: i64::from(figures.unique_identities),
+        inferred: figures.inferred,
+    }
+}
+
 pub(crate) async fn get_usage(
     timeline: &Timeline,
     call: Admitted<GetUsageRequest>,
@@ -244,11 +288,11 @@ pub(crate) async fn get_usage(
         BucketKind::Room => Vec::new(),
         kind => usage::time_buckets(from, to, kind, &zone).map_err(|why| invalid("bucket", why))?,
     };
-    let history_cursor = timeline.store().history_checkpoint().await?;
-    let (participants, sessions) =
-        timeline.store().usage_rows(from, to, &request.rooms, &like_patterns(&caller)).await?;
-    let participants: Vec<_> = participants.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
-    let sessions: Vec<_> = sessions.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
+    let like = like_patterns(&caller);
+    let store = timeline.store();
+    // Read before any row: the cache takes figures only from rows no
+    // projection has changed since.
+    let history_cursor = store.history_checkpoint().await?;
     let now = now_micros();
     let figures = |start: i64, end: i64, label: String, figures: usage::Figures| UsageFigures {
         start: Some(timestamp(start)),
@@ -261,16 +305,58 @@ pub(crate) async fn get_usage(
         inferred: figures.inferred,
     };
     let buckets = match kind {
-        BucketKind::Room => usage::room_figures(from, to, &participants, &sessions, now)
-            .into_iter()
-            .map(|(room, counted)| figures(from, to, room, counted))
-            .collect(),
+        BucketKind::Room => {
+            let (participants, sessions) = store.usage_rows(from, to, &request.rooms, &like).await?;
+            let participants: Vec<_> = participants.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
+            let sessions: Vec<_> = sessions.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
+            usage::room_figures(from, to, &participants, &sessions, now)
+                .into_iter()
+                .map(|(room, counted)| figures(from, to, room, counted))
+                .collect()
+        }
         _ => {
-            let counted = usage::figures(&buckets, &participants, &sessions, now);
+            let key = rooms_key(&request.rooms, caller.room_patterns());
+            let cached: HashMap<(i64, i64), CachedBucket> = store
+                .usage_cache(&key, from, to)
+                .await?
+                .into_iter()
+                .map(|bucket| ((bucket.start, bucket.end), bucket))
+                .collect();
+            let mut counted: Vec<Option<usage::Figures>> =
+                buckets.iter().map(|bucket| cached.get(&(bucket.start, bucket.end)).map(usage_figures)).collect();
+            // Each run of buckets not cached: its rows, its figures.
+            let mut fresh = Vec::new();
+            let mut index = 0;
+            while index < buckets.len() {
+                if counted[index].is_some() {
+                    index += 1;
+                    continue;
+                }
+                let first = index;
+                while index < buckets.len() && counted[index].is_none() {
+                    index += 1;
+                }
+                let run = &buckets[first..index];
+                let (start, end) = (run[0].start, run[run.len() - 1].end);
+                let (participants, sessions) = store.usage_rows(start, end, &request.rooms, &like).await?;
+                let participants: Vec<_> = participants.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
+                let sessions: Vec<_> = sessions.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
+                for (offset, figures) in usage::figures(run, &participants, &sessions, now).into_iter().enumerate() {
+                    let bucket = &run[offset];
+                    // A bucket that ended no longer depends on the clock.
+                    if bucket.end <= now {
+                        fresh.push(cached_bucket(bucket.start, bucket.end, &figures));
+                    }
+                    counted[first + offset] = Some(figures);
+                }
+            }
+            if !fresh.is_empty() && !store.cache_usage(&key, history_cursor, &fresh).await? {
+                tracing::debug!("usage not cached: the history moved while it was computed");
+            }
             buckets
                 .into_iter()
                 .zip(counted)
-                .map(|(bucket, counted)| figures(bucket.start, bucket.end, bucket.label, counted))
+                .map(|(bucket, counted)| figures(bucket.start, bucket.end, bucket.label, counted.unwrap_or_default()))
                 .collect()
         }
     };

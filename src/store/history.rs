@@ -107,6 +107,18 @@ pub struct UsageSession {
     pub inferred: bool,
 }
 
+/// One GetUsage bucket's figures, as cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedBucket {
+    pub start: i64,
+    pub end: i64,
+    pub sessions: i64,
+    pub participant_micros: i64,
+    pub peak_concurrency: i64,
+    pub unique_identities: i64,
+    pub inferred: bool,
+}
+
 /// A caller's room pattern (`*` any run of characters) as a SQL LIKE
 /// pattern with `\` as its escape character.
 pub fn like_pattern(pattern: &str) -> String {
@@ -204,6 +216,29 @@ impl Store {
         match self {
             Store::Sqlite(pool) => sqlite::usage_rows(pool, from, to, rooms, like).await,
             Store::Postgres(pool) => postgres::usage_rows(pool, from, to, rooms, like).await,
+        }
+    }
+
+    /// The cached figures of `rooms_key`'s buckets within [from, to).
+    pub async fn usage_cache(&self, rooms_key: &str, from: i64, to: i64) -> Result<Vec<CachedBucket>, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::usage_cache_get(pool, rooms_key, from, to).await,
+            Store::Postgres(pool) => postgres::usage_cache_get(pool, rooms_key, from, to).await,
+        }
+    }
+
+    /// Caches buckets computed from rows read at history checkpoint
+    /// `checkpoint`, unless a projection has committed since (it may have
+    /// changed them); returns whether they were stored.
+    pub async fn cache_usage(
+        &self,
+        rooms_key: &str,
+        checkpoint: u64,
+        buckets: &[CachedBucket],
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::usage_cache_put(pool, rooms_key, checkpoint, buckets).await,
+            Store::Postgres(pool) => postgres::usage_cache_put(pool, rooms_key, checkpoint, buckets).await,
         }
     }
 
@@ -505,16 +540,19 @@ macro_rules! history_queries {
         /// participant sessions' derived columns, from what is recorded.
         async fn recompute(tx: &mut Tx<'_>, room_sid: &str) -> Result<(), StoreError> {
             let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(
-                "SELECT room, start_at, first_seen_at, end_at, start_inferred, end_inferred FROM room_sessions WHERE room_sid = ",
+                "SELECT room, start_at, first_seen_at, end_at, start_inferred, end_inferred, span_start, span_end FROM room_sessions WHERE room_sid = ",
             );
             query.push_bind(room_sid);
-            let Some((room, start_at, first_seen_at, end_at, start_inferred, end_inferred)): Option<(
+            #[allow(clippy::type_complexity)]
+            let Some((room, start_at, first_seen_at, end_at, start_inferred, end_inferred, old_start, old_end)): Option<(
                 String,
                 Option<i64>,
                 i64,
                 Option<i64>,
                 bool,
                 bool,
+                Option<i64>,
+                Option<i64>,
             )> = query.build_query_as().fetch_optional(&mut **tx).await?
             else {
                 return Ok(());
@@ -604,9 +642,34 @@ macro_rules! history_queries {
             query.push_bind(room_sid);
             let (first_action, last_action): (Option<i64>, Option<i64>) =
                 query.build_query_as().fetch_one(&mut **tx).await?;
+            // The time the session's figures cover, before and after: the
+            // cached usage of any bucket in either goes.
+            let joined = derived.participants.iter().filter_map(|p| p.joined_at);
+            let span_start = joined.clone().min().map_or(started_at, |first| first.min(started_at));
+            let open = end_at.is_none() || derived.participants.iter().any(|p| p.joined_at.is_some() && p.left_at.is_none());
+            let span_end = if open {
+                None
+            } else {
+                Some(derived.participants.iter().filter_map(|p| p.left_at).chain(end_at).max().unwrap_or(started_at))
+            };
+            let low = old_start.map_or(span_start, |old| old.min(span_start));
+            let high = match (old_start, old_end, span_end) {
+                (_, _, None) | (Some(_), None, Some(_)) => None,
+                // First computed: only the new span.
+                (None, _, Some(new)) => Some(new),
+                (Some(_), Some(old), Some(new)) => Some(old.max(new)),
+            };
+            let mut invalidate: QueryBuilder<'_, $Db> = QueryBuilder::new("DELETE FROM usage_cache WHERE bucket_end > ");
+            invalidate.push_bind(low);
+            if let Some(high) = high {
+                invalidate.push(" AND bucket_start <= ").push_bind(high);
+            }
+            invalidate.build().execute(&mut **tx).await?;
             let totals = derived.totals;
             let mut update: QueryBuilder<'_, $Db> = QueryBuilder::new("UPDATE room_sessions SET started_at = ");
             update.push_bind(started_at);
+            update.push(", span_start = ").push_bind(span_start);
+            update.push(", span_end = ").push_bind(span_end);
             update.push(", participant_sessions = ").push_bind(totals.participant_sessions);
             update.push(", peak_participants = ").push_bind(totals.peak);
             update.push(", unique_identities = ").push_bind(totals.unique_identities);
@@ -834,6 +897,72 @@ macro_rules! history_queries {
             Ok((participants, sessions))
         }
 
+        pub async fn usage_cache_get(
+            pool: &$Pool,
+            rooms_key: &str,
+            from: i64,
+            to: i64,
+        ) -> Result<Vec<CachedBucket>, StoreError> {
+            let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(
+                "SELECT bucket_start, bucket_end, sessions, participant_micros, peak_concurrency, unique_identities, inferred FROM usage_cache WHERE rooms_key = ",
+            );
+            query.push_bind(rooms_key).push(" AND bucket_start >= ").push_bind(from);
+            query.push(" AND bucket_end <= ").push_bind(to).push(" ORDER BY bucket_start");
+            let rows: Vec<(i64, i64, i64, i64, i64, i64, bool)> = query.build_query_as().fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| CachedBucket {
+                    start: row.0,
+                    end: row.1,
+                    sessions: row.2,
+                    participant_micros: row.3,
+                    peak_concurrency: row.4,
+                    unique_identities: row.5,
+                    inferred: row.6,
+                })
+                .collect())
+        }
+
+        pub async fn usage_cache_put(
+            pool: &$Pool,
+            rooms_key: &str,
+            checkpoint: u64,
+            buckets: &[CachedBucket],
+        ) -> Result<bool, StoreError> {
+            if buckets.is_empty() {
+                return Ok(true);
+            }
+            // The checkpoint row locked: a projection in flight finishes
+            // first, and then the checkpoint has moved.
+            let mut tx = pool.begin_with($begin).await?;
+            let (through,): (i64,) =
+                sqlx::query_as(concat!("SELECT projected_through FROM history_state WHERE singleton = 1", $lock))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if to_cursor(through) != checkpoint {
+                return Ok(false);
+            }
+            for chunk in buckets.chunks(500) {
+                let mut insert: QueryBuilder<'_, $Db> = QueryBuilder::new(
+                    "INSERT INTO usage_cache (rooms_key, bucket_start, bucket_end, sessions, participant_micros, peak_concurrency, unique_identities, inferred) ",
+                );
+                insert.push_values(chunk, |mut row, bucket| {
+                    row.push_bind(rooms_key)
+                        .push_bind(bucket.start)
+                        .push_bind(bucket.end)
+                        .push_bind(bucket.sessions)
+                        .push_bind(bucket.participant_micros)
+                        .push_bind(bucket.peak_concurrency)
+                        .push_bind(bucket.unique_identities)
+                        .push_bind(bucket.inferred);
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
         pub async fn prune(pool: &$Pool, before: i64, limit: u32) -> Result<u64, StoreError> {
             let mut tx = pool.begin_with($begin).await?;
             let mut query: QueryBuilder<'_, $Db> =
@@ -863,6 +992,9 @@ macro_rules! history_queries {
                 delete.push("))");
                 delete.build().execute(&mut *tx).await?;
             }
+            let mut cache: QueryBuilder<'_, $Db> = QueryBuilder::new("DELETE FROM usage_cache WHERE bucket_start < ");
+            cache.push_bind(before);
+            cache.build().execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(sids.len() as u64)
         }

@@ -392,6 +392,22 @@ async fn usage_buckets_follow_the_time_zones_calendar(kind: Kind) {
     assert_eq!(hours.buckets.len(), 48);
     let busy: Vec<Value> = figures(&hours).into_iter().filter(|b| b[2] != json!(0.0)).collect();
     assert_eq!(busy, [json!(["2026-11-27T23+05:30", 1, 30.0, 2, 2]), json!(["2026-11-28T00+05:30", 0, 50.0, 2, 2])]);
+
+    // A late participant in a day already answered (and cached): counted.
+    let carol = Some(("carol", "PA_u_carol"));
+    post_all(
+        &app,
+        &[
+            &hook("participant_left", "EV_u8", r, carol, T0 + 900),
+            &hook("participant_joined", "EV_u7", r, carol, T0 + 300),
+        ],
+    )
+    .await;
+    caught_up(&app).await;
+    assert_eq!(
+        figures(&usage(UsageBucket::Day, "Asia/Kolkata").await),
+        [json!(["2026-11-27", 1, 40.0, 2, 3]), json!(["2026-11-28", 0, 50.0, 2, 2])]
+    );
 }
 both_stores!(usage_buckets_follow_the_time_zone_on, usage_buckets_follow_the_time_zones_calendar);
 

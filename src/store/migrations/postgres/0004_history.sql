@@ -37,6 +37,10 @@ CREATE TABLE room_sessions (
     open_participants    BIGINT  NOT NULL DEFAULT 0,
     -- Some figure rests on an inferred event.
     inferred             BOOLEAN NOT NULL DEFAULT FALSE,
+    -- The time its participant sessions span with it (NULL end: open):
+    -- what a change to it invalidates in usage_cache.
+    span_start           BIGINT,
+    span_end             BIGINT,
     -- The cursors of the session's first and last events.
     first_cursor         BIGINT  NOT NULL,
     last_cursor          BIGINT  NOT NULL
@@ -111,3 +115,21 @@ CREATE TABLE history_actions (
 );
 CREATE INDEX history_actions_by_room ON history_actions (room, at);
 CREATE INDEX history_actions_by_session ON history_actions (room_sid);
+
+-- GetUsage's figures of buckets that ended, by the rooms asked for (a hash
+-- of the rooms filter and the caller's patterns) and the bucket's bounds
+-- (whatever its zone). The projector deletes every bucket a changed room
+-- session overlaps; a reply stores its buckets only if no projection
+-- committed since it read its rows.
+CREATE TABLE usage_cache (
+    rooms_key          TEXT    NOT NULL,
+    bucket_start       BIGINT  NOT NULL,
+    bucket_end         BIGINT  NOT NULL,
+    sessions           BIGINT  NOT NULL,
+    participant_micros BIGINT  NOT NULL,
+    peak_concurrency   BIGINT  NOT NULL,
+    unique_identities  BIGINT  NOT NULL,
+    inferred           BOOLEAN NOT NULL,
+    PRIMARY KEY (rooms_key, bucket_start, bucket_end)
+);
+CREATE INDEX usage_cache_by_end ON usage_cache (bucket_end);

@@ -147,6 +147,13 @@ pub struct HistoryConfig {
     /// replica still answers the history RPCs from the store, which other
     /// replicas keep up to date (or which stays as it was).
     pub enabled: bool,
+    /// At most one projection pass per this interval: the events of a busy
+    /// moment are applied together, each room session's figures recomputed
+    /// once for all of them, which keeps the projector's share of the CPU
+    /// and of SQLite's write lock small. The history lags the timeline by
+    /// about this much.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub project_interval: Duration,
     /// How long a room session is kept after it ended, with its participant
     /// sessions (the timeline's own events go after `events.retention`).
     #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
@@ -160,6 +167,7 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            project_interval: Duration::from_millis(250),
             retention: Duration::from_secs(400 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
         }

@@ -6,7 +6,9 @@
 //!   checkpoint moved in the same transaction: exactly once, on any number
 //!   of replicas sharing one PostgreSQL. It is woken when the timeline's
 //!   tailer moves (an append here, another replica's NOTIFY, or the
-//!   tailer's poll): the intake never waits for it;
+//!   tailer's poll), at most once per `history.project_interval`: the
+//!   intake never waits for it, and a busy moment's events are applied
+//!   together;
 //! - [`figures`]: a room session's figures from its participant sessions;
 //! - [`usage`]: GetUsage's buckets in a time zone;
 //! - the pruner (here) deletes what `history.retention` no longer keeps;
@@ -35,7 +37,7 @@ const PRUNE_CHUNK: u32 = 1000;
 pub fn start(timeline: &Timeline, config: &HistoryConfig) -> Vec<tokio::task::AbortHandle> {
     let store = timeline.store().clone();
     vec![
-        tokio::spawn(project_loop(store.clone(), timeline.tailed())).abort_handle(),
+        tokio::spawn(project_loop(store.clone(), timeline.tailed(), config.project_interval)).abort_handle(),
         tokio::spawn(prune_loop(store, config.retention, config.prune_interval)).abort_handle(),
     ]
 }
@@ -53,9 +55,10 @@ pub async fn catch_up(store: &Store) -> Result<usize, crate::store::StoreError> 
     }
 }
 
-async fn project_loop(store: Store, mut tailed: watch::Receiver<u64>) {
+async fn project_loop(store: Store, mut tailed: watch::Receiver<u64>, interval: Duration) {
     let mut failing = false;
     loop {
+        let started = tokio::time::Instant::now();
         match catch_up(&store).await {
             Ok(_) => failing = false,
             Err(error) => {
@@ -70,6 +73,8 @@ async fn project_loop(store: Store, mut tailed: watch::Receiver<u64>) {
         if tailed.changed().await.is_err() {
             return;
         }
+        // What arrives meanwhile is applied with it, in the next pass.
+        tokio::time::sleep_until(started + interval).await;
     }
 }
 

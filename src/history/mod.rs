@@ -26,8 +26,9 @@ use crate::config::HistoryConfig;
 use crate::events::Timeline;
 use crate::store::Store;
 
-/// Most events one projection transaction applies.
-pub const PROJECT_BATCH: u32 = 500;
+/// Most events one projection transaction applies: on SQLite the
+/// transaction holds the write lock, which the appender waits for.
+pub const PROJECT_BATCH: u32 = 250;
 
 /// Most room sessions the pruner deletes in one transaction.
 const PRUNE_CHUNK: u32 = 1000;

@@ -320,13 +320,19 @@ macro_rules! history_queries {
                 return Ok(0);
             };
             let mut touched = BTreeSet::new();
+            // The room sessions participant and track events name, upserted
+            // once per batch: (name, earliest time, first and last cursor).
+            let mut rooms: HashMap<String, (String, i64, i64, i64)> = HashMap::new();
             for (cursor, payload) in &rows {
                 match Event::decode(payload.as_slice()) {
-                    Ok(event) => apply(&mut tx, *cursor, &event, &mut touched).await?,
+                    Ok(event) => apply(&mut tx, *cursor, &event, &mut touched, &mut rooms).await?,
                     // Skipped, not retried forever: the timeline itself
                     // reports it to its readers.
                     Err(error) => tracing::error!(%error, cursor, "the history skips an event it cannot decode"),
                 }
+            }
+            for (sid, (name, at, first, last)) in &rooms {
+                upsert_room(&mut tx, sid, name, *at, *first, *last).await?;
             }
             for room_sid in &touched {
                 recompute(&mut tx, room_sid).await?;
@@ -345,6 +351,7 @@ macro_rules! history_queries {
             cursor: i64,
             event: &Event,
             touched: &mut BTreeSet<String>,
+            rooms: &mut HashMap<String, (String, i64, i64, i64)>,
         ) -> Result<(), StoreError> {
             let at = event_time(event);
             let room = event.room.clone().unwrap_or_default();
@@ -373,7 +380,14 @@ macro_rules! history_queries {
             {
                 return Ok(());
             }
-            upsert_room(tx, &room.sid, &room.name, at, cursor).await?;
+            if matches!(kind, "room_started" | "room_finished") {
+                upsert_room(tx, &room.sid, &room.name, at, cursor, cursor).await?;
+            } else {
+                let entry = rooms.entry(room.sid.clone()).or_insert_with(|| (room.name.clone(), at, cursor, cursor));
+                entry.1 = entry.1.min(at);
+                entry.2 = entry.2.min(cursor);
+                entry.3 = entry.3.max(cursor);
+            }
             touched.insert(room.sid.clone());
             let inferred = event.inferred;
             match kind {
@@ -445,7 +459,14 @@ macro_rules! history_queries {
             Ok(())
         }
 
-        async fn upsert_room(tx: &mut Tx<'_>, sid: &str, room: &str, at: i64, cursor: i64) -> Result<(), StoreError> {
+        async fn upsert_room(
+            tx: &mut Tx<'_>,
+            sid: &str,
+            room: &str,
+            at: i64,
+            first_cursor: i64,
+            last_cursor: i64,
+        ) -> Result<(), StoreError> {
             let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(
                 "INSERT INTO room_sessions (room_sid, room, first_seen_at, started_at, first_cursor, last_cursor) VALUES (",
             );
@@ -454,8 +475,8 @@ macro_rules! history_queries {
             values.push_bind(room);
             values.push_bind(at);
             values.push_bind(at);
-            values.push_bind(cursor);
-            values.push_bind(cursor);
+            values.push_bind(first_cursor);
+            values.push_bind(last_cursor);
             query.push(concat!(
                 ") ON CONFLICT (room_sid) DO UPDATE SET first_seen_at = ",
                 $least,

@@ -141,7 +141,10 @@ impl Store {
     /// how many it applied (0: the history is up to date).
     pub async fn project_history(&self, limit: u32) -> Result<usize, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::project(pool, limit).await,
+            Store::Sqlite(pool) => {
+                let _turn = super::SQLITE_WRITERS.lock().await;
+                sqlite::project(pool, limit).await
+            }
             Store::Postgres(pool) => postgres::project(pool, limit).await,
         }
     }

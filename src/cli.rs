@@ -1,5 +1,6 @@
 //! The command line: `roomcontrol` serves; `roomcontrol token` mints a join
-//! token; `roomcontrol config` prints the effective configuration.
+//! token; `roomcontrol config` prints the effective configuration;
+//! `roomcontrol history export` prints the room sessions of a range.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +45,64 @@ pub enum Command {
     /// Make a new API key: prints the key (give it to the service) and the
     /// configuration entry with its hash (give that to RoomControl)
     ApiKey(ApiKeyArgs),
+    /// Room and participant sessions, from the store the server uses
+    #[command(subcommand)]
+    History(HistoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Print the room sessions that ran in a range, with their participant
+    /// sessions, as CSV (one line per participant session) or JSON. The
+    /// history is first brought up to date with the timeline.
+    Export(ExportArgs),
+}
+
+/// What `roomcontrol history export` prints.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Start of the range, RFC 3339 (2026-11-27T00:00:00Z or with an offset)
+    #[arg(long, value_parser = parse_time)]
+    pub from: i64,
+    /// End of the range (exclusive), RFC 3339
+    #[arg(long, value_parser = parse_time)]
+    pub to: i64,
+    /// csv or json
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: ExportFormat,
+    /// Only this room (exact name); repeat for more [default: every room]
+    #[arg(long = "room", value_name = "NAME")]
+    pub rooms: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+/// An RFC 3339 time as unix microseconds.
+fn parse_time(raw: &str) -> Result<i64, String> {
+    raw.parse::<jiff::Timestamp>().map(|at| at.as_microsecond()).map_err(|_| {
+        format!("expected an RFC 3339 time such as 2026-11-27T00:00:00Z or 2026-11-27T00:00:00+01:00, got {raw:?}")
+    })
+}
+
+/// Runs `roomcontrol history export`: opens the store, brings the history
+/// up to date, writes the export to `out`.
+pub async fn history_export(config: &Config, args: ExportArgs, out: &mut impl std::io::Write) -> Result<(), String> {
+    if args.from >= args.to {
+        return Err("--to must be after --from: the range is [from, to)".to_owned());
+    }
+    let store = crate::store::Store::open(&config.store).await.map_err(|error| error.to_string())?;
+    crate::history::catch_up(&store).await.map_err(|error| error.to_string())?;
+    let format = match args.format {
+        ExportFormat::Csv => crate::history::export::Format::Csv,
+        ExportFormat::Json => crate::history::export::Format::Json,
+    };
+    let result = crate::history::export::export(&store, args.from, args.to, args.rooms, format, out).await;
+    store.close().await;
+    result.map(|_| ())
 }
 
 /// A new API key's name and scopes.
@@ -62,7 +121,8 @@ pub fn api_key(args: ApiKeyArgs) -> Result<String, String> {
     for scope in &args.scopes {
         if crate::auth::Scope::from_name(scope).is_none() {
             return Err(format!(
-                "unknown scope {scope:?}: expected rooms:read, rooms:write, participants:moderate, tokens:create or tokens:create:self"
+                "unknown scope {scope:?}: expected one of {}",
+                crate::auth::Scope::ALL.map(|scope| scope.name()).join(", ")
             ));
         }
     }

@@ -138,6 +138,8 @@ pub struct Config {
     pub recordings: RecordingsConfig,
     #[serde(default)]
     pub agents: AgentsConfig,
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 /// Where LiveKit's egress writes recordings (`crate::api::recordings`):
@@ -215,6 +217,42 @@ pub struct AgentsConfig {
 impl Default for AgentsConfig {
     fn default() -> Self {
         Self { max_redispatches: 3 }
+    }
+}
+
+/// Room and participant sessions derived from the timeline
+/// (`crate::history`), kept apart from the raw timeline's retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Project the timeline into the history on this replica. Off: this
+    /// replica still answers the history RPCs from the store, which other
+    /// replicas keep up to date (or which stays as it was).
+    pub enabled: bool,
+    /// At most one projection pass per this interval: the events of a busy
+    /// moment are applied together, each room session's figures recomputed
+    /// once for all of them, which keeps the projector's share of the CPU
+    /// and of SQLite's write lock small. The history lags the timeline by
+    /// about this much.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub project_interval: Duration,
+    /// How long a room session is kept after it ended, with its participant
+    /// sessions (the timeline's own events go after `events.retention`).
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub retention: Duration,
+    /// How often the pruner deletes the sessions older than `retention`.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub prune_interval: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            project_interval: Duration::from_millis(250),
+            retention: Duration::from_secs(400 * 24 * 3600),
+            prune_interval: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -566,7 +604,7 @@ pub struct ApiKeyConfig {
     /// What the key may do: `rooms:read`, `rooms:write`,
     /// `participants:moderate`, `participants:ban`, `tokens:create`,
     /// `tokens:create:self`, `events:read`, `recordings:write`,
-    /// `recordings:read`, `agents:dispatch`.
+    /// `recordings:read`, `agents:dispatch`, `history:read`.
     pub scopes: Vec<String>,
     /// Room name patterns the key may touch; `*` is any run of characters.
     #[serde(default = "default_rooms")]
@@ -861,6 +899,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             recordings: RecordingsConfig::default(),
             agents: AgentsConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -1038,6 +1077,8 @@ impl Config {
             ("events.prune_interval", self.events.prune_interval),
             ("events.heartbeat_interval", self.events.heartbeat_interval),
             ("events.poll_interval", self.events.poll_interval),
+            ("history.retention", self.history.retention),
+            ("history.prune_interval", self.history.prune_interval),
             ("store.connect_timeout", self.store.connect_timeout),
         ];
         for (key, value) in positive {
@@ -1228,6 +1269,7 @@ impl Config {
             redis,
             recordings,
             agents,
+            history,
         } = self;
         let effective = crate::telemetry::effective_filter(log);
         let printed = PrintedConfig {
@@ -1250,6 +1292,7 @@ impl Config {
             redis,
             recordings,
             agents,
+            history,
         };
         serde_json::to_string_pretty(&printed).expect("the configuration always serializes")
     }
@@ -1273,6 +1316,7 @@ struct PrintedConfig<'a> {
     redis: &'a RedisConfig,
     recordings: &'a RecordingsConfig,
     agents: &'a AgentsConfig,
+    history: &'a HistoryConfig,
 }
 
 #[derive(Serialize)]

@@ -51,6 +51,11 @@ pub enum ApiError {
     /// No ban in force has this id.
     #[error("no ban in force has id {0:?}: it was lifted, expired or never given (ListBans lists those in force)")]
     NoSuchBan(String),
+    /// No room session has this id.
+    #[error(
+        "no room session has id {0:?}: it never existed, is not in the history yet, or history.retention pruned it (ListRoomSessions lists those kept)"
+    )]
+    NoSuchSession(String),
     /// The caller has used up its budget of one kind of call (`limits.*`).
     #[error("rate limit {} ({rate}) exceeded for {caller}; retry in {}", limit.setting(), crate::limits::retry_text(*retry_after))]
     RateLimited { limit: Limit, rate: Rate, caller: String, retry_after: Duration },
@@ -131,7 +136,7 @@ impl From<ApiError> for Status {
                 );
                 Status::with_error_details(Code::PermissionDenied, message, details)
             }
-            ApiError::NoSuchBan(_) => Status::not_found(message),
+            ApiError::NoSuchBan(_) | ApiError::NoSuchSession(_) => Status::not_found(message),
             ApiError::RateLimited { limit, rate, retry_after, .. } => {
                 let mut details = ErrorDetails::with_retry_info(Some(retry_after));
                 details.set_error_info(

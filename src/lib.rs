@@ -20,6 +20,7 @@ pub mod duration;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod history;
 pub mod limits;
 pub mod livekit;
 pub mod metrics;

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::Config => print(&config.to_redacted_json()),
         Command::ApiKey(_) => unreachable!("handled before the configuration is read"),
+        Command::History(cli::HistoryCommand::Export(args)) => history_export(&config, args),
         Command::Token(args) => match cli::token(&config, args) {
             Ok(output) => print(&output),
             Err(error) => {
@@ -49,6 +50,27 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `roomcontrol history export`, on a runtime of its own, straight to
+/// standard output.
+fn history_export(config: &Config, args: cli::ExportArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("roomcontrol: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let result = runtime.block_on(cli::history_export(config, args, &mut out));
+    match result.and_then(|()| std::io::Write::flush(&mut out).map_err(|error| error.to_string())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("roomcontrol: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 

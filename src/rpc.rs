@@ -44,6 +44,9 @@ pub enum Rpc {
     DispatchAgent,
     ListAgentDispatches,
     CancelAgentDispatch,
+    ListRoomSessions,
+    GetRoomSession,
+    GetUsage,
 }
 
 /// What RoomControl knows about one RPC.
@@ -66,7 +69,7 @@ pub struct RpcInfo {
 use Scope::*;
 
 /// Every RPC, in the proto's order; `RPCS[rpc as usize].rpc == rpc`.
-pub const RPCS: [RpcInfo; 27] = [
+pub const RPCS: [RpcInfo; 30] = [
     row(Rpc::CreateRoom, "CreateRoom", "/roomcontrol.v1.RoomControl/CreateRoom", &[RoomsWrite], true, true),
     row(Rpc::ListRooms, "ListRooms", "/roomcontrol.v1.RoomControl/ListRooms", &[RoomsRead], false, true),
     row(Rpc::GetRoom, "GetRoom", "/roomcontrol.v1.RoomControl/GetRoom", &[RoomsRead], false, true),
@@ -219,6 +222,24 @@ pub const RPCS: [RpcInfo; 27] = [
         true,
         true,
     ),
+    // Read from the history's tables in the store.
+    row(
+        Rpc::ListRoomSessions,
+        "ListRoomSessions",
+        "/roomcontrol.v1.RoomControl/ListRoomSessions",
+        &[HistoryRead],
+        false,
+        false,
+    ),
+    row(
+        Rpc::GetRoomSession,
+        "GetRoomSession",
+        "/roomcontrol.v1.RoomControl/GetRoomSession",
+        &[HistoryRead],
+        false,
+        false,
+    ),
+    row(Rpc::GetUsage, "GetUsage", "/roomcontrol.v1.RoomControl/GetUsage", &[HistoryRead], false, false),
 ];
 
 const fn row(
@@ -415,6 +436,9 @@ mod tests {
             (Rpc::DispatchAgent, Writes),
             (Rpc::ListAgentDispatches, Reads),
             (Rpc::CancelAgentDispatch, Writes),
+            (Rpc::ListRoomSessions, Reads),
+            (Rpc::GetRoomSession, Reads),
+            (Rpc::GetUsage, Reads),
         ];
         assert_eq!(expected.len(), RPCS.len());
         for (rpc, limit) in expected {

@@ -281,7 +281,23 @@ macro_rules! about_many_rooms {
     )*};
 }
 
-about_many_rooms!(ListRoomsRequest, ListEventsRequest, WatchEventsRequest, ListBansRequest, UnbanParticipantRequest);
+about_many_rooms!(
+    ListRoomsRequest,
+    ListEventsRequest,
+    WatchEventsRequest,
+    ListBansRequest,
+    UnbanParticipantRequest,
+    ListRoomSessionsRequest,
+    GetUsageRequest
+);
+
+/// A session's room is known once it is found: the handler authorizes it
+/// (`api::history`).
+impl AboutRoom for GetRoomSessionRequest {
+    fn room(&self) -> Option<&str> {
+        None
+    }
+}
 
 // A recording's room is known once LiveKit is asked (StopRecording), or the
 // list is filtered to the caller's rooms (ListRecordings): the handlers
@@ -374,6 +390,93 @@ fn event_filters(violations: &mut Violations, rooms: &[String], types: &[String]
                 "must be an event type in lower case letters, digits and _, such as \"participant_joined\"",
             );
         }
+    }
+}
+
+/// Most room sessions one ListRoomSessions page holds.
+pub const SESSIONS_PAGE_MAX: i32 = 1000;
+
+/// The longest range one GetUsage covers.
+pub const USAGE_RANGE_MAX: Duration = Duration::from_secs(400 * 86_400);
+
+/// A timestamp protobuf can carry: years 1 to 9999, nanos 0 to 999999999.
+fn timestamp(violations: &mut Violations, field: &str, at: &prost_types::Timestamp) {
+    const MIN: i64 = -62_135_596_800;
+    const MAX: i64 = 253_402_300_799;
+    if !(MIN..=MAX).contains(&at.seconds) || !(0..1_000_000_000).contains(&at.nanos) {
+        violations.add(field, "must be a time from year 1 to 9999, with nanos from 0 to 999999999");
+    }
+}
+
+/// `from` strictly before `to`, when both are set.
+fn time_range(violations: &mut Violations, from: Option<&prost_types::Timestamp>, to: Option<&prost_types::Timestamp>) {
+    for (field, at) in [("from", from), ("to", to)] {
+        if let Some(at) = at {
+            timestamp(violations, field, at);
+        }
+    }
+    if let (Some(from), Some(to)) = (from, to)
+        && (from.seconds, from.nanos) >= (to.seconds, to.nanos)
+    {
+        violations.add("to", format!("must be after from ({from}), got {to}: the range is [from, to)"));
+    }
+}
+
+impl Validate for ListRoomSessionsRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        event_filters(&mut violations, &self.rooms, &[]);
+        time_range(&mut violations, self.from.as_ref(), self.to.as_ref());
+        if !(0..=SESSIONS_PAGE_MAX).contains(&self.page_size) {
+            violations.add("page_size", format!("must be 1 to {SESSIONS_PAGE_MAX}, or 0 for the default of 100"));
+        }
+        if !self.page_token.is_empty() && crate::api::history::parse_page_token(&self.page_token).is_none() {
+            violations.add("page_token", "must be a next_page_token from an earlier ListRoomSessions reply");
+        }
+        violations
+    }
+}
+
+impl Validate for GetRoomSessionRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        if self.session_id.is_empty() || self.session_id.len() > 256 {
+            violations.add(
+                "session_id",
+                "must be a room session's id (LiveKit's room sid, \"RM_...\"), as ListRoomSessions gives it",
+            );
+        }
+        violations
+    }
+}
+
+impl Validate for GetUsageRequest {
+    fn violations(&self) -> Violations {
+        let mut violations = Violations::new();
+        event_filters(&mut violations, &self.rooms, &[]);
+        if self.from.is_none() {
+            violations.add("from", "is required: the start of the range [from, to)");
+        }
+        if self.to.is_none() {
+            violations.add("to", "is required: the end of the range [from, to)");
+        }
+        time_range(&mut violations, self.from.as_ref(), self.to.as_ref());
+        if let (Some(from), Some(to)) = (&self.from, &self.to)
+            && to.seconds.saturating_sub(from.seconds) > USAGE_RANGE_MAX.as_secs() as i64
+        {
+            violations.add("to", "must be at most 400 days after from: ask for the range in parts");
+        }
+        if !matches!(
+            UsageBucket::try_from(self.bucket),
+            Ok(UsageBucket::Hour | UsageBucket::Day | UsageBucket::Month | UsageBucket::Room)
+        ) {
+            violations
+                .add("bucket", "must be USAGE_BUCKET_HOUR, USAGE_BUCKET_DAY, USAGE_BUCKET_MONTH or USAGE_BUCKET_ROOM");
+        }
+        if let Err(why) = crate::history::usage::time_zone(&self.time_zone) {
+            violations.add("time_zone", why);
+        }
+        violations
     }
 }
 

@@ -11,6 +11,7 @@
 pub(crate) mod agents;
 pub(crate) mod bans;
 pub(crate) mod convert;
+pub(crate) mod history;
 mod participants;
 pub mod recordings;
 mod rooms;
@@ -445,6 +446,27 @@ impl RoomControl for RoomControlService {
     async fn list_bans(&self, request: Request<ListBansRequest>) -> Result<Response<ListBansResponse>, Status> {
         let call = self.admit(Rpc::ListBans, request)?;
         Ok(Response::new(bans::list_bans(&self.bans, call)))
+    }
+
+    async fn list_room_sessions(
+        &self,
+        request: Request<ListRoomSessionsRequest>,
+    ) -> Result<Response<ListRoomSessionsResponse>, Status> {
+        let call = self.admit(Rpc::ListRoomSessions, request)?;
+        Ok(Response::new(history::list_room_sessions(self.timeline(), call).await?))
+    }
+
+    async fn get_room_session(
+        &self,
+        request: Request<GetRoomSessionRequest>,
+    ) -> Result<Response<GetRoomSessionResponse>, Status> {
+        let call = self.admit(Rpc::GetRoomSession, request)?;
+        Ok(Response::new(history::get_room_session(self.timeline(), call).await?))
+    }
+
+    async fn get_usage(&self, request: Request<GetUsageRequest>) -> Result<Response<GetUsageResponse>, Status> {
+        let call = self.admit(Rpc::GetUsage, request)?;
+        Ok(Response::new(history::get_usage(self.timeline(), call).await?))
     }
 }
 

@@ -35,10 +35,12 @@ pub enum Scope {
     /// DispatchAgent, ListAgentDispatches, CancelAgentDispatch, and
     /// CreateRoom with agents.
     AgentsDispatch,
+    /// ListRoomSessions, GetRoomSession, GetUsage.
+    HistoryRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 10] = [
+    pub const ALL: [Scope; 11] = [
         Scope::RoomsRead,
         Scope::RoomsWrite,
         Scope::ParticipantsModerate,
@@ -49,6 +51,7 @@ impl Scope {
         Scope::RecordingsWrite,
         Scope::RecordingsRead,
         Scope::AgentsDispatch,
+        Scope::HistoryRead,
     ];
 
     /// The scope's name in credentials and configuration.
@@ -64,6 +67,7 @@ impl Scope {
             Scope::RecordingsWrite => "recordings:write",
             Scope::RecordingsRead => "recordings:read",
             Scope::AgentsDispatch => "agents:dispatch",
+            Scope::HistoryRead => "history:read",
         }
     }
 

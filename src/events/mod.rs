@@ -55,7 +55,10 @@ pub fn action_type(rpc: Rpc, detail: &Json) -> &'static str {
         | Rpc::WatchEvents
         | Rpc::ListBans
         | Rpc::ListRecordings
-        | Rpc::ListAgentDispatches => "read",
+        | Rpc::ListAgentDispatches
+        | Rpc::ListRoomSessions
+        | Rpc::GetRoomSession
+        | Rpc::GetUsage => "read",
     }
 }
 

@@ -325,6 +325,12 @@ impl Application {
                 interval,
             ))
         });
+        // Room and participant sessions, projected from the timeline.
+        let history = if self.config.history.enabled {
+            crate::history::start(&self.timeline, &self.config.history)
+        } else {
+            Vec::new()
+        };
         let mut checks = tokio::spawn(health::watch_livekit(
             self.livekit,
             self.readiness.clone(),
@@ -378,6 +384,9 @@ impl Application {
         accept::drain(connections, self.config.server.grace_period).await;
         if let Some(reconcile) = reconcile {
             reconcile.abort();
+        }
+        for task in history {
+            task.abort();
         }
         self.timeline.shutdown().await;
         if let Some(admin) = admin {

@@ -16,6 +16,7 @@
 //! cursor N can never later find a cursor below N appear (the trap of
 //! sequence numbers with concurrent writers).
 
+pub mod history;
 pub mod postgres;
 mod queries;
 mod sqlite;
@@ -237,6 +238,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/sqlite/0003_recordings_agents.sql"),
         include_str!("migrations/postgres/0003_recordings_agents.sql"),
     ),
+    (
+        4,
+        "history",
+        include_str!("migrations/sqlite/0004_history.sql"),
+        include_str!("migrations/postgres/0004_history.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.
@@ -344,7 +351,10 @@ impl Store {
     /// stored (a replayed webhook: stored once).
     pub async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Option<u64>>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::append(pool, batch).await,
+            Store::Sqlite(pool) => {
+                let _turn = SQLITE_WRITERS.lock().await;
+                sqlite::append(pool, batch).await
+            }
             Store::Postgres(pool) => postgres::append(pool, batch).await,
         }
     }
@@ -441,6 +451,13 @@ impl Store {
         }
     }
 }
+
+/// SQLite has one writer at a time; a writer that finds the lock taken
+/// retries after sleeps (its busy handler) and can lose to the same other
+/// writer many times in a row. The process's writers (the appender, the
+/// history's projector) take turns here instead, first come first served,
+/// so the appender waits for at most one projection transaction.
+pub(crate) static SQLITE_WRITERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Clamps a cursor read from the database (a signed 64-bit column) to u64.
 fn to_cursor(value: i64) -> u64 {

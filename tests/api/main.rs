@@ -15,6 +15,7 @@ mod errors;
 mod events;
 mod grpc_web;
 mod health;
+mod history;
 mod limits;
 mod operations;
 mod participants;

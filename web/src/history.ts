@@ -34,7 +34,9 @@ const EXPORT_PARALLEL = 4;
 /** What the test (and a curious developer) can read of the drawn charts. */
 declare global {
   interface Window {
-    roomcontrolCharts?: { usage?: { plot: uPlot; labels: string[]; timeZone: string } };
+    roomcontrolCharts?: {
+      usage?: { plot: uPlot; labels: string[]; timeZone: string; request: { from: string; to: string; timeZone: string } };
+    };
   }
 }
 
@@ -354,6 +356,8 @@ async function loadUsage(): Promise<void> {
   const from = midnight(days - 1);
   const to = midnight(-1);
   $("#usage-state").textContent = "loading…";
+  // When the figures were asked for: open sessions count up to then.
+  $("#usage-chart").dataset.requested = String(Date.now());
   try {
     const answer = await client.getUsage({
       from: timestampFromDate(from),
@@ -362,15 +366,22 @@ async function loadUsage(): Promise<void> {
       timeZone,
     });
     if (seq !== usageSeq) return;
-    drawUsage(answer.buckets, answer.timeZone);
+    drawUsage(answer.buckets, answer.timeZone, { from: from.toISOString(), to: to.toISOString(), timeZone });
   } catch (error) {
     if (seq !== usageSeq) return;
     showError(failure("Could not get the usage", error));
     $("#usage-state").textContent = "";
+    usagePlot?.destroy();
+    usagePlot = null;
+    $("#usage-chart").replaceChildren(h("p", { class: "muted" }, "No chart: GetUsage failed (see above)."));
   }
 }
 
-function drawUsage(buckets: UsageFigures[], timeZone: string): void {
+function drawUsage(
+  buckets: UsageFigures[],
+  timeZone: string,
+  request: { from: string; to: string; timeZone: string },
+): void {
   const labels = buckets.map((b) => b.label);
   const total = buckets.reduce((sum, b) => sum + b.participantMinutes, 0);
   const peak = buckets.reduce((max, b) => Math.max(max, b.peakConcurrency), 0);
@@ -447,8 +458,14 @@ function drawUsage(buckets: UsageFigures[], timeZone: string): void {
       },
     ],
   };
+  // The legend shows the last day while the pointer is elsewhere.
+  const lastDay = (u: uPlot) => {
+    if (buckets.length && u.cursor.idx == null) u.setLegend({ idx: buckets.length - 1 }, false);
+  };
+  opts.hooks = { ready: [lastDay], setCursor: [lastDay] };
+  chart.replaceChildren();
   usagePlot = new uPlot(opts, data, chart);
-  window.roomcontrolCharts = { ...window.roomcontrolCharts, usage: { plot: usagePlot, labels, timeZone } };
+  window.roomcontrolCharts = { ...window.roomcontrolCharts, usage: { plot: usagePlot, labels, timeZone, request } };
   chart.dataset.drawn = String(Date.now());
 }
 
@@ -597,13 +614,16 @@ function renderBars(s: RoomSession, participants: ParticipantSession[]): void {
     const pad = (n: number) => String(n).padStart(2, "0");
     return `${pad(d.getHours())}:${pad(d.getMinutes())}${b - a < 600_000 ? `:${pad(d.getSeconds())}` : ""}`;
   };
+  const tickTimes = ticks(a, b);
   const axis = h(
     "div",
     { class: "gantt-row gantt-axis", "aria-hidden": "true" },
     h("div", { class: "gantt-label" }),
-    h("div", { class: "gantt-track" }, ...ticks(a, b).map((t) => h("span", { class: "gantt-tick", style: `left:${pct(t)}` }, clockOf(t)))),
+    h("div", { class: "gantt-track" }, ...tickTimes.map((t) => h("span", { class: "gantt-tick", style: `left:${pct(t)}` }, clockOf(t)))),
     h("div", { class: "gantt-end" }),
   );
+  /** Faint lines under a bar at the axis's ticks. */
+  const grid = () => tickTimes.map((t) => h("span", { class: "gantt-grid", style: `left:${pct(t)}` }));
   const rows = participants.map((p) => {
     const joined = date(p.joinedAt)?.getTime() ?? a;
     const left = p.leftAt ? timestampDate(p.leftAt).getTime() : now;
@@ -630,6 +650,7 @@ function renderBars(s: RoomSession, participants: ParticipantSession[]): void {
       h(
         "div",
         { class: "gantt-track" },
+        ...grid(),
         h(
           "div",
           {

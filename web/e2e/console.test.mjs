@@ -18,6 +18,9 @@
 // The test also calls RoomControl itself, as another client would, over
 // grpc-web from Node (connect-web with descriptors that buf builds from
 // proto/), to change things "elsewhere" while the page watches.
+// The History steps also post LiveKit's webhooks for a longer meeting
+// themselves (signed as LiveKit signs them), and run `roomcontrol history
+// export` on RoomControl's store to compare the console's CSV with it.
 // Screenshots of each step go to target/e2e-screenshots/, the processes'
 // logs to target/e2e-logs/.
 //

@@ -143,6 +143,10 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
+    /// Project the timeline into the history on this replica. Off: this
+    /// replica still answers the history RPCs from the store, which other
+    /// replicas keep up to date (or which stays as it was).
+    pub enabled: bool,
     /// How long a room session is kept after it ended, with its participant
     /// sessions (the timeline's own events go after `events.retention`).
     #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
@@ -154,7 +158,11 @@ pub struct HistoryConfig {
 
 impl Default for HistoryConfig {
     fn default() -> Self {
-        Self { retention: Duration::from_secs(400 * 24 * 3600), prune_interval: Duration::from_secs(3600) }
+        Self {
+            enabled: true,
+            retention: Duration::from_secs(400 * 24 * 3600),
+            prune_interval: Duration::from_secs(3600),
+        }
     }
 }
 

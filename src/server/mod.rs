@@ -323,7 +323,11 @@ impl Application {
             ))
         });
         // Room and participant sessions, projected from the timeline.
-        let history = crate::history::start(&self.timeline, &self.config.history);
+        let history = if self.config.history.enabled {
+            crate::history::start(&self.timeline, &self.config.history)
+        } else {
+            Vec::new()
+        };
         let mut checks = tokio::spawn(health::watch_livekit(
             self.livekit,
             self.readiness.clone(),

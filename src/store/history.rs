@@ -314,6 +314,9 @@ macro_rules! history_queries {
             query.push_bind(through).push(" ORDER BY cursor LIMIT ").push_bind(i64::from(limit));
             let rows: Vec<(i64, Vec<u8>)> = query.build_query_as().fetch_all(&mut *tx).await?;
             let Some(&(last, _)) = rows.last() else {
+                // Ended now, not when the pool next uses the connection: on
+                // SQLite an open BEGIN IMMEDIATE holds the write lock.
+                tx.rollback().await?;
                 return Ok(0);
             };
             let mut touched = BTreeSet::new();
@@ -665,6 +668,17 @@ macro_rules! history_queries {
                 invalidate.push(" AND bucket_start <= ").push_bind(high);
             }
             invalidate.build().execute(&mut **tx).await?;
+            let longest = derived
+                .participants
+                .iter()
+                .filter_map(|p| Some(p.left_at? - p.joined_at?))
+                .max()
+                .unwrap_or(0);
+            if longest > 0 {
+                let mut state: QueryBuilder<'_, $Db> = QueryBuilder::new("UPDATE history_state SET longest_micros = ");
+                state.push_bind(longest).push(" WHERE singleton = 1 AND longest_micros < ").push_bind(longest);
+                state.build().execute(&mut **tx).await?;
+            }
             let totals = derived.totals;
             let mut update: QueryBuilder<'_, $Db> = QueryBuilder::new("UPDATE room_sessions SET started_at = ");
             update.push_bind(started_at);
@@ -861,13 +875,17 @@ macro_rules! history_queries {
             like: &[String],
         ) -> Result<(Vec<UsageParticipant>, Vec<UsageSession>), StoreError> {
             // Every participant session that joined before `to` and had not
-            // left by `from`. Sessions open longer than a day are rare: the
-            // index on joined_at is walked from a day before `from`, plus
-            // the open ones and the long ones found by their room session.
-            let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(
-                "SELECT room, identity, joined_at, left_at, inferred, joined_cursor, left_cursor FROM participant_sessions WHERE joined_at IS NOT NULL AND joined_at < ",
-            );
-            query.push_bind(to).push(" AND (left_at IS NULL OR left_at > ").push_bind(from).push(")");
+            // left by `from`: those that ended started at most the longest
+            // session before `from` (the index walked from there), and the
+            // open ones (a partial index of their own).
+            let (longest,): (i64,) =
+                sqlx::query_as("SELECT longest_micros FROM history_state WHERE singleton = 1").fetch_one(pool).await?;
+            let columns = "SELECT room, identity, joined_at, left_at, inferred, joined_cursor, left_cursor FROM participant_sessions WHERE ";
+            let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(columns);
+            query.push("joined_at >= ").push_bind(from.saturating_sub(longest).saturating_sub(1));
+            query.push(" AND joined_at < ").push_bind(to).push(" AND left_at > ").push_bind(from);
+            push_rooms(&mut query, rooms, like);
+            query.push(" UNION ALL ").push(columns).push("left_at IS NULL AND joined_at < ").push_bind(to);
             push_rooms(&mut query, rooms, like);
             #[allow(clippy::type_complexity)]
             let rows: Vec<(String, String, i64, Option<i64>, bool, i64, i64)> =
@@ -940,6 +958,7 @@ macro_rules! history_queries {
                     .fetch_one(&mut *tx)
                     .await?;
             if to_cursor(through) != checkpoint {
+                tx.rollback().await?;
                 return Ok(false);
             }
             for chunk in buckets.chunks(500) {

@@ -10,9 +10,12 @@
 -- events, so replicas sharing the database never apply an event twice.
 CREATE TABLE history_state (
     singleton          INTEGER PRIMARY KEY CHECK (singleton = 1),
-    projected_through  BIGINT  NOT NULL
+    projected_through  BIGINT  NOT NULL,
+    -- The longest participant session that ended: how far before a range
+    -- a participant session that overlaps it can have started.
+    longest_micros     BIGINT  NOT NULL
 );
-INSERT INTO history_state (singleton, projected_through) VALUES (1, 0);
+INSERT INTO history_state (singleton, projected_through, longest_micros) VALUES (1, 0, 0);
 
 -- One per LiveKit room sid.
 CREATE TABLE room_sessions (
@@ -85,7 +88,8 @@ CREATE TABLE participant_sessions (
 );
 CREATE INDEX participant_sessions_by_room ON participant_sessions (room_sid, joined_at);
 CREATE INDEX participant_sessions_by_time ON participant_sessions (joined_at) INCLUDE (left_at, identity, room, room_sid, joined_cursor, left_cursor, inferred);
-CREATE INDEX participant_sessions_open ON participant_sessions (room) WHERE left_at IS NULL;
+CREATE INDEX participant_sessions_by_room_and_time ON participant_sessions (room, joined_at) INCLUDE (left_at, identity, joined_cursor, left_cursor, inferred);
+CREATE INDEX participant_sessions_open ON participant_sessions (joined_at) WHERE left_at IS NULL;
 
 -- The tracks each participant session published.
 CREATE TABLE participant_tracks (

@@ -847,6 +847,29 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
       sessions.map((s) => s.sessionId),
     );
   const historyBanner = page.locator("#history-error");
+  /** At 1024 px wide nothing on the History page runs out of its card or the window. */
+  const fitsAt1024 = async (what) => {
+    await page.setViewportSize({ width: 1024, height: 900 });
+    await page.waitForFunction(() => window.innerWidth === 1024);
+    // The chart follows its card's width when it changes (a ResizeObserver,
+    // a frame or two later); a GetUsage in flight redraws it too.
+    const measure = () => {
+      const chart = document.querySelector("#usage-chart").dataset;
+      if (Number(chart.drawn) < Number(chart.requested)) return ["the usage chart is not drawn yet"];
+      const found = [];
+      const root = document.documentElement;
+      if (root.scrollWidth > root.clientWidth) found.push(`the page scrolls sideways: ${root.scrollWidth} > ${root.clientWidth}`);
+      for (const panel of document.querySelectorAll("#page-history .panel")) {
+        if (panel.checkVisibility() && panel.scrollWidth > panel.clientWidth) found.push(`${panel.id || panel.className} overflows`);
+      }
+      return found;
+    };
+    await page.waitForFunction(`(${measure})().length === 0`, null, { timeout: 5_000 }).catch(() => {});
+    const problems = await page.evaluate(measure);
+    await shot(`layout-1024-${what}`);
+    await page.setViewportSize({ width: 1280, height: 900 });
+    assert.deepEqual(problems, [], `${what} at 1024 px`);
+  };
 
   await step("the History page without history:read says what is missing", async () => {
     await page.setViewportSize({ width: 1280, height: 900 });
@@ -877,6 +900,7 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await tableShows(sessions);
     assert.deepEqual(await tableRows(), apiRows(sessions));
     assert.equal(await historyBanner.isHidden(), true);
+    await fitsAt1024("history");
     // ended sessions: their end, duration and participant-minutes as the API says
     const ended = sessions.find((s) => s.room === "room-1" && !s.active);
     const row = page.locator(`#sessions-body tr[data-session-id="${ended.sessionId}"]`);
@@ -984,6 +1008,7 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
       assert.equal(detail.session.peakParticipants, 3);
       assert.equal(await page.locator('#session-bars .gantt-row[data-identity="dave"] .gantt-bar.open').count(), 1, "dave's bar runs to now");
       await shot("history-session");
+      await fitsAt1024("history-session");
     }
     await page.getByRole("button", { name: "all sessions" }).click();
     await page.locator("#history-list").waitFor();
@@ -1040,6 +1065,44 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     assert.ok(chart.minutes.at(-1) > 0, "today's participant-minutes");
     assert.ok(chart.peaks.at(-1) >= 3, "today's peak: team-sync's three at once");
     await page.locator("#usage").screenshot({ path: path.join(shots, "history-usage.png") });
+
+    // In another time zone the days are that zone's: the browser's zone is
+    // what the page sends, and its days start at its midnight.
+    const cdp = await context.newCDPSession(page);
+    const zone = "America/Los_Angeles";
+    try {
+      await cdp.send("Emulation.setTimezoneOverride", { timezoneId: zone });
+      await page.locator("#usage-days").selectOption("7");
+      await page.waitForFunction((zone) => {
+        const chart = document.querySelector("#usage-chart").dataset;
+        return Number(chart.drawn) >= Number(chart.requested) && window.roomcontrolCharts?.usage?.request.timeZone === zone;
+      }, zone);
+      const there = await page.evaluate(() => {
+        const u = window.roomcontrolCharts.usage;
+        return { labels: u.labels, request: u.request, zone: u.timeZone, minutes: [...u.plot.data[1]], peaks: [...u.plot.data[2]] };
+      });
+      assert.equal(there.zone, zone, "GetUsage answered in the browser's zone");
+      assert.equal(there.labels.length, 7);
+      const today = new Intl.DateTimeFormat("en-CA", { timeZone: zone }).format(new Date());
+      assert.equal(there.labels.at(-1), today, "the last day is today there");
+      const answer = await rc.getUsage({
+        from: { seconds: BigInt(Date.parse(there.request.from) / 1000), nanos: 0 },
+        to: { seconds: BigInt(Date.parse(there.request.to) / 1000), nanos: 0 },
+        bucket: 2,
+        timeZone: zone,
+      });
+      assert.deepEqual(there.labels, answer.buckets.map((b) => b.label));
+      assert.deepEqual(there.peaks, answer.buckets.map((b) => b.peakConcurrency));
+      // the first day starts at midnight there
+      const start = answer.buckets[0].start;
+      assert.equal(new Date(Number(start.seconds) * 1000).toISOString(), there.request.from);
+      const clock = new Intl.DateTimeFormat("en-GB", { timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+      assert.equal(clock.format(new Date(there.request.from)), "00:00");
+    } finally {
+      await cdp.send("Emulation.setTimezoneOverride", { timezoneId: "" }).catch(() => {});
+      await cdp.detach().catch(() => {});
+    }
+    await page.locator("#usage-days").selectOption("14");
   });
 
   await step("the download exports the filter's sessions as CSV, every page, as the API and `roomcontrol history export` give them", async () => {

@@ -210,6 +210,8 @@ function applyFilter(): void {
   };
   tokens = [""];
   void loadPage(0);
+  // and the usage as of now, so the page shows one moment
+  void loadUsage();
 }
 
 function request(f: Filter, pageToken: string, pageSize = f.pageSize): MessageInitShape<typeof ListRoomSessionsRequestSchema> {

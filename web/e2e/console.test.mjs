@@ -811,6 +811,20 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
       hook("track_published", at(25, 3), track("erin", "TR_e2e_erin_cam", "VIDEO", "CAMERA", "camera")),
       hook("participant_left", at(32), { participant: p("alice", "CLIENT_INITIATED") }),
       hook("participant_left", at(38), { participant: p("erin", "CLIENT_INITIATED") }),
+      // another room whose room_started never came: its start is inferred
+      ...[
+        ["participant_joined", at(15), "ACTIVE"],
+        ["participant_left", at(18), "CLIENT_INITIATED"],
+        ["room_finished", at(19)],
+      ].map(([event, time, reason]) => ({
+        event,
+        id: `EV_e2e_late_${event}`,
+        createdAt: String(time),
+        room: { sid: "RM_e2eNoStart", name: "no-start", emptyTimeout: 300, creationTime: String(at(15)) },
+        ...(event === "room_finished"
+          ? {}
+          : { participant: { ...person("frank", "Frank Ito", at(15), event === "participant_left" ? reason : undefined) } }),
+      })),
     ];
   };
 
@@ -820,7 +834,10 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     for (let i = 0; i < 50; i++) {
       const answer = await rc.listRoomSessions({ pageSize: 1000 });
       const key = JSON.stringify(answer.sessions.map((s) => [s.sessionId, s.active, s.peakParticipants, s.uniqueIdentities, s.participantSessions, String(s.endedAt?.seconds)]));
-      const done = answer.sessions.some((s) => s.room === "room-1" && !s.active) && answer.sessions.some((s) => s.room === "team-sync" && s.participantSessions === 5);
+      const done =
+        answer.sessions.some((s) => s.room === "room-1" && !s.active) &&
+        answer.sessions.some((s) => s.room === "team-sync" && s.participantSessions === 5) &&
+        answer.sessions.some((s) => s.room === "no-start" && !s.active);
       if (key === last && done) return answer.sessions;
       last = key;
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -832,11 +849,11 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     page.locator("#sessions-body tr").evaluateAll((rows) =>
       rows.map((r) => {
         const f = (name) => r.querySelector(`[data-field="${name}"]`)?.textContent ?? "";
-        return [r.dataset.sessionId, f("room"), f("status"), f("peak"), f("unique")];
+        return [r.dataset.sessionId, f("room"), f("status"), f("peak"), f("unique"), f("markers")];
       }),
     );
   const apiRows = (sessions) =>
-    sessions.map((s) => [s.sessionId, s.room, s.active ? "active" : "ended", String(s.peakParticipants), String(s.uniqueIdentities)]);
+    sessions.map((s) => [s.sessionId, s.room, s.active ? "active" : "ended", String(s.peakParticipants), String(s.uniqueIdentities), s.inferred ? "inferred" : ""]);
   /** Waits until the table shows exactly these sessions (after a load). */
   const tableShows = (sessions) =>
     page.waitForFunction(
@@ -900,6 +917,12 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     await tableShows(sessions);
     assert.deepEqual(await tableRows(), apiRows(sessions));
     assert.equal(await historyBanner.isHidden(), true);
+    // the session whose room_started never came is marked inferred
+    const noStart = sessions.find((s) => s.room === "no-start");
+    assert.equal(noStart.inferred, true, `no-start: ${JSON.stringify({ ...noStart, duration: undefined, startedAt: undefined, endedAt: undefined })}`);
+    const marker = page.locator(`#sessions-body tr[data-session-id="${noStart.sessionId}"] [data-field="inferred"]`);
+    assert.equal(await marker.innerText(), "inferred");
+    assert.match(await marker.getAttribute("title"), /^Some figures rest on what RoomControl inferred: /);
     await fitsAt1024("history");
     // ended sessions: their end, duration and participant-minutes as the API says
     const ended = sessions.find((s) => s.room === "room-1" && !s.active);

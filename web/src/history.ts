@@ -173,8 +173,8 @@ function inferredWhat(s: RoomSession): string {
   const parts = [];
   if (s.startInferred) parts.push("its start (room_started never came)");
   if (s.endInferred) parts.push("its end (room_finished never came)");
-  if (s.inferred && parts.length === 0) parts.push("a participant's join or leave");
-  return parts.length ? `Inferred by RoomControl's reconciliation: ${parts.join(", ")}` : "";
+  if (s.inferred && parts.length === 0) parts.push("a start, an end, a join or a leave that LiveKit never sent");
+  return parts.length ? `Some figures rest on what RoomControl inferred: ${parts.join(", ")}` : "";
 }
 
 function inferredBadge(title: string): HTMLElement {

@@ -1144,7 +1144,13 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
       to: new Date(document.querySelector("#history-to").value).toISOString(),
     }));
     const ts = (iso) => ({ seconds: BigInt(Date.parse(iso) / 1000), nanos: 0 });
+    const listed = [];
+    const countLists = (request) => {
+      if (request.url().endsWith("/roomcontrol.v1.RoomControl/ListRoomSessions")) listed.push(request.url());
+    };
+    page.on("request", countLists);
     const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download CSV" }).click()]);
+    page.off("request", countLists);
     const csv = readFileSync(await download.path(), "utf8");
     assert.match(download.suggestedFilename(), /^roomcontrol-sessions-.*\.csv$/);
     await page.locator("#history-download-state", { hasText: "sessions" }).waitFor();
@@ -1153,12 +1159,16 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     // What the API gives: every page of the same filter, each session's participants.
     const all = [];
     let token = "";
+    let pages = 0;
     do {
+      pages += 1;
       const answer = await rc.listRoomSessions({ from: ts(range.from), to: ts(range.to), pageSize: 2, pageToken: token });
       all.push(...answer.sessions);
       token = answer.nextPageToken;
     } while (token);
     assert.ok(all.length > 2, "more than one page");
+    assert.ok(pages > 1);
+    assert.equal(listed.length, pages, "the download read every page, two a page");
     const lines = csv.split("\n");
     assert.equal(lines.at(-1), "", "ends with a line break");
     const header = lines[0].split(",");

@@ -24,6 +24,9 @@
 // The test also calls RoomControl itself, as another client would, over
 // grpc-web from Node (connect-web with descriptors that buf builds from
 // proto/), to change things "elsewhere" while the page watches.
+// The History steps also post LiveKit's webhooks for a longer meeting
+// themselves (signed as LiveKit signs them), and run `roomcontrol history
+// export` on RoomControl's store to compare the console's CSV with it.
 // Screenshots of each step go to target/e2e-screenshots/, the processes'
 // logs to target/e2e-logs/.
 //
@@ -32,7 +35,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -218,7 +221,7 @@ before(async () => {
       "[[auth.api_keys]]",
       'name = "e2e-console"',
       `hash = "sha256:${hash(apiKey)}"`,
-      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "participants:ban", "tokens:create", "events:read", "recordings:write", "recordings:read", "agents:dispatch"]',
+      'scopes = ["rooms:read", "rooms:write", "participants:moderate", "participants:ban", "tokens:create", "events:read", "recordings:write", "recordings:read", "agents:dispatch", "history:read"]',
       "",
       "[[auth.api_keys]]",
       'name = "e2e-rooms-only"',
@@ -929,6 +932,475 @@ test("the browser console manages rooms over grpc-web and mints join tokens", { 
     assert.equal(await events.first().getAttribute("data-type"), "token_minted");
     // and the rooms list follows the events again
     await page.locator('#rooms-status[data-live="true"]').waitFor();
+  });
+
+  // --- History: the sessions of the calls above, from RoomControl's history.
+  // By now participants joined and left through the stand-in, rooms were
+  // created, finished and deleted; the long-named room is still active (the
+  // stand-in was stopped with it open).
+
+  // A longer meeting, as LiveKit's webhooks tell it (signed with the
+  // stand-in's key, as LiveKit signs them): "team-sync" began 40 minutes
+  // ago; alice left, bob was removed, carol's connection was aborted, erin
+  // left, and dave is still there (the session is active). The stand-in's
+  // calls are seconds long; this one gives the participant timeline and the
+  // usage chart something to draw.
+  const meetingStart = Math.floor(Date.now() / 1000) - 40 * 60;
+  const postWebhook = async (event) => {
+    const body = JSON.stringify(event);
+    const b64url = (text) => Buffer.from(text).toString("base64url");
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: "devkey", exp: now + 300, nbf: now, iat: now, sha256: createHash("sha256").update(body).digest("base64") };
+    const input = `${b64url('{"alg":"HS256","typ":"JWT"}')}.${b64url(JSON.stringify(claims))}`;
+    const signature = createHmac("sha256", "secret").update(input).digest("base64url");
+    const answer = await fetch(`${roomcontrol.base}/livekit/webhook`, {
+      method: "POST",
+      headers: { "content-type": "application/webhook+json", authorization: `${input}.${signature}` },
+      body,
+    });
+    assert.equal(answer.status, 200, await answer.text());
+  };
+  const meeting = () => {
+    const room = { sid: "RM_e2eTeamSync", name: "team-sync", emptyTimeout: 300, creationTime: String(meetingStart) };
+    const person = (identity, name, joined, reason) => ({
+      sid: `PA_e2e_${identity}`,
+      identity,
+      name,
+      state: "ACTIVE",
+      joinedAt: String(joined),
+      kind: "STANDARD",
+      ...(reason ? { disconnectReason: reason } : {}),
+    });
+    const at = (minutes, seconds = 0) => meetingStart + minutes * 60 + seconds;
+    const joins = { alice: at(0, 30), bob: at(2), carol: at(5), dave: at(10), erin: at(25) };
+    const names = { alice: "Alice Martin", bob: "Bob Chen", carol: "Carol Diaz", dave: "Dave Okafor", erin: "Erin Novak" };
+    let n = 0;
+    const hook = (event, time, extra = {}) => ({ event, id: `EV_e2e_team_sync_${++n}`, createdAt: String(time), room, ...extra });
+    const p = (identity, reason) => person(identity, names[identity], joins[identity], reason);
+    const track = (identity, sid, type, source, name) => ({ participant: { sid: `PA_e2e_${identity}`, identity }, track: { sid, type, source, name } });
+    return [
+      hook("room_started", at(0)),
+      hook("participant_joined", joins.alice, { participant: p("alice") }),
+      hook("track_published", at(0, 35), track("alice", "TR_e2e_alice_cam", "VIDEO", "CAMERA", "camera")),
+      hook("track_published", at(0, 36), track("alice", "TR_e2e_alice_mic", "AUDIO", "MICROPHONE", "microphone")),
+      hook("participant_joined", joins.bob, { participant: p("bob") }),
+      hook("track_published", at(2, 5), track("bob", "TR_e2e_bob_mic", "AUDIO", "MICROPHONE", "microphone")),
+      hook("participant_joined", joins.carol, { participant: p("carol") }),
+      hook("participant_connection_aborted", at(5, 20), { participant: p("carol", "JOIN_FAILURE") }),
+      hook("participant_joined", joins.dave, { participant: p("dave") }),
+      hook("track_published", at(10, 4), track("dave", "TR_e2e_dave_mic", "AUDIO", "MICROPHONE", "microphone")),
+      hook("track_published", at(12), track("dave", "TR_e2e_dave_screen", "VIDEO", "SCREEN_SHARE", "screen")),
+      hook("participant_left", at(20), { participant: p("bob", "PARTICIPANT_REMOVED") }),
+      hook("participant_joined", joins.erin, { participant: p("erin") }),
+      hook("track_published", at(25, 3), track("erin", "TR_e2e_erin_cam", "VIDEO", "CAMERA", "camera")),
+      hook("participant_left", at(32), { participant: p("alice", "CLIENT_INITIATED") }),
+      hook("participant_left", at(38), { participant: p("erin", "CLIENT_INITIATED") }),
+      // another room whose room_started never came: its start is inferred
+      ...[
+        ["participant_joined", at(15), "ACTIVE"],
+        ["participant_left", at(18), "CLIENT_INITIATED"],
+        ["room_finished", at(19)],
+      ].map(([event, time, reason]) => ({
+        event,
+        id: `EV_e2e_late_${event}`,
+        createdAt: String(time),
+        room: { sid: "RM_e2eNoStart", name: "no-start", emptyTimeout: 300, creationTime: String(at(15)) },
+        ...(event === "room_finished"
+          ? {}
+          : { participant: { ...person("frank", "Frank Ito", at(15), event === "participant_left" ? reason : undefined) } }),
+      })),
+    ];
+  };
+
+  /** The history has caught up with the timeline: two answers in a row agree. */
+  const settledSessions = async () => {
+    let last = "";
+    for (let i = 0; i < 50; i++) {
+      const answer = await rc.listRoomSessions({ pageSize: 1000 });
+      const key = JSON.stringify(answer.sessions.map((s) => [s.sessionId, s.active, s.peakParticipants, s.uniqueIdentities, s.participantSessions, String(s.endedAt?.seconds)]));
+      const done =
+        answer.sessions.some((s) => s.room === "room-1" && !s.active) &&
+        answer.sessions.some((s) => s.room === "team-sync" && s.participantSessions === 5) &&
+        answer.sessions.some((s) => s.room === "no-start" && !s.active);
+      if (key === last && done) return answer.sessions;
+      last = key;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    throw new Error(`the history did not settle: ${last}`);
+  };
+  /** The table's rows as [session id, room, status, peak, unique]. */
+  const tableRows = () =>
+    page.locator("#sessions-body tr").evaluateAll((rows) =>
+      rows.map((r) => {
+        const f = (name) => r.querySelector(`[data-field="${name}"]`)?.textContent ?? "";
+        return [r.dataset.sessionId, f("room"), f("status"), f("peak"), f("unique"), f("markers")];
+      }),
+    );
+  const apiRows = (sessions) =>
+    sessions.map((s) => [s.sessionId, s.room, s.active ? "active" : "ended", String(s.peakParticipants), String(s.uniqueIdentities), s.inferred ? "inferred" : ""]);
+  /** Waits until the table shows exactly these sessions (after a load). */
+  const tableShows = (sessions) =>
+    page.waitForFunction(
+      (ids) => {
+        const rows = [...document.querySelectorAll("#sessions-body tr")].map((r) => r.dataset.sessionId);
+        return document.querySelector("#history-status").textContent !== "loading…" && JSON.stringify(rows) === JSON.stringify(ids);
+      },
+      sessions.map((s) => s.sessionId),
+    );
+  const historyBanner = page.locator("#history-error");
+  /** At 1024 px wide nothing on the History page runs out of its card or the window. */
+  const fitsAt1024 = async (what) => {
+    await page.setViewportSize({ width: 1024, height: 900 });
+    await page.waitForFunction(() => window.innerWidth === 1024);
+    // The chart follows its card's width when it changes (a ResizeObserver,
+    // a frame or two later); a GetUsage in flight redraws it too.
+    const measure = () => {
+      const chart = document.querySelector("#usage-chart").dataset;
+      if (Number(chart.drawn) < Number(chart.requested)) return ["the usage chart is not drawn yet"];
+      const found = [];
+      const root = document.documentElement;
+      if (root.scrollWidth > root.clientWidth) found.push(`the page scrolls sideways: ${root.scrollWidth} > ${root.clientWidth}`);
+      for (const panel of document.querySelectorAll("#page-history .panel")) {
+        if (panel.checkVisibility() && panel.scrollWidth > panel.clientWidth) found.push(`${panel.id || panel.className} overflows`);
+      }
+      return found;
+    };
+    await page.waitForFunction(`(${measure})().length === 0`, null, { timeout: 5_000 }).catch(() => {});
+    const problems = await page.evaluate(measure);
+    await shot(`layout-1024-${what}`);
+    await page.setViewportSize({ width: 1280, height: 900 });
+    assert.deepEqual(problems, [], `${what} at 1024 px`);
+  };
+
+  await step("the History page without history:read says what is missing", async () => {
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.locator("#bearer").fill(readOnlyKey);
+    await page.getByRole("button", { name: "Use", exact: true }).click();
+    await page.getByRole("link", { name: "History" }).click();
+    await page.locator("#page-history").waitFor();
+    await historyBanner.filter({ hasText: "PERMISSION_DENIED" }).waitFor();
+    const text = await historyBanner.innerText();
+    assert.match(text, /Could not (list the room sessions|get the usage)/);
+    assert.match(text, /history:read/);
+    await shot("12-history-permission-denied");
+    await page.locator("#bearer").fill(apiKey);
+    await page.getByRole("button", { name: "Use", exact: true }).click();
+    await historyBanner.waitFor({ state: "hidden" });
+  });
+
+  let sessions;
+  await step("the History page lists the room sessions as ListRoomSessions answers, page by page", async () => {
+    for (const hook of meeting()) await postWebhook(hook);
+    sessions = await settledSessions();
+    assert.ok(sessions.length >= 4, `room-1, room-2, e2e-elsewhere, e2e-standup, ...: ${sessions.map((s) => s.room)}`);
+    // the rooms of this test, each with its session
+    for (const room of ["room-1", "room-2", "e2e-elsewhere", "e2e-standup"]) {
+      assert.ok(sessions.some((s) => s.room === room && !s.active), `an ended session of ${room}`);
+    }
+    await page.locator("#history-filter").getByRole("button", { name: "Apply" }).click();
+    await tableShows(sessions);
+    assert.deepEqual(await tableRows(), apiRows(sessions));
+    assert.equal(await historyBanner.isHidden(), true);
+    // the session whose room_started never came is marked inferred
+    const noStart = sessions.find((s) => s.room === "no-start");
+    assert.equal(noStart.inferred, true, `no-start: ${JSON.stringify({ ...noStart, duration: undefined, startedAt: undefined, endedAt: undefined })}`);
+    const marker = page.locator(`#sessions-body tr[data-session-id="${noStart.sessionId}"] [data-field="inferred"]`);
+    assert.equal(await marker.innerText(), "inferred");
+    assert.match(await marker.getAttribute("title"), /^Some figures rest on what RoomControl inferred: /);
+    await fitsAt1024("history");
+    // ended sessions: their end, duration and participant-minutes as the API says
+    const ended = sessions.find((s) => s.room === "room-1" && !s.active);
+    const row = page.locator(`#sessions-body tr[data-session-id="${ended.sessionId}"]`);
+    assert.equal(await row.locator('[data-field="minutes"]').getAttribute("title"), `${ended.participantMinutes} min`);
+    assert.notEqual(await row.locator('[data-field="end"]').innerText(), "—");
+
+    // cursor paging: two a page, next and previous by page token
+    await page.locator("#history-page-size").fill("2");
+    await page.locator("#history-filter").getByRole("button", { name: "Apply" }).click();
+    const first = await rc.listRoomSessions({ pageSize: 2 });
+    assert.ok(first.nextPageToken, "more than two sessions: a next page");
+    await tableShows(first.sessions);
+    assert.deepEqual(await tableRows(), apiRows(first.sessions));
+    await page.getByRole("button", { name: "Older →" }).click();
+    const second = await rc.listRoomSessions({ pageSize: 2, pageToken: first.nextPageToken });
+    await tableShows(second.sessions);
+    assert.deepEqual(await tableRows(), apiRows(second.sessions));
+    assert.equal(await page.locator("#history-page").innerText(), "page 2");
+    assert.equal(await page.getByRole("button", { name: "← Newer" }).isEnabled(), true);
+    await page.getByRole("button", { name: "← Newer" }).click();
+    await tableShows(first.sessions);
+    assert.equal(await page.getByRole("button", { name: "← Newer" }).isDisabled(), true);
+    // active only
+    await page.locator("#history-page-size").fill("25");
+    await page.locator("#history-active").check();
+    await page.locator("#history-filter").getByRole("button", { name: "Apply" }).click();
+    const active = await rc.listRoomSessions({ activeOnly: true });
+    await tableShows(active.sessions);
+    assert.ok(active.sessions.every((s) => s.active));
+    await page.locator("#history-active").uncheck();
+    await page.locator("#history-filter").getByRole("button", { name: "Apply" }).click();
+    await tableShows(sessions);
+  });
+
+  await step("a session's page draws a bar per participant session, its tracks and how it ended, as GetRoomSession says", async () => {
+    const reasons = ["UNSPECIFIED", "LEFT", "REMOVED", "CONNECTION_ABORTED", "ROOM_DELETED", "INFERRED"];
+    const iso = (ts) => new Date(Number(ts.seconds) * 1000 + Math.round(ts.nanos / 1e6)).toISOString();
+    const endText = (p) =>
+      p.endReason === 2
+        ? p.removedBy ? `removed by ${p.removedBy}` : "removed"
+        : { 1: "left", 3: "connection aborted", 4: "room deleted", 5: "left (inferred)" }[p.endReason] ?? "still connected";
+    /** Opens a session from the table; returns its bars as drawn and GetRoomSession's answer. */
+    const openSession = async (s) => {
+      const detail = await rc.getRoomSession({ sessionId: s.sessionId });
+      await page.locator(`#sessions-body tr[data-session-id="${s.sessionId}"] [data-field="room"] button`).click();
+      assert.equal(new URL(page.url()).hash, `#/history/${s.sessionId}`);
+      await page.locator("#session-body").waitFor();
+      await page.locator("#session-title", { hasText: s.room }).waitFor();
+      const bars = page.locator("#session-bars .gantt-row[data-participant-sid]");
+      const drawn = await bars.evaluateAll((rows) =>
+        rows.map((r) => ({
+          sid: r.dataset.participantSid,
+          identity: r.querySelector('[data-field="identity"]').textContent,
+          reason: r.dataset.endReason,
+          end: r.querySelector('[data-field="end-reason"] span').textContent,
+          tracks: [...r.querySelectorAll(".gantt-mark")].map((m) => [m.dataset.trackSid, m.dataset.publishedAt]).sort(),
+          bar: r.querySelector(".gantt-bar").getBoundingClientRect().width,
+        })),
+      );
+      assert.deepEqual(
+        drawn.map(({ bar, ...rest }) => rest),
+        detail.participants.map((p) => ({
+          sid: p.participantSid,
+          identity: p.identity,
+          reason: reasons[p.endReason],
+          end: endText(p),
+          tracks: p.tracks.filter((t) => t.publishedAt).map((t) => [t.sid, iso(t.publishedAt)]).sort(),
+        })),
+      );
+      assert.ok(drawn.every((d) => d.bar > 0), "every bar is drawn");
+      // its timeline: the events GetRoomSession returns, oldest first
+      const ids = await page.locator("#session-events li.event").evaluateAll((rows) => rows.map((r) => r.dataset.id));
+      assert.deepEqual(ids, detail.timeline.map((e) => e.id));
+      assert.ok(ids.length > 0);
+      assert.equal(await page.locator('#session-facts [data-fact="Peak participants"]').innerText(), String(detail.session.peakParticipants));
+      return { drawn, detail };
+    };
+
+    // room-1: participant-1 published a camera and a microphone, and the console removed it
+    {
+      const { drawn } = await openSession(sessions.find((x) => x.room === "room-1" && !x.active));
+      assert.equal(drawn.length, 1);
+      assert.equal(drawn[0].identity, "participant-1");
+      assert.equal(drawn[0].reason, "REMOVED");
+      assert.match(drawn[0].end, /^removed by API key "e2e-console"/);
+      assert.equal(drawn[0].tracks.length, 2, "a camera and a microphone marked");
+      await page.getByRole("button", { name: "all sessions" }).click();
+      await page.locator("#history-list").waitFor();
+      await tableShows(sessions);
+    }
+    // team-sync: every way to end, and one still connected
+    {
+      const { drawn, detail } = await openSession(sessions.find((x) => x.room === "team-sync"));
+      assert.deepEqual(
+        drawn.map((d) => [d.identity, d.reason, d.tracks.length]),
+        [
+          ["alice", "LEFT", 2],
+          ["bob", "REMOVED", 1],
+          ["carol", "CONNECTION_ABORTED", 0],
+          ["dave", "UNSPECIFIED", 2],
+          ["erin", "LEFT", 1],
+        ],
+      );
+      assert.equal(detail.session.active, true);
+      assert.equal(detail.session.peakParticipants, 3);
+      assert.equal(await page.locator('#session-bars .gantt-row[data-identity="dave"] .gantt-bar.open').count(), 1, "dave's bar runs to now");
+      await shot("history-session");
+      await fitsAt1024("history-session");
+    }
+    await page.getByRole("button", { name: "all sessions" }).click();
+    await page.locator("#history-list").waitFor();
+  });
+
+  await step("the usage chart draws GetUsage's days: participant-minutes as bars, peak concurrency as a line", async () => {
+    // the chart of the page's last GetUsage (drawn after it was asked for)
+    await page.waitForFunction(() => {
+      const chart = document.querySelector("#usage-chart").dataset;
+      return Number(chart.drawn) >= Number(chart.requested) && window.roomcontrolCharts?.usage?.plot?.data?.[0]?.length > 0;
+    });
+    await tableShows(sessions);
+    await shot("history");
+    const chart = await page.evaluate(() => {
+      const u = window.roomcontrolCharts.usage;
+      return {
+        labels: u.labels,
+        request: u.request,
+        minutes: [...u.plot.data[1]],
+        peaks: [...u.plot.data[2]],
+        series: u.plot.series.map((s) => s.label),
+        browserZone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+        requestedAt: Number(document.querySelector("#usage-chart").dataset.requested),
+      };
+    });
+    assert.equal(chart.request.timeZone, chart.browserZone);
+    assert.equal(chart.labels.length, 14, "14 days");
+    const usage = await rc.getUsage({
+      from: { seconds: BigInt(Date.parse(chart.request.from) / 1000), nanos: 0 },
+      to: { seconds: BigInt(Date.parse(chart.request.to) / 1000), nanos: 0 },
+      bucket: 2, // USAGE_BUCKET_DAY
+      timeZone: chart.request.timeZone,
+    });
+    assert.deepEqual(chart.labels, usage.buckets.map((b) => b.label));
+    // Every day as drawn; a day with someone still connected (dave, in
+    // team-sync) grows with the clock: the API's later answer is at most the
+    // time between the two calls more.
+    const grown = (Date.now() - chart.requestedAt) / 60_000 + 1e-9;
+    usage.buckets.forEach((b, i) => {
+      const drawn = chart.minutes[i];
+      assert.ok(b.participantMinutes >= drawn && b.participantMinutes - drawn <= grown, `${b.label}: drawn ${drawn}, GetUsage ${b.participantMinutes}`);
+    });
+    const ended = await rc.getUsage({
+      from: { seconds: BigInt(Date.parse(chart.request.from) / 1000), nanos: 0 },
+      to: { seconds: BigInt(Date.parse(chart.request.to) / 1000), nanos: 0 },
+      bucket: 2,
+      timeZone: chart.request.timeZone,
+      rooms: ["room-1", "room-2"],
+    });
+    assert.ok(ended.buckets.at(-1).participantMinutes > 0, "the stand-in's calls count too");
+    assert.deepEqual(chart.peaks, usage.buckets.map((b) => b.peakConcurrency));
+    assert.deepEqual(chart.series, ["day", "participant-minutes", "peak concurrency"]);
+    // today has the calls above
+    assert.ok(chart.minutes.at(-1) > 0, "today's participant-minutes");
+    assert.ok(chart.peaks.at(-1) >= 3, "today's peak: team-sync's three at once");
+    await page.locator("#usage").screenshot({ path: path.join(shots, "history-usage.png") });
+
+    // In another time zone the days are that zone's: the browser's zone is
+    // what the page sends, and its days start at its midnight.
+    const cdp = await context.newCDPSession(page);
+    const zone = "America/Los_Angeles";
+    try {
+      await cdp.send("Emulation.setTimezoneOverride", { timezoneId: zone });
+      await page.locator("#usage-days").selectOption("7");
+      await page.waitForFunction((zone) => {
+        const chart = document.querySelector("#usage-chart").dataset;
+        return Number(chart.drawn) >= Number(chart.requested) && window.roomcontrolCharts?.usage?.request.timeZone === zone;
+      }, zone);
+      const there = await page.evaluate(() => {
+        const u = window.roomcontrolCharts.usage;
+        return { labels: u.labels, request: u.request, zone: u.timeZone, minutes: [...u.plot.data[1]], peaks: [...u.plot.data[2]] };
+      });
+      assert.equal(there.zone, zone, "GetUsage answered in the browser's zone");
+      assert.equal(there.labels.length, 7);
+      const today = new Intl.DateTimeFormat("en-CA", { timeZone: zone }).format(new Date());
+      assert.equal(there.labels.at(-1), today, "the last day is today there");
+      const answer = await rc.getUsage({
+        from: { seconds: BigInt(Date.parse(there.request.from) / 1000), nanos: 0 },
+        to: { seconds: BigInt(Date.parse(there.request.to) / 1000), nanos: 0 },
+        bucket: 2,
+        timeZone: zone,
+      });
+      assert.deepEqual(there.labels, answer.buckets.map((b) => b.label));
+      assert.deepEqual(there.peaks, answer.buckets.map((b) => b.peakConcurrency));
+      // the first day starts at midnight there
+      const start = answer.buckets[0].start;
+      assert.equal(new Date(Number(start.seconds) * 1000).toISOString(), there.request.from);
+      const clock = new Intl.DateTimeFormat("en-GB", { timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+      assert.equal(clock.format(new Date(there.request.from)), "00:00");
+    } finally {
+      await cdp.send("Emulation.setTimezoneOverride", { timezoneId: "" }).catch(() => {});
+      await cdp.detach().catch(() => {});
+    }
+    await page.locator("#usage-days").selectOption("14");
+  });
+
+  await step("the download exports the filter's sessions as CSV, every page, as the API and `roomcontrol history export` give them", async () => {
+    // A range around now, two sessions a page: the export follows every page.
+    const local = (ms) => {
+      const d = new Date(ms);
+      const pad = (n) => String(n).padStart(2, "0");
+      return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    };
+    await page.locator("#history-from").fill(local(Date.now() - 3600_000));
+    await page.locator("#history-to").fill(local(Date.now() + 3600_000));
+    await page.locator("#history-page-size").fill("2");
+    await page.locator("#history-filter").getByRole("button", { name: "Apply" }).click();
+    const range = await page.evaluate(() => ({
+      from: new Date(document.querySelector("#history-from").value).toISOString(),
+      to: new Date(document.querySelector("#history-to").value).toISOString(),
+    }));
+    const ts = (iso) => ({ seconds: BigInt(Date.parse(iso) / 1000), nanos: 0 });
+    const listed = [];
+    const countLists = (request) => {
+      if (request.url().endsWith("/roomcontrol.v1.RoomControl/ListRoomSessions")) listed.push(request.url());
+    };
+    page.on("request", countLists);
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download CSV" }).click()]);
+    page.off("request", countLists);
+    const csv = readFileSync(await download.path(), "utf8");
+    assert.match(download.suggestedFilename(), /^roomcontrol-sessions-.*\.csv$/);
+    await page.locator("#history-download-state", { hasText: "sessions" }).waitFor();
+    await shot("history-download");
+
+    // What the API gives: every page of the same filter, each session's participants.
+    const all = [];
+    let token = "";
+    let pages = 0;
+    do {
+      pages += 1;
+      const answer = await rc.listRoomSessions({ from: ts(range.from), to: ts(range.to), pageSize: 2, pageToken: token });
+      all.push(...answer.sessions);
+      token = answer.nextPageToken;
+    } while (token);
+    assert.ok(all.length > 2, "more than one page");
+    assert.ok(pages > 1);
+    assert.equal(listed.length, pages, "the download read every page, two a page");
+    const lines = csv.split("\n");
+    assert.equal(lines.at(-1), "", "ends with a line break");
+    const header = lines[0].split(",");
+    assert.equal(header.length, 22);
+    const rows = lines.slice(1, -1).map((line) => line.split(","));
+    const expected = [];
+    for (const s of all) {
+      const detail = await rc.getRoomSession({ sessionId: s.sessionId });
+      if (detail.participants.length === 0) expected.push([s.sessionId, s.room, ""]);
+      for (const p of detail.participants) expected.push([s.sessionId, s.room, p.participantSid, p.identity, String(p.inferred)]);
+    }
+    assert.deepEqual(
+      rows.map((r) => (r[11] ? [r[0], r[1], r[11], r[12], r[20]] : [r[0], r[1], r[11]])),
+      expected,
+    );
+    for (const r of rows) {
+      const s = all.find((x) => x.sessionId === r[0]);
+      assert.equal(r[4], String(s.active));
+      assert.equal(r[7], String(s.peakParticipants));
+      assert.equal(r[8], String(s.uniqueIdentities));
+      if (!s.active) assert.ok(Math.abs(Number(r[9]) - s.participantMinutes) <= 0.0005, `${r[9]} vs ${s.participantMinutes}`);
+    }
+
+    // And byte for byte what the command line writes from the same store,
+    // but for the figures that grow with the clock (active sessions' and
+    // connected participants' durations).
+    const cli = execFileSync(
+      roomcontrolBin,
+      ["history", "export", "--from", range.from, "--to", range.to, "--format", "csv"],
+      { cwd: work, env: { ...roomcontrolEnv, PORT: "0" }, encoding: "utf8" },
+    );
+    const clockFree = (text) =>
+      text.split("\n").map((line) => {
+        const c = line.split(",");
+        if (c.length !== 22) return line;
+        if (c[4] === "true") c[5] = c[9] = "(grows)";
+        if (c[11] && !c[16]) c[17] = "(grows)";
+        return c.join(",");
+      });
+    assert.deepEqual(clockFree(csv), clockFree(cli));
+    assert.equal(csv.split("\n")[0], cli.split("\n")[0], "the same header");
+    writeFileSync(path.join(shots, "history-export.csv"), csv);
+
+    // back to the whole history for the steps after
+    await page.locator("#history-from").fill("");
+    await page.locator("#history-to").fill("");
+    await page.locator("#history-page-size").fill("25");
+    await page.locator("#history-filter").getByRole("button", { name: "Apply" }).click();
   });
 
   await step("the join page gets a token through CreateToken", async () => {

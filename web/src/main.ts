@@ -1,9 +1,10 @@
-// The console's shell: the bearer token field and the two pages, chosen by
-// the URL's fragment (#/rooms, #/rooms/<room>, #/join) so the page works
-// under any path.
+// The console's shell: the bearer token field and the three pages, chosen
+// by the URL's fragment (#/rooms, #/rooms/<room>, #/history,
+// #/history/<session id>, #/join) so the page works under any path.
 
 import { bearer, setBearer } from "./api";
 import { $, input } from "./dom";
+import * as history from "./history";
 import * as rooms from "./rooms";
 import * as join from "./join";
 
@@ -14,6 +15,7 @@ interface Page {
 
 const pages: Record<string, { page: Page; section: string; nav: string }> = {
   rooms: { page: rooms, section: "#page-rooms", nav: "#nav-rooms" },
+  history: { page: history, section: "#page-history", nav: "#nav-history" },
   join: { page: join, section: "#page-join", nav: "#nav-join" },
 };
 
@@ -39,6 +41,8 @@ function route(): void {
   const [next, room] = parse(location.hash);
   // A room's page is the rooms page with that room open.
   if (next === "rooms") rooms.open(room);
+  // A session's page is the history page with that session open.
+  if (next === "history") history.open(room);
   if (next === current) return;
   if (current) {
     pages[current].page.stop();
@@ -48,8 +52,10 @@ function route(): void {
   current = next;
   $(pages[next].section).hidden = false;
   $(pages[next].nav).setAttribute("aria-current", "page");
-  document.title =
-    next === "join" ? "RoomControl · Join a call" : room ? `RoomControl · Room ${room}` : "RoomControl · Rooms";
+  if (next !== "history") {
+    document.title =
+      next === "join" ? "RoomControl · Join a call" : room ? `RoomControl · Room ${room}` : "RoomControl · Rooms";
+  }
   pages[next].page.start();
 }
 
@@ -71,6 +77,7 @@ function initAuth(): void {
     field.value = bearer();
     showBearerState();
     rooms.credentialsChanged();
+    history.credentialsChanged();
     join.credentialsChanged();
   });
   $("#bearer-forget").addEventListener("click", () => {
@@ -78,11 +85,13 @@ function initAuth(): void {
     field.value = "";
     showBearerState();
     rooms.credentialsChanged();
+    history.credentialsChanged();
     join.credentialsChanged();
   });
 }
 
 rooms.init();
+history.init();
 join.init();
 initAuth();
 window.addEventListener("hashchange", route);

@@ -187,22 +187,27 @@ function agentText(event: Event): string {
 }
 
 /** "camera (video)", "screen (video · screen_share)", or the sid alone. */
-function trackText(event: Event): string {
+function trackText(event: Event, names: (sid: string) => string | undefined): string {
   const t = event.track;
   if (!t) return "";
-  const name = t.name || trackName(t.sid) || t.sid;
+  const name = t.name || names(t.sid) || t.sid;
   const kind = [t.type, t.source !== name && t.source !== "unknown" ? t.source : ""].filter(Boolean).join(" · ");
   return kind ? `${name} (${kind})` : name;
 }
 
-function addRow(event: Event): void {
+/**
+ * One event as a list item: its time, type, inferred badge, participant,
+ * track and who asked. Also the history's session page (history.ts), with
+ * `names` from the session's published tracks.
+ */
+export function eventItem(event: Event, names: (sid: string) => string | undefined = trackName): HTMLLIElement {
   const occurred = date(event.occurredAt);
   const received = date(event.receivedAt);
   const fromLiveKit = event.source === EventSource.LIVEKIT;
   const p = event.participant;
   const participantTitle = p ? [p.name && `name ${p.name}`, p.sid, p.kind].filter(Boolean).join(" · ") : "";
   const actor = event.actor ? `${event.actor.caller} · ${event.actor.rpc}` : "";
-  const row = h(
+  return h(
     "li",
     {
       class: "event",
@@ -237,7 +242,7 @@ function addRow(event: Event): void {
           )
         : null,
       p?.identity ? h("span", { class: "who", "data-field": "participant", title: participantTitle }, p.identity) : null,
-      event.track ? h("span", { class: "which", "data-field": "track", title: event.track.sid }, trackText(event)) : null,
+      event.track ? h("span", { class: "which", "data-field": "track", title: event.track.sid }, trackText(event, names)) : null,
       recordingText(event) ? h("span", { class: "which", "data-field": "recording" }, recordingText(event)) : null,
       agentText(event)
         ? h("span", { class: "which", "data-field": "agent", title: String(event.detail?.dispatchId ?? "") }, agentText(event))
@@ -249,6 +254,10 @@ function addRow(event: Event): void {
       ),
     ),
   );
+}
+
+function addRow(event: Event): void {
+  const row = eventItem(event);
   const list = $("#timeline-events");
   list.prepend(row);
   shown += 1;

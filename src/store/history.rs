@@ -714,6 +714,9 @@ macro_rules! history_queries {
             update.push(", participant_micros = ").push_bind(totals.closed_micros);
             update.push(", open_participants = ").push_bind(totals.open);
             update.push(", inferred = ").push_bind(totals.inferred || start_inferred || end_inferred || start_at.is_none());
+            // No room_started yet: the start shown is the earliest event's,
+            // inferred (a real room_started later replaces it, see above).
+            update.push(", start_inferred = ").push_bind(start_inferred || start_at.is_none());
             if let Some(first) = first_action {
                 update.push(concat!(", first_cursor = ", $least, "(first_cursor, ")).push_bind(first).push(")");
             }

@@ -325,6 +325,26 @@ async fn a_room_that_ends_without_its_leaves_closes_them_as_inferred(kind: Kind)
 }
 both_stores!(a_room_that_ends_without_its_leaves_on, a_room_that_ends_without_its_leaves_closes_them_as_inferred);
 
+/// A join whose room_started has not come: the session starts at the join,
+/// marked start_inferred; the late room_started puts the real start back.
+#[tokio::test]
+async fn a_session_without_its_room_started_has_an_inferred_start_until_it_comes() {
+    let database = TestDatabase::create(Kind::Sqlite).await;
+    let Some(app) = app_with_own_webhooks(&database).await else { return };
+    let room = unique("no-start");
+    let r = (room.as_str(), "RM_nostart");
+    post_all(&app, &[&hook("participant_joined", "EV_n1", r, Some(("dana", "PA_dana")), T0 + 30)]).await;
+    caught_up(&app).await;
+    let found = session(&app, "RM_nostart").await.session.unwrap();
+    assert!(found.start_inferred && found.inferred, "{found:#?}");
+    assert_eq!(seconds(&found.started_at), T0 + 30);
+    post_all(&app, &[&hook("room_started", "EV_n0", r, None, T0)]).await;
+    caught_up(&app).await;
+    let found = session(&app, "RM_nostart").await.session.unwrap();
+    assert!(!found.start_inferred, "the real start came: {found:#?}");
+    assert_eq!(seconds(&found.started_at), T0);
+}
+
 async fn usage_buckets_follow_the_time_zones_calendar(kind: Kind) {
     let database = TestDatabase::create(kind).await;
     let Some(app) = app_with_own_webhooks(&database).await else { return };

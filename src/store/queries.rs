@@ -229,6 +229,15 @@ macro_rules! queries {
         /// See `Store::prune`.
         pub async fn prune(pool: &$Pool, before: i64, limit: u32) -> Result<u64, StoreError> {
             let mut tx = pool.begin().await?;
+            // Recordings that ended, and dispatches, older than the timeline
+            // kept: their events are gone with them.
+            let mut recordings: QueryBuilder<'_, $Db> = QueryBuilder::new("DELETE FROM recordings WHERE ended = ");
+            recordings.push_bind(true).push(" AND updated_at < ").push_bind(before.saturating_mul(1000));
+            recordings.build().execute(&mut *tx).await?;
+            let mut dispatches: QueryBuilder<'_, $Db> =
+                QueryBuilder::new("DELETE FROM agent_dispatches WHERE created_at < ");
+            dispatches.push_bind(before);
+            dispatches.build().execute(&mut *tx).await?;
             // The newest of the oldest `limit` events received before the
             // cutoff: everything up to it goes, so what is left is always
             // one unbroken run of cursors.
@@ -238,6 +247,7 @@ macro_rules! queries {
             query.push_bind(before).push(") ORDER BY cursor LIMIT ").push_bind(i64::from(limit)).push(") AS oldest");
             let (through,): (Option<i64>,) = query.build_query_as().fetch_one(&mut *tx).await?;
             let Some(through) = through else {
+                tx.commit().await?;
                 return Ok(0);
             };
             let mut delete: QueryBuilder<'_, $Db> = QueryBuilder::new("DELETE FROM events WHERE cursor <= ");

@@ -86,6 +86,20 @@ async fn a_recording_starts_runs_and_stops(kind: Kind) {
         .unwrap()
         .into_inner();
     assert!(active.recordings.is_empty(), "{active:?}");
+
+    // The pruner removes an ended recording with the timeline it belongs to.
+    let store = roomcontrol::store::Store::open(&roomcontrol::config::StoreConfig {
+        url: database.url.clone(),
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    assert_eq!(store.recordings(Some(&room), None, false, 10).await.unwrap().len(), 1);
+    let later = roomcontrol::events::unix_micros(std::time::SystemTime::now() + Duration::from_secs(60));
+    store.prune(later, 10_000).await.unwrap();
+    assert!(store.recordings(Some(&room), None, false, 10).await.unwrap().is_empty());
+    store.close().await;
 }
 
 both_stores!(recordings_run_on, a_recording_starts_runs_and_stops);

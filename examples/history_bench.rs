@@ -152,12 +152,12 @@ async fn run(args: &Args, url: &str, sessions: i64, base: i64, step: i64) -> Res
         let statement = sql(template, args.store, sessions, base, step);
         match &store {
             roomcontrol::store::Store::Postgres(pool) => sqlx::query(&statement).execute(pool).await?.rows_affected(),
-            roomcontrol::store::Store::Sqlite(pool) => sqlx::query(&statement).execute(pool).await?.rows_affected(),
+            roomcontrol::store::Store::Sqlite(pool, _) => sqlx::query(&statement).execute(pool).await?.rows_affected(),
         };
     }
     match &store {
         roomcontrol::store::Store::Postgres(pool) => sqlx::query("VACUUM ANALYZE").execute(pool).await?.rows_affected(),
-        roomcontrol::store::Store::Sqlite(pool) => sqlx::query("ANALYZE").execute(pool).await?.rows_affected(),
+        roomcontrol::store::Store::Sqlite(pool, _) => sqlx::query("ANALYZE").execute(pool).await?.rows_affected(),
     };
     store.close().await;
     eprintln!(

@@ -179,7 +179,7 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
                 None
             }
         },
-        Store::Sqlite(_) => return,
+        Store::Sqlite(..) => return,
     };
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

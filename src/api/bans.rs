@@ -152,7 +152,7 @@ pub async fn enforce(
     Ok(true)
 }
 
-/// "BAN_" and 16 base62 characters.
+/// "BAN_" and 20 base62 characters (see `events::new_id`).
 fn new_ban_id() -> String {
     let id = crate::events::new_id();
     format!("BAN_{}", id.trim_start_matches("RC_"))

@@ -14,6 +14,7 @@
 //! - The pruner deletes what is older than `events.retention`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -97,6 +98,13 @@ pub fn event_frame(cursor: u64, payload: &[u8]) -> Bytes {
     frame.freeze()
 }
 
+/// How the appender wakes the tailer: with the newest cursor this process
+/// has committed.
+struct Wake {
+    notify: Notify,
+    appended: AtomicU64,
+}
+
 struct Pending {
     event: NewEvent,
     done: oneshot::Sender<Result<Appended, TimelineError>>,
@@ -143,7 +151,7 @@ impl Timeline {
         let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
         let (live, _) = broadcast::channel(config.watch_buffer);
         let (tailed_tx, tailed) = watch::channel(newest);
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake { notify: Notify::new(), appended: AtomicU64::new(newest) });
         tokio::spawn(append_loop(store.clone(), queue, wake.clone(), metrics.clone()));
         let tasks = vec![
             tokio::spawn(tail_loop(
@@ -214,7 +222,7 @@ pub fn decode(cursor: u64, payload: &[u8]) -> Result<Event, StoreError> {
     Ok(event)
 }
 
-async fn append_loop(store: Store, mut queue: mpsc::Receiver<Pending>, wake: Arc<Notify>, metrics: Arc<Metrics>) {
+async fn append_loop(store: Store, mut queue: mpsc::Receiver<Pending>, wake: Arc<Wake>, metrics: Arc<Metrics>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
     let mut answers = Vec::with_capacity(MAX_BATCH);
@@ -224,15 +232,18 @@ async fn append_loop(store: Store, mut queue: mpsc::Receiver<Pending>, wake: Arc
             answers.push(done);
         }
         let started = std::time::Instant::now();
-        let stored = store.append(&events).await;
+        let stored = store.append(&mut events).await;
         events.clear();
         match stored {
             Ok(cursors) => {
                 metrics.events_appended(cursors.iter().filter(|cursor| cursor.is_some()).count(), started.elapsed());
+                if let Some(newest) = cursors.iter().flatten().max() {
+                    wake.appended.fetch_max(*newest, Ordering::Release);
+                }
                 for (done, cursor) in answers.drain(..).zip(cursors) {
                     let _ = done.send(Ok(cursor.map_or(Appended::Duplicate, Appended::Stored)));
                 }
-                wake.notify_one();
+                wake.notify.notify_one();
             }
             Err(error) => {
                 tracing::error!(%error, events = answers.len(), "cannot append to the timeline");
@@ -250,7 +261,7 @@ async fn tail_loop(
     mut position: u64,
     live: broadcast::Sender<Arc<LiveEvent>>,
     tailed: watch::Sender<u64>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     poll_interval: Duration,
     metrics: Arc<Metrics>,
 ) {
@@ -262,7 +273,7 @@ async fn tail_loop(
                 None
             }
         },
-        Store::Sqlite(_) => None,
+        Store::Sqlite(..) => None,
     };
     let shared = store.is_shared();
     let mut failing = false;
@@ -271,8 +282,11 @@ async fn tail_loop(
     // must not turn this loop into a spin.
     let mut listening = true;
     loop {
+        // Woken by this process's appender only: what is new is what it
+        // committed, up to `wake.appended`.
+        let mut appended_here = false;
         tokio::select! {
-            () = wake.notified() => {}
+            () = wake.notify.notified() => appended_here = true,
             notification = async { listener.as_mut()?.recv().await.err() }, if listener.is_some() && listening => {
                 if let Some(error) = notification {
                     tracing::warn!(%error, "lost the LISTEN connection; it reconnects, the poll covers the gap");
@@ -280,6 +294,21 @@ async fn tail_loop(
                 }
             }
             () = tokio::time::sleep(poll_interval), if shared || failing || !listening => listening = true,
+        }
+        if appended_here && !failing {
+            // Read after the commits it counts, and before asking whether
+            // anyone watches: as in `tail`, a watcher that subscribes later
+            // reads the store itself, and finds everything up to it there.
+            let appended = wake.appended.load(Ordering::Acquire);
+            if live.receiver_count() == 0 {
+                // No one to publish to: the newest cursor, without asking
+                // the store (on PostgreSQL, other replicas' events arrive
+                // with their NOTIFY or the poll, which do ask).
+                position = position.max(appended);
+                tailed.send_replace(position);
+                metrics.set_timeline_position(position);
+                continue;
+            }
         }
         match tail(&store, &mut position, &live).await {
             Ok(()) => failing = false,

@@ -141,7 +141,7 @@ impl Store {
     /// how many it applied (0: the history is up to date).
     pub async fn project_history(&self, limit: u32) -> Result<usize, StoreError> {
         match self {
-            Store::Sqlite(pool) => {
+            Store::Sqlite(pool, _) => {
                 let _turn = super::SQLITE_WRITERS.lock().await;
                 sqlite::project(pool, limit).await
             }
@@ -152,21 +152,21 @@ impl Store {
     /// The history's checkpoint: every event up to it is applied.
     pub async fn history_checkpoint(&self) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::checkpoint(pool).await,
+            Store::Sqlite(pool, _) => sqlite::checkpoint(pool).await,
             Store::Postgres(pool) => postgres::checkpoint(pool).await,
         }
     }
 
     pub async fn list_room_sessions(&self, query: &SessionQuery) -> Result<Vec<RoomSessionRow>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::list_room_sessions(pool, query).await,
+            Store::Sqlite(pool, _) => sqlite::list_room_sessions(pool, query).await,
             Store::Postgres(pool) => postgres::list_room_sessions(pool, query).await,
         }
     }
 
     pub async fn room_session(&self, room_sid: &str) -> Result<Option<RoomSessionRow>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::room_session(pool, room_sid).await,
+            Store::Sqlite(pool, _) => sqlite::room_session(pool, room_sid).await,
             Store::Postgres(pool) => postgres::room_session(pool, room_sid).await,
         }
     }
@@ -178,7 +178,7 @@ impl Store {
         room_sid: &str,
     ) -> Result<(Vec<ParticipantSessionRow>, Vec<TrackRow>, Vec<(String, i64)>), StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::room_session_details(pool, room_sid).await,
+            Store::Sqlite(pool, _) => sqlite::room_session_details(pool, room_sid).await,
             Store::Postgres(pool) => postgres::room_session_details(pool, room_sid).await,
         }
     }
@@ -187,7 +187,7 @@ impl Store {
     /// joined_at) each.
     pub async fn open_participants(&self, room_sids: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::open_participants(pool, room_sids).await,
+            Store::Sqlite(pool, _) => sqlite::open_participants(pool, room_sids).await,
             Store::Postgres(pool) => postgres::open_participants(pool, room_sids).await,
         }
     }
@@ -201,7 +201,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<super::StoredEvent>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::room_events(pool, room, first, last, limit).await,
+            Store::Sqlite(pool, _) => sqlite::room_events(pool, room, first, last, limit).await,
             Store::Postgres(pool) => postgres::room_events(pool, room, first, last, limit).await,
         }
     }
@@ -217,7 +217,7 @@ impl Store {
         like: &[String],
     ) -> Result<(Vec<UsageParticipant>, Vec<UsageSession>), StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::usage_rows(pool, from, to, rooms, like).await,
+            Store::Sqlite(pool, _) => sqlite::usage_rows(pool, from, to, rooms, like).await,
             Store::Postgres(pool) => postgres::usage_rows(pool, from, to, rooms, like).await,
         }
     }
@@ -225,7 +225,7 @@ impl Store {
     /// The cached figures of `rooms_key`'s buckets within [from, to).
     pub async fn usage_cache(&self, rooms_key: &str, from: i64, to: i64) -> Result<Vec<CachedBucket>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::usage_cache_get(pool, rooms_key, from, to).await,
+            Store::Sqlite(pool, _) => sqlite::usage_cache_get(pool, rooms_key, from, to).await,
             Store::Postgres(pool) => postgres::usage_cache_get(pool, rooms_key, from, to).await,
         }
     }
@@ -240,7 +240,7 @@ impl Store {
         buckets: &[CachedBucket],
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::usage_cache_put(pool, rooms_key, checkpoint, buckets).await,
+            Store::Sqlite(pool, _) => sqlite::usage_cache_put(pool, rooms_key, checkpoint, buckets).await,
             Store::Postgres(pool) => postgres::usage_cache_put(pool, rooms_key, checkpoint, buckets).await,
         }
     }
@@ -250,7 +250,7 @@ impl Store {
     /// at most `limit` room sessions at a time. Returns how many went.
     pub async fn prune_history(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::prune(pool, before, limit).await,
+            Store::Sqlite(pool, _) => sqlite::prune(pool, before, limit).await,
             Store::Postgres(pool) => postgres::prune(pool, before, limit).await,
         }
     }

@@ -20,6 +20,7 @@ pub mod history;
 pub mod postgres;
 mod queries;
 mod sqlite;
+mod sqlite_writer;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -31,6 +32,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use crate::config::StoreConfig;
+
+pub use sqlite_writer::SqliteWriter;
 
 /// Why the store could not be opened or answer.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("the store holds an event it cannot decode (cursor {cursor}): {source}")]
     Corrupt { cursor: u64, source: prost::DecodeError },
+    #[error("the store's writer failed: {0}")]
+    Writer(String),
 }
 
 /// One event to append: its payload and the columns it is found by.
@@ -206,10 +211,11 @@ pub struct LiveParticipant {
     pub identity: String,
 }
 
-/// The store: one pool, SQLite or PostgreSQL.
+/// The store: one pool, SQLite or PostgreSQL; on SQLite, the timeline's
+/// writer thread beside it (see `sqlite_writer`).
 #[derive(Clone)]
 pub enum Store {
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePool, Option<SqliteWriter>),
     Postgres(PgPool),
 }
 
@@ -217,7 +223,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password: only the kind is shown.
         f.write_str(match self {
-            Store::Sqlite(_) => "Store::Sqlite",
+            Store::Sqlite(..) => "Store::Sqlite",
             Store::Postgres(_) => "Store::Postgres",
         })
     }
@@ -314,10 +320,21 @@ impl Store {
                 .idle_timeout(idle)
                 .max_lifetime(if memory { None } else { Some(Duration::from_secs(1800)) })
                 .acquire_timeout(config.connect_timeout)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .map_err(connect)?;
-            Store::Sqlite(pool)
+            // Migrated first, so the writer finds the tables (below).
+            Store::migrate_sqlite(&pool, &shown).await?;
+            let filename = options.get_filename().to_string_lossy().into_owned();
+            // sqlx names an in-memory database `file:sqlx-in-memory-N`, a
+            // shared cache the writer joins; one it cannot name (an empty
+            // `sqlite://?mode=memory`) is left to sqlx alone.
+            let writer = if memory && !filename.starts_with("file:") {
+                None
+            } else {
+                Some(SqliteWriter::open(&filename, memory, Duration::from_secs(5))?)
+            };
+            return Ok(Store::Sqlite(pool, writer));
         } else {
             return Err(StoreError::Config(format!(
                 "store.url = {shown:?}: expected sqlite:<file> (sqlite://roomcontrol.db, sqlite::memory:) or postgres://user@host/database"
@@ -328,11 +345,22 @@ impl Store {
     }
 
     async fn migrate(&self, url: &str) -> Result<(), StoreError> {
-        // Refuses a database holding a version this binary does not know.
-        let result = match self {
-            Store::Sqlite(pool) => Migrator::new(Embedded { postgres: false }).await?.run(pool).await,
-            Store::Postgres(pool) => Migrator::new(Embedded { postgres: true }).await?.run(pool).await,
-        };
+        match self {
+            Store::Sqlite(pool, _) => Store::migrate_sqlite(pool, url).await,
+            Store::Postgres(pool) => {
+                let result = Migrator::new(Embedded { postgres: true }).await?.run(pool).await;
+                Store::migrated(result, url)
+            }
+        }
+    }
+
+    async fn migrate_sqlite(pool: &SqlitePool, url: &str) -> Result<(), StoreError> {
+        let result = Migrator::new(Embedded { postgres: false }).await?.run(pool).await;
+        Store::migrated(result, url)
+    }
+
+    /// Refuses a database holding a version this binary does not know.
+    fn migrated(result: Result<(), MigrateError>, url: &str) -> Result<(), StoreError> {
         result.map_err(|source| match source {
             MigrateError::VersionMissing(version) => {
                 StoreError::TooNew { url: url.to_owned(), version, known: SCHEMA_VERSION }
@@ -346,12 +374,25 @@ impl Store {
         matches!(self, Store::Postgres(_))
     }
 
-    /// Appends a batch in one transaction, in order. Returns, for each
-    /// event, its cursor, or `None` when an event with its id was already
-    /// stored (a replayed webhook: stored once).
-    pub async fn append(&self, batch: &[NewEvent]) -> Result<Vec<Option<u64>>, StoreError> {
+    /// Appends a batch in one transaction, in order, and returns once it
+    /// is committed. Returns, for each event, its cursor, or `None` when an
+    /// event with its id was already stored (a replayed webhook: stored
+    /// once). `batch` is as it was after (its events may travel to the
+    /// SQLite writer's thread and back).
+    pub async fn append(&self, batch: &mut Vec<NewEvent>) -> Result<Vec<Option<u64>>, StoreError> {
         match self {
-            Store::Sqlite(pool) => {
+            // A batch that changes only the timeline (CreateToken's, and
+            // most actions') goes to the writer thread; one that changes
+            // who is live, a ban, a recording or a dispatch goes through
+            // sqlx, whose queries PostgreSQL shares. Either way it takes its
+            // turn with the history's projector (SQLITE_WRITERS).
+            Store::Sqlite(_, Some(writer))
+                if batch.iter().all(|event| matches!(event.presence, Presence::Unchanged)) =>
+            {
+                let _turn = SQLITE_WRITERS.lock().await;
+                writer.append(batch).await
+            }
+            Store::Sqlite(pool, _) => {
                 let _turn = SQLITE_WRITERS.lock().await;
                 sqlite::append(pool, batch).await
             }
@@ -362,7 +403,7 @@ impl Store {
     /// Up to `limit` events after `after`, oldest first.
     pub async fn read_after(&self, after: u64, limit: u32, filter: &Filter) -> Result<Vec<StoredEvent>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::read_after(pool, after, limit, filter).await,
+            Store::Sqlite(pool, _) => sqlite::read_after(pool, after, limit, filter).await,
             Store::Postgres(pool) => postgres::read_after(pool, after, limit, filter).await,
         }
     }
@@ -370,7 +411,7 @@ impl Store {
     /// The newest cursor given so far (0: none).
     pub async fn latest_cursor(&self) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::latest_cursor(pool).await,
+            Store::Sqlite(pool, _) => sqlite::latest_cursor(pool).await,
             Store::Postgres(pool) => postgres::latest_cursor(pool).await,
         }
     }
@@ -378,7 +419,7 @@ impl Store {
     /// Every event up to this cursor was pruned (0: none).
     pub async fn pruned_through(&self) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::pruned_through(pool).await,
+            Store::Sqlite(pool, _) => sqlite::pruned_through(pool).await,
             Store::Postgres(pool) => postgres::pruned_through(pool).await,
         }
     }
@@ -388,7 +429,7 @@ impl Store {
     /// Returns how many were deleted.
     pub async fn prune(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::prune(pool, before, limit).await,
+            Store::Sqlite(pool, _) => sqlite::prune(pool, before, limit).await,
             Store::Postgres(pool) => postgres::prune(pool, before, limit).await,
         }
     }
@@ -396,7 +437,7 @@ impl Store {
     /// Who the timeline says is live.
     pub async fn live(&self) -> Result<Live, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::live(pool).await,
+            Store::Sqlite(pool, _) => sqlite::live(pool).await,
             Store::Postgres(pool) => postgres::live(pool).await,
         }
     }
@@ -405,7 +446,7 @@ impl Store {
     /// (unix microseconds): not lifted, not expired.
     pub async fn bans_in_force(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::bans_in_force(pool, now).await,
+            Store::Sqlite(pool, _) => sqlite::bans_in_force(pool, now).await,
             Store::Postgres(pool) => postgres::bans_in_force(pool, now).await,
         }
     }
@@ -420,7 +461,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<StoredRecording>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::recordings(pool, room, id, open_only, limit).await,
+            Store::Sqlite(pool, _) => sqlite::recordings(pool, room, id, open_only, limit).await,
             Store::Postgres(pool) => postgres::recordings(pool, room, id, open_only, limit).await,
         }
     }
@@ -429,7 +470,7 @@ impl Store {
     /// oldest first.
     pub async fn redispatchable(&self, room: &str) -> Result<Vec<StoredDispatch>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::redispatchable(pool, room).await,
+            Store::Sqlite(pool, _) => sqlite::redispatchable(pool, room).await,
             Store::Postgres(pool) => postgres::redispatchable(pool, room).await,
         }
     }
@@ -438,7 +479,7 @@ impl Store {
     /// redispatch), oldest first.
     pub async fn dispatches(&self, room: &str) -> Result<Vec<StoredDispatch>, StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::dispatch_flags(pool, room).await,
+            Store::Sqlite(pool, _) => sqlite::dispatch_flags(pool, room).await,
             Store::Postgres(pool) => postgres::dispatch_flags(pool, room).await,
         }
     }
@@ -446,7 +487,12 @@ impl Store {
     /// Closes the pool, waiting for queries in flight.
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(pool) => pool.close().await,
+            Store::Sqlite(pool, writer) => {
+                if let Some(writer) = writer {
+                    writer.close().await;
+                }
+                pool.close().await;
+            }
             Store::Postgres(pool) => pool.close().await,
         }
     }

@@ -512,7 +512,7 @@ async fn the_schema_is_migrated_once_and_a_newer_database_is_refused(kind: Kind)
     let newer = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
                  VALUES (9999, 'from the future', true, x'00', 0)";
     match &store {
-        Store::Sqlite(pool) => sqlx::query(newer).execute(pool).await.map(drop),
+        Store::Sqlite(pool, _) => sqlx::query(newer).execute(pool).await.map(drop),
         Store::Postgres(pool) => sqlx::query(&newer.replace("x'00'", "'\\x00'::bytea")).execute(pool).await.map(drop),
     }
     .unwrap();

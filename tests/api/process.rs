@@ -300,3 +300,73 @@ async fn a_second_copy_on_one_host_with_the_same_admin_port_stops_naming_admin_p
     let expected = format!("cannot listen on 127.0.0.1:{admin_port} for the admin port");
     assert!(stderr.contains(&expected) && stderr.contains("admin.port"), "{stderr}");
 }
+
+/// The default store (a SQLite file in the working directory): every token
+/// handed out has its `token_minted` event stored, even when the process is
+/// killed with SIGKILL right after, while calls are still in flight.
+#[tokio::test]
+async fn every_token_handed_out_is_in_the_timeline_after_a_sigkill() {
+    let standin = StandIn::start(StandInConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("LIVEKIT_URL", standin.url()),
+        ("LIVEKIT_API_KEY", standin.api_key().to_owned()),
+        ("LIVEKIT_API_SECRET", standin.api_secret().to_owned()),
+    ];
+    let (mut child, address, _lines, _log) = start_binary(dir.path(), &env).await;
+    let client = RoomControlClient::connect(format!("http://{address}")).await.unwrap();
+    // Callers that keep minting; the process is killed once 200 tokens
+    // were handed out, with more calls on the way.
+    let (handed_out, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..16 {
+        let mut client = client.clone();
+        let handed_out = handed_out.clone();
+        callers.spawn(async move {
+            for call in 0.. {
+                let identity = format!("caller-{caller}-{call}");
+                let request =
+                    CreateTokenRequest { room: "killed".into(), identity: identity.clone(), ..Default::default() };
+                match client.create_token(request).await {
+                    Ok(_) => {
+                        if handed_out.send(identity).is_err() {
+                            return;
+                        }
+                    }
+                    // The process is gone.
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    drop(handed_out);
+    let mut minted = Vec::new();
+    while minted.len() < 200 {
+        minted.push(received.recv().await.expect("tokens are handed out"));
+    }
+    child.kill().unwrap();
+    tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    while let Some(identity) = callers.join_next().await {
+        identity.unwrap();
+    }
+    // Answered before the kill too, but read after it.
+    while let Ok(identity) = received.try_recv() {
+        minted.push(identity);
+    }
+
+    let url = format!("sqlite://{}", dir.path().join("roomcontrol.db").display());
+    let config = roomcontrol::config::StoreConfig { url, max_connections: 1, connect_timeout: Duration::from_secs(5) };
+    let store = roomcontrol::store::Store::open(&config).await.unwrap();
+    let filter = roomcontrol::store::Filter { rooms: vec!["killed".into()], kinds: vec!["token_minted".into()] };
+    let stored = store.read_after(0, 100_000, &filter).await.unwrap();
+    store.close().await;
+    let identities: std::collections::HashSet<String> = stored
+        .iter()
+        .map(|stored| roomcontrol::events::timeline::decode(stored.cursor, &stored.payload).unwrap())
+        .map(|event| event.participant.unwrap().identity)
+        .collect();
+    assert_eq!(identities.len(), stored.len(), "each token once");
+    for identity in &minted {
+        assert!(identities.contains(identity), "{identity} got a token but its token_minted is not stored");
+    }
+}

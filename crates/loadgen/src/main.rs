@@ -137,6 +137,14 @@ struct RunArgs {
     /// How long to run before measuring.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// A fixed amount of work instead of a fixed time: send exactly this
+    /// many calls in all (closed loop only; the warm-up's calls count, so
+    /// pass `--warmup 0s`), then stop; the window is what they took (or
+    /// `--duration`, if that ends first). For instruction counts
+    /// (callgrind), which are only comparable per call; the server's CPU
+    /// and metrics are not sampled then.
+    #[arg(long, conflicts_with = "rate")]
+    calls: Option<u64>,
     /// The server's pid, to sample its CPU time and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -336,6 +344,7 @@ async fn execute(command: Command) -> Result<ExitCode, String> {
                 connections,
                 duration: args.duration,
                 warmup: args.warmup,
+                calls: args.calls,
                 server_pid: args.server_pid,
                 metrics_url: args.metrics_url.clone(),
                 labels: args.labels.labels(),

@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub connections: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// Closed loop: stop after this many calls in all (warm-up included).
+    pub calls: Option<u64>,
     pub server_pid: Option<u32>,
     /// RoomControl's admin metrics (`http://host:port/metrics`), scraped at
     /// the window's start and end for what the timeline did.
@@ -136,6 +138,7 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
         connections,
         duration,
         warmup,
+        calls: budget,
         server_pid,
         metrics_url,
         labels,
@@ -159,19 +162,36 @@ pub async fn run(options: RunOptions) -> Result<LoadRecord, String> {
     let sampler = tokio::spawn(sample(server_pid, window.from, window.until));
     let timeline = tokio::spawn(crate::timeline::sample_store(None, metrics_url, window.from, window.until));
     let tally = match rate {
-        None => closed_loop(&pool, &plan, concurrency, window, refusals).await?,
+        None => closed_loop(&pool, &plan, concurrency, window, refusals, budget).await?,
         Some(rate) => {
             let open = OpenLoop { start: started_at, interval_ns: 1e9 / rate, concurrency, window, refusals };
             open.run(&pool, &plan).await?
         }
     };
-    let (client_cpu_util, server) = sampler.await.map_err(|e| format!("the sampler failed: {e}"))?;
-    let (_, timeline) = timeline.await.map_err(|e| format!("the sampler failed: {e}"))?;
+    if budget.is_some() {
+        // The calls are done before the window's end: nothing to sample.
+        sampler.abort();
+        timeline.abort();
+    }
+    let (client_cpu_util, server) = match sampler.await {
+        Ok(sampled) => sampled,
+        Err(e) if e.is_cancelled() => (None, None),
+        Err(e) => return Err(format!("the sampler failed: {e}")),
+    };
+    let timeline = match timeline.await {
+        Ok((_, timeline)) => timeline,
+        Err(e) if e.is_cancelled() => None,
+        Err(e) => return Err(format!("the sampler failed: {e}")),
+    };
     drop(pool);
     let Tally { histogram, refused, lag, refused_example, errors } = tally;
 
     let calls = histogram.len();
-    let seconds = duration.as_secs_f64();
+    // A fixed number of calls ends the window when the last is answered.
+    let seconds = match budget {
+        Some(_) => started_at.elapsed().saturating_sub(warmup).min(duration).as_secs_f64(),
+        None => duration.as_secs_f64(),
+    };
     let server = server.map(|mut server| {
         server.cpu_us_per_call = if calls == 0 { 0.0 } else { server.cpu_s * 1e6 / calls as f64 };
         server.rss_kib_before = rss_before;
@@ -216,16 +236,22 @@ async fn closed_loop(
     concurrency: usize,
     window: Window,
     refusals: bool,
+    budget: Option<u64>,
 ) -> Result<Tally, String> {
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = JoinSet::new();
     for index in 0..concurrency {
         let mut connection = pool[index % pool.len()].clone();
         let plan = plan.clone();
+        let sent = sent.clone();
         workers.spawn(async move {
             let mut tally = Tally::new();
             loop {
                 let started = Instant::now();
                 if started >= window.until {
+                    break;
+                }
+                if budget.is_some_and(|budget| sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= budget) {
                     break;
                 }
                 let result = connection.call(&plan).await;

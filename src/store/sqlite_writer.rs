@@ -1,0 +1,211 @@
+//! The SQLite timeline's writer: one thread with a connection of its own
+//! that appends batches of events, each in one transaction.
+//!
+//! Why not sqlx for this: sqlx runs each SQLite connection on a worker
+//! thread and hands it every statement, the transaction's BEGIN and
+//! COMMIT, and the pool's liveness pings through channels: half a dozen
+//! thread hand-offs per append, and a multi-row `INSERT ... RETURNING`
+//! whose text (so whose prepared statement) changes with the batch's size.
+//! Here an append is one hand-off each way; the one-row INSERT is prepared
+//! once and stepped per event, its cursor read from `last_insert_rowid`.
+//! Same SQLite (rusqlite on the libsqlite3-sys sqlx uses), same file, same
+//! settings (WAL, `synchronous = NORMAL`): a batch is acknowledged once its
+//! COMMIT returned, so it survives a killed process as before.
+//!
+//! Only batches that change nothing beside the timeline come here (every
+//! RoomControl action but bans, recordings and dispatches, which carry
+//! [`Presence`] changes and go through sqlx's `append`). Both write the
+//! same tables under SQLite's one write lock, one batch after the other
+//! (the timeline's appender waits for each), so cursors still commit in
+//! order.
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{NewEvent, StoreError, to_cursor};
+
+/// One event, its id the only key: an id stored before is a duplicate,
+/// and nothing is inserted.
+const INSERT: &str =
+    "INSERT INTO events (id, type, room, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING";
+
+type Reply = (Vec<NewEvent>, Result<Vec<Option<u64>>, StoreError>);
+
+struct Job {
+    batch: Vec<NewEvent>,
+    done: oneshot::Sender<Reply>,
+}
+
+/// The writer thread's handle: cloned with the store; closed with it.
+#[derive(Clone)]
+pub struct SqliteWriter {
+    inner: Arc<Mutex<Option<Running>>>,
+}
+
+struct Running {
+    jobs: mpsc::Sender<Job>,
+    /// Answered when the thread has closed its connection.
+    stopped: oneshot::Receiver<()>,
+}
+
+impl SqliteWriter {
+    /// Opens a connection to the database at `filename` (`memory`: the
+    /// shared-cache in-memory database of that name) and starts its thread.
+    pub fn open(filename: &str, memory: bool, busy_timeout: Duration) -> Result<SqliteWriter, StoreError> {
+        let fail = |error: rusqlite::Error| StoreError::Writer(error.to_string());
+        let connection = if memory {
+            Connection::open_with_flags(
+                format!("{filename}?mode=memory&cache=shared"),
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        } else {
+            Connection::open_with_flags(filename, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        }
+        .map_err(fail)?;
+        connection.busy_timeout(busy_timeout).map_err(fail)?;
+        // As sqlx's connections (`Store::open`): WAL is the database's own
+        // (set there, and kept in the file); the rest is per connection.
+        connection.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+        connection.pragma_update(None, "foreign_keys", true).map_err(fail)?;
+        connection.prepare_cached(INSERT).map_err(fail)?;
+        // A file: IMMEDIATE takes the write lock at BEGIN, waiting up to the
+        // busy timeout for another writer (the pruner). The in-memory
+        // store is a shared cache, where locks are per table and a busy
+        // timeout does not apply: there the INSERT takes the lock, waiting
+        // for readers through unlock_notify.
+        let behavior = if memory { TransactionBehavior::Deferred } else { TransactionBehavior::Immediate };
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (stop, stopped) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || {
+                let mut connection = connection;
+                for Job { batch, done } in queue {
+                    let result = append(&mut connection, behavior, &batch)
+                        .map_err(|error| StoreError::Writer(error.to_string()));
+                    let _ = done.send((batch, result));
+                }
+                drop(connection);
+                let _ = stop.send(());
+            })
+            .map_err(|error| StoreError::Writer(format!("cannot start the writer thread: {error}")))?;
+        Ok(SqliteWriter { inner: Arc::new(Mutex::new(Some(Running { jobs, stopped }))) })
+    }
+
+    /// Appends `batch` in one transaction; see `Store::append`. The batch
+    /// is handed to the thread and back: `batch` is as it was after.
+    pub async fn append(&self, batch: &mut Vec<NewEvent>) -> Result<Vec<Option<u64>>, StoreError> {
+        let (done, answer) = oneshot::channel();
+        {
+            let running = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(running) = running.as_ref() else {
+                return Err(StoreError::Writer("the store is closed".to_owned()));
+            };
+            running
+                .jobs
+                .send(Job { batch: std::mem::take(batch), done })
+                .map_err(|_| StoreError::Writer("the writer thread is gone".to_owned()))?;
+        }
+        let (returned, result) =
+            answer.await.map_err(|_| StoreError::Writer("the writer thread stopped during an append".to_owned()))?;
+        *batch = returned;
+        result
+    }
+
+    /// Stops the thread once the appends sent are done, and waits until
+    /// it closed its connection.
+    pub async fn close(&self) {
+        let running = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(Running { jobs, stopped }) = running {
+            drop(jobs);
+            let _ = stopped.await;
+        }
+    }
+}
+
+fn append(
+    connection: &mut Connection,
+    behavior: TransactionBehavior,
+    batch: &[NewEvent],
+) -> rusqlite::Result<Vec<Option<u64>>> {
+    let transaction = connection.transaction_with_behavior(behavior)?;
+    let mut cursors = Vec::with_capacity(batch.len());
+    {
+        let mut insert = transaction.prepare_cached(INSERT)?;
+        for event in batch {
+            let inserted = insert.execute(rusqlite::params![
+                event.id,
+                event.kind,
+                event.room,
+                event.received_at,
+                event.payload
+            ])?;
+            // `cursor` is the rowid: the row just inserted is the last.
+            cursors.push((inserted == 1).then(|| to_cursor(transaction.last_insert_rowid())));
+        }
+    }
+    // Dropped without a commit (an error above), the transaction rolls back.
+    transaction.commit()?;
+    Ok(cursors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Filter, Presence, Store};
+    use crate::config::StoreConfig;
+
+    fn event(id: &str) -> crate::store::NewEvent {
+        crate::store::NewEvent {
+            id: id.to_owned(),
+            kind: "token_minted".to_owned(),
+            room: "standup".to_owned(),
+            received_at: 1,
+            payload: id.as_bytes().to_vec(),
+            presence: Presence::Unchanged,
+        }
+    }
+
+    async fn appends_in_order_and_stores_a_duplicate_once(url: String) -> u64 {
+        let config = StoreConfig { url, max_connections: 2, connect_timeout: std::time::Duration::from_secs(5) };
+        let store = Store::open(&config).await.unwrap();
+        let mut batch = vec![event("RC_a"), event("RC_b"), event("RC_a")];
+        let first = store.append(&mut batch).await.unwrap();
+        assert_eq!(batch.len(), 3, "the batch comes back");
+        let mut batch = vec![event("RC_b"), event("RC_c")];
+        let second = store.append(&mut batch).await.unwrap();
+        // A duplicate, in the batch or before it, gets no cursor (it may
+        // still use one up: cursors have gaps, never repeats).
+        let [Some(a), Some(b), None] = first[..] else { panic!("{first:?}") };
+        let [None, Some(c)] = second[..] else { panic!("{second:?}") };
+        assert!(a < b && b < c, "{first:?} {second:?}");
+        // Read back through sqlx's connections.
+        let stored = store.read_after(0, 10, &Filter::default()).await.unwrap();
+        let ids: Vec<_> = stored.iter().map(|stored| (stored.cursor, stored.payload.clone())).collect();
+        assert_eq!(ids, vec![(a, b"RC_a".to_vec()), (b, b"RC_b".to_vec()), (c, b"RC_c".to_vec())]);
+        assert_eq!(store.latest_cursor().await.unwrap(), c);
+        store.close().await;
+        let mut batch = vec![event("RC_d")];
+        assert!(store.append(&mut batch).await.is_err(), "closed");
+        c
+    }
+
+    #[tokio::test]
+    async fn the_writer_appends_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("roomcontrol.db").display());
+        let newest = appends_in_order_and_stores_a_duplicate_once(url.clone()).await;
+        // Committed to the file: another store opened on it finds them.
+        let config = StoreConfig { url, max_connections: 1, connect_timeout: std::time::Duration::from_secs(5) };
+        let store = Store::open(&config).await.unwrap();
+        assert_eq!(store.latest_cursor().await.unwrap(), newest);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_writer_appends_to_memory() {
+        appends_in_order_and_stores_a_duplicate_once("sqlite::memory:".to_owned()).await;
+    }
+}

@@ -16,7 +16,7 @@ use crate::both_stores;
 use crate::support::store::{Kind, TestDatabase};
 use crate::support::timeline::{app_with_webhooks, next_of, watch_room};
 use crate::support::webhooks;
-use crate::support::{TestApp, spawn_app_with, unique};
+use crate::support::{TestApp, api_key, as_key, spawn_app_with, unique};
 
 /// 2026-11-27T18:00:00Z, a fixed past instant the tests' sessions start at.
 const T0: i64 = 1_795_802_400;
@@ -431,23 +431,6 @@ async fn usage_buckets_follow_the_time_zones_calendar(kind: Kind) {
 }
 both_stores!(usage_buckets_follow_the_time_zone_on, usage_buckets_follow_the_time_zones_calendar);
 
-fn key(name: &str, scopes: &[&str], rooms: &[&str]) -> roomcontrol::config::ApiKeyConfig {
-    roomcontrol::config::ApiKeyConfig {
-        name: name.to_owned(),
-        hash: roomcontrol::auth::hash_api_key(&format!("rck_{name}_0123456789abcdef0123")),
-        scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
-        rooms: rooms.iter().map(|room| room.to_string()).collect(),
-        revoked: false,
-    }
-}
-
-fn as_key<T>(name: &str, request: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(request);
-    let value = format!("Bearer rck_{name}_0123456789abcdef0123").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
-}
-
 #[tokio::test]
 async fn history_needs_its_scope_and_shows_only_the_callers_rooms() {
     let database = TestDatabase::create(Kind::Sqlite).await;
@@ -455,9 +438,9 @@ async fn history_needs_its_scope_and_shows_only_the_callers_rooms() {
     let app = spawn_app_with(move |config| {
         config.store.url = url;
         config.auth.api_keys = vec![
-            key("admin", &["history:read", "events:read"], &["*"]),
-            key("team", &["history:read"], &["team-*"]),
-            key("rooms", &["rooms:read"], &["*"]),
+            api_key("admin", &["history:read", "events:read"], &["*"]),
+            api_key("team", &["history:read"], &["team-*"]),
+            api_key("rooms", &["rooms:read"], &["*"]),
         ];
     })
     .await;

@@ -41,6 +41,13 @@ struct Args {
     /// Calls timed per RPC.
     #[arg(long, default_value_t = 300)]
     calls: usize,
+    /// GetUsage's `from` and `to` in whole seconds, as the first version of
+    /// this bench sent them: calls within one second then ask for the same
+    /// partial first bucket (and find it cached). Without it, each call asks
+    /// up to its own now, to the microsecond, as a client calling at its own
+    /// moment does.
+    #[arg(long)]
+    whole_seconds: bool,
 }
 
 const DAY: i64 = 86_400_000_000;
@@ -182,6 +189,11 @@ async fn run(args: &Args, url: &str, sessions: i64, base: i64, step: i64) -> Res
     }));
     let mut client = RoomControlClient::connect(format!("http://{addr}")).await?;
     let at = |micros: i64| prost_types::Timestamp { seconds: micros.div_euclid(1_000_000), nanos: 0 };
+    let exact = |micros: i64| prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    };
+    let (mut moved, mut last_from) = (Vec::new(), 0i64);
     let mut random = 0x2545_f491_4f6c_dd1du64;
     let mut next = |bound: i64| {
         random ^= random << 13;
@@ -192,7 +204,14 @@ async fn run(args: &Args, url: &str, sessions: i64, base: i64, step: i64) -> Res
 
     let mut list = Timing { name: "ListRoomSessions, one day, first page of 100", samples: Vec::new() };
     let mut get = Timing { name: "GetRoomSession", samples: Vec::new() };
-    let mut usage = Timing { name: "GetUsage, the last 30 days by DAY, Europe/Paris", samples: Vec::new() };
+    let mut usage = Timing {
+        name: if args.whole_seconds {
+            "GetUsage, the last 30 days by DAY, Europe/Paris, in whole seconds"
+        } else {
+            "GetUsage, the last 30 days by DAY, Europe/Paris"
+        },
+        samples: Vec::new(),
+    };
     let mut cold = Timing { name: "the same, its first call (nothing cached)", samples: Vec::new() };
     let mut usage_room =
         Timing { name: "GetUsage, 30 days by DAY, one room (a new room each call)", samples: Vec::new() };
@@ -217,45 +236,61 @@ async fn run(args: &Args, url: &str, sessions: i64, base: i64, step: i64) -> Res
             get.samples.push(elapsed);
         }
 
-        // Fewer of the heavy one.
-        if round % 10 == 0 {
-            // Up to now: today's bucket is computed on every call.
-            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;
-            let request = GetUsageRequest {
-                from: Some(at(now - 30 * DAY)),
-                to: Some(at(now)),
-                bucket: UsageBucket::Day as i32,
-                time_zone: "Europe/Paris".to_owned(),
-                ..Default::default()
-            };
-            let started = Instant::now();
-            let reply = client.get_usage(request).await?.into_inner();
-            let elapsed = started.elapsed();
-            assert!(reply.buckets.len() >= 30);
-            let minutes: f64 = reply.buckets.iter().map(|bucket| bucket.participant_minutes).sum();
-            if round == 0 {
-                eprintln!("30 days: {minutes:.0} participant-minutes");
-                cold.samples.push(elapsed);
-            } else {
-                usage.samples.push(elapsed);
-            }
-            let request = GetUsageRequest {
-                from: Some(at(base)),
-                to: Some(at(base + 30 * DAY)),
-                bucket: UsageBucket::Day as i32,
-                rooms: vec![format!("bench-room-{:04}", next(1000))],
-                ..Default::default()
-            };
-            let started = Instant::now();
-            client.get_usage(request).await?;
-            let elapsed = started.elapsed();
-            if round > 0 {
-                usage_room.samples.push(elapsed);
-            }
+        // Up to now: the partial first bucket and today's are computed
+        // on every call whose `from` moved.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;
+        let now = if args.whole_seconds { now.div_euclid(1_000_000) * 1_000_000 } else { now };
+        let request = GetUsageRequest {
+            from: Some(exact(now - 30 * DAY)),
+            to: Some(exact(now)),
+            bucket: UsageBucket::Day as i32,
+            time_zone: "Europe/Paris".to_owned(),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let reply = client.get_usage(request).await?.into_inner();
+        let elapsed = started.elapsed();
+        assert!(reply.buckets.len() >= 30);
+        let minutes: f64 = reply.buckets.iter().map(|bucket| bucket.participant_minutes).sum();
+        if round == 0 {
+            eprintln!("30 days: {minutes:.0} participant-minutes");
+            cold.samples.push(elapsed);
+        } else {
+            usage.samples.push(elapsed);
+            // Whether this call's `from` moved since the last call's.
+            moved.push(now != last_from);
+        }
+        last_from = now;
+        let request = GetUsageRequest {
+            from: Some(at(base)),
+            to: Some(at(base + 30 * DAY)),
+            bucket: UsageBucket::Day as i32,
+            rooms: vec![format!("bench-room-{:04}", next(1000))],
+            ..Default::default()
+        };
+        let started = Instant::now();
+        client.get_usage(request).await?;
+        let elapsed = started.elapsed();
+        if round > 0 {
+            usage_room.samples.push(elapsed);
         }
     }
-    let order: Vec<u128> = usage.samples.iter().map(|sample| sample.as_millis()).collect();
-    eprintln!("GetUsage's calls in order (ms): {order:?}");
+    let order: Vec<String> = usage
+        .samples
+        .iter()
+        .zip(&moved)
+        .map(|(sample, moved)| format!("{}{}", sample.as_millis(), if *moved { "*" } else { "" }))
+        .collect();
+    eprintln!("GetUsage's calls in order (ms; *: its `from` moved since the last call): {order:?}");
+    for (label, pick) in [("moved", true), ("unchanged", false)] {
+        let mut picked: Vec<Duration> =
+            usage.samples.iter().zip(&moved).filter(|(_, moved)| **moved == pick).map(|(sample, _)| *sample).collect();
+        picked.sort();
+        if let Some(max) = picked.last() {
+            let median = picked[picked.len() / 2];
+            eprintln!("  `from` {label}: {} calls, median {median:?}, max {max:?}", picked.len());
+        }
+    }
     println!("{:?}, {} participant sessions in {} room sessions\n", args.store, sessions * 10, sessions);
     println!("| call | calls | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|");
     for timing in [&mut list, &mut get, &mut usage, &mut cold, &mut usage_room] {

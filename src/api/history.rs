@@ -306,7 +306,7 @@ pub(crate) async fn get_usage(
     };
     let buckets = match kind {
         BucketKind::Room => {
-            let (participants, sessions) = store.usage_rows(from, to, &request.rooms, &like).await?;
+            let (participants, sessions) = store.usage_rows(from, to, &request.rooms, &like, true).await?;
             let participants: Vec<_> = participants.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
             let sessions: Vec<_> = sessions.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
             usage::room_figures(from, to, &participants, &sessions, now)
@@ -338,13 +338,21 @@ pub(crate) async fn get_usage(
                 }
                 let run = &buckets[first..index];
                 let (start, end) = (run[0].start, run[run.len() - 1].end);
-                let (participants, sessions) = store.usage_rows(start, end, &request.rooms, &like).await?;
-                let participants: Vec<_> = participants.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
+                // The participant sessions' rooms are read only to check
+                // them against the caller's patterns.
+                let restricted = !like.is_empty();
+                let (participants, sessions) = store.usage_rows(start, end, &request.rooms, &like, restricted).await?;
+                let participants: Vec<_> =
+                    participants.into_iter().filter(|row| !restricted || caller.may_touch(&row.room)).collect();
                 let sessions: Vec<_> = sessions.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
                 for (offset, figures) in usage::figures(run, &participants, &sessions, now).into_iter().enumerate() {
                     let bucket = &run[offset];
-                    // A bucket that ended no longer depends on the clock.
-                    if bucket.end <= now {
+                    // A bucket that ended no longer depends on the clock;
+                    // one the range cuts (the first of "the last 30 days")
+                    // would be asked for again only with the same range,
+                    // so it is not kept: the cache holds whole buckets,
+                    // shared by every range that covers them.
+                    if bucket.end <= now && bucket.whole {
                         fresh.push(cached_bucket(bucket.start, bucket.end, &figures));
                     }
                     counted[first + offset] = Some(figures);

@@ -26,6 +26,9 @@ pub struct Bucket {
     pub start: i64,
     pub end: i64,
     pub label: String,
+    /// Not clipped: the whole hour, day or month, whatever range asked for
+    /// it (what the usage cache keeps).
+    pub whole: bool,
 }
 
 /// One bucket's figures.
@@ -80,8 +83,14 @@ pub fn time_buckets(from: i64, to: i64, kind: BucketKind, zone: &TimeZone) -> Re
                 .start_of_day()
                 .map_err(error)?,
         };
-        let bounds = (start.timestamp().as_microsecond().max(from), next.timestamp().as_microsecond().min(to));
-        buckets.push(Bucket { start: bounds.0, end: bounds.1, label: start.strftime(format).to_string() });
+        let calendar = (start.timestamp().as_microsecond(), next.timestamp().as_microsecond());
+        let bounds = (calendar.0.max(from), calendar.1.min(to));
+        buckets.push(Bucket {
+            start: bounds.0,
+            end: bounds.1,
+            label: start.strftime(format).to_string(),
+            whole: bounds == calendar,
+        });
         if buckets.len() > MAX_BUCKETS {
             return Err(format!("more than {MAX_BUCKETS} buckets: ask for a shorter range or a larger bucket"));
         }
@@ -182,7 +191,7 @@ pub fn room_figures(
     for session in sessions {
         rooms.entry(session.room.as_str()).or_default().1.push(session.clone());
     }
-    let whole = [Bucket { start: from, end: to, label: String::new() }];
+    let whole = [Bucket { start: from, end: to, label: String::new(), whole: false }];
     rooms
         .into_iter()
         .map(|(room, (participants, sessions))| {
@@ -224,6 +233,7 @@ mod tests {
         assert_eq!(labels, ["2026-10-24", "2026-10-25", "2026-10-26"]);
         assert_eq!(buckets[1].end - buckets[1].start, 25 * HOUR);
         assert_eq!(buckets[1].start, at("2026-10-24T22:00:00Z"));
+        assert!(buckets.iter().all(|bucket| bucket.whole));
     }
 
     #[test]
@@ -235,14 +245,17 @@ mod tests {
         assert_eq!(buckets[0].label, "2026-11-28T05+05:30");
         assert_eq!((buckets[0].start, buckets[0].end), (at("2026-11-28T00:00:00Z"), at("2026-11-28T00:30:00Z")));
         assert_eq!(buckets.len(), 3);
+        // The range cuts the first and the last hour.
+        let whole: Vec<bool> = buckets.iter().map(|bucket| bucket.whole).collect();
+        assert_eq!(whole, [false, true, false]);
         assert!(time_zone("Mars/Olympus").is_err());
     }
 
     #[test]
     fn figures_split_intervals_across_buckets() {
         let buckets = vec![
-            Bucket { start: 0, end: HOUR, label: "a".into() },
-            Bucket { start: HOUR, end: 2 * HOUR, label: "b".into() },
+            Bucket { start: 0, end: HOUR, label: "a".into(), whole: true },
+            Bucket { start: HOUR, end: 2 * HOUR, label: "b".into(), whole: true },
         ];
         let participants = vec![
             participant("alice", HOUR / 2, Some(HOUR + HOUR / 2)),

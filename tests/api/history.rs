@@ -21,6 +21,21 @@ use crate::support::{TestApp, api_key, as_key, spawn_app_with, unique};
 /// 2026-11-27T18:00:00Z, a fixed past instant the tests' sessions start at.
 const T0: i64 = 1_795_802_400;
 
+/// The usage cache's buckets, (start, end) in unix seconds, read from the
+/// test's own database.
+async fn cached_buckets(database: &TestDatabase) -> Vec<(i64, i64)> {
+    let mut config = roomcontrol::Config::default();
+    config.store.url = database.url.clone();
+    let store = roomcontrol::store::Store::open(&config.store).await.unwrap();
+    let sql = "SELECT bucket_start / 1000000, bucket_end / 1000000 FROM usage_cache ORDER BY bucket_start, bucket_end";
+    let rows: Vec<(i64, i64)> = match &store {
+        roomcontrol::store::Store::Sqlite(pool, _) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+        roomcontrol::store::Store::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+    };
+    store.close().await;
+    rows
+}
+
 /// The newest cursor of the timeline.
 async fn newest_cursor(app: &TestApp) -> u64 {
     let mut since = 0;
@@ -406,6 +421,13 @@ async fn usage_buckets_follow_the_time_zones_calendar(kind: Kind) {
             json!(["2026-11-28", 0, 0.0, 0, 0])
         ]
     );
+    // The cache keeps the whole UTC day, not the two the range cuts (their
+    // bounds are the request's, and only a request with the same range
+    // would find them again).
+    let (from, to, midnight) = (T0 + 30 * 60 - 86_400, T0 + 30 * 60 + 86_400, T0 - 18 * 3600);
+    let cached = cached_buckets(&database).await;
+    assert!(cached.contains(&(midnight, midnight + 86_400)), "{cached:?}");
+    assert!(!cached.contains(&(from, midnight)) && !cached.contains(&(midnight + 86_400, to)), "{cached:?}");
     let by_room = usage(UsageBucket::Room, "").await;
     assert_eq!(figures(&by_room), [json!([room, 1, 80.0, 2, 2])]);
     let hours = usage(UsageBucket::Hour, "Asia/Kolkata").await;

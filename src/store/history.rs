@@ -256,6 +256,59 @@ impl Store {
     }
 }
 
+/// An event's fields but its `detail`: all that the history reads of
+/// RoomControl's own actions. Decoding a `token_minted` in full built its
+/// detail's `Struct` for nothing (docs/benchmarks.md); [`decode_event`]
+/// decodes this first and the whole event only when it is LiveKit's or
+/// inferred.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventHead {
+    #[prost(string, tag = "2")]
+    id: String,
+    #[prost(string, tag = "3")]
+    r#type: String,
+    #[prost(int32, tag = "4")]
+    source: i32,
+    #[prost(message, optional, tag = "5")]
+    occurred_at: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "6")]
+    received_at: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "7")]
+    room: Option<crate::proto::v1::EventRoom>,
+    #[prost(message, optional, tag = "8")]
+    participant: Option<crate::proto::v1::EventParticipant>,
+    #[prost(message, optional, tag = "9")]
+    track: Option<crate::proto::v1::EventTrack>,
+    #[prost(message, optional, tag = "10")]
+    actor: Option<crate::proto::v1::Actor>,
+    #[prost(bool, tag = "11")]
+    inferred: bool,
+}
+
+/// A stored event as the history reads it: without its `detail` when it
+/// is one of RoomControl's own actions (which `apply` reads no detail of).
+fn decode_event(payload: &[u8]) -> Result<Event, prost::DecodeError> {
+    use prost::Message as _;
+    let head = EventHead::decode(payload)?;
+    if head.source != EventSource::Roomcontrol as i32 || head.inferred {
+        return Event::decode(payload);
+    }
+    Ok(Event {
+        cursor: 0,
+        id: head.id,
+        r#type: head.r#type,
+        source: head.source,
+        occurred_at: head.occurred_at,
+        received_at: head.received_at,
+        room: head.room,
+        participant: head.participant,
+        track: head.track,
+        actor: head.actor,
+        inferred: head.inferred,
+        detail: None,
+    })
+}
+
 /// Unix microseconds of an event's time (LiveKit's createdAt, or when
 /// RoomControl acted), else when it was received.
 fn event_time(event: &Event) -> i64 {
@@ -327,7 +380,7 @@ macro_rules! history_queries {
             // once per batch: (name, earliest time, first and last cursor).
             let mut rooms: HashMap<String, (String, i64, i64, i64)> = HashMap::new();
             for (cursor, payload) in &rows {
-                match Event::decode(payload.as_slice()) {
+                match decode_event(payload.as_slice()) {
                     Ok(event) => apply(&mut tx, *cursor, &event, &mut touched, &mut rooms).await?,
                     // Skipped, not retried forever: the timeline itself
                     // reports it to its readers.
@@ -535,16 +588,27 @@ macro_rules! history_queries {
             if room.is_empty() {
                 return Ok(None);
             }
-            let mut find: QueryBuilder<'_, $Db> = QueryBuilder::new("SELECT room_sid FROM room_sessions WHERE room = ");
+            let mut find: QueryBuilder<'_, $Db> =
+                QueryBuilder::new("SELECT room_sid, started_at, end_at FROM room_sessions WHERE room = ");
             find.push_bind(room).push(" AND started_at <= ").push_bind(at.saturating_add(ACTION_GRACE_MICROS));
             find.push(" AND (end_at IS NULL OR end_at >= ").push_bind(at.saturating_sub(figures::REMOVAL_WINDOW_MICROS)).push(")");
+            let sessions: Vec<(String, i64, Option<i64>)> = find.build_query_as().fetch_all(&mut **tx).await?;
             // Live at the time first; then one that ended moments before
             // (LiveKit's seconds against RoomControl's microseconds), then
-            // one that started soon after.
-            find.push(" ORDER BY CASE WHEN started_at <= ").push_bind(at).push(" AND (end_at IS NULL OR end_at >= ").push_bind(at);
-            find.push(") THEN 0 WHEN started_at <= ").push_bind(at).push(" THEN 1 ELSE 2 END, started_at DESC LIMIT 1");
-            let session: Option<(String,)> = find.build_query_as().fetch_optional(&mut **tx).await?;
-            let room_sid = session.map(|(sid,)| sid);
+            // one that started soon after; the latest start first. Chosen
+            // here: for an ORDER BY with a LIMIT, SQLite builds a temporary
+            // B-tree, for every action (docs/benchmarks.md).
+            let room_sid = sessions
+                .into_iter()
+                .min_by_key(|(_, started_at, end_at)| {
+                    let rank = match (*started_at <= at, end_at.is_none_or(|end| end >= at)) {
+                        (true, true) => 0,
+                        (true, false) => 1,
+                        (false, _) => 2,
+                    };
+                    (rank, std::cmp::Reverse(*started_at))
+                })
+                .map(|(sid, ..)| sid);
             let identity = event.participant.as_ref().map(|p| p.identity.as_str()).unwrap_or_default();
             let actor = event.actor.as_ref().map(|actor| actor.caller.as_str()).unwrap_or_default();
             let mut query: QueryBuilder<'_, $Db> =
@@ -1055,4 +1119,39 @@ pub(super) mod sqlite {
 
 pub(super) mod postgres {
     history_queries!(sqlx::Postgres, sqlx::PgPool, begin: "BEGIN", lock: " FOR UPDATE", least: "LEAST", greatest: "GREATEST");
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::proto::v1::{Actor, EventParticipant, EventRoom};
+
+    #[test]
+    fn an_action_is_read_without_its_detail_and_the_rest_in_full() {
+        let mut detail = crate::events::EncodedStruct::default();
+        detail.string("ttl", "6h");
+        let detail = prost_types::Struct::decode(detail.as_bytes()).unwrap();
+        let action = Event {
+            id: "RC_1".into(),
+            r#type: "token_minted".into(),
+            source: EventSource::Roomcontrol as i32,
+            occurred_at: Some(prost_types::Timestamp { seconds: 5, nanos: 6000 }),
+            received_at: Some(prost_types::Timestamp { seconds: 5, nanos: 6000 }),
+            room: Some(EventRoom { name: "standup".into(), sid: String::new() }),
+            participant: Some(EventParticipant { identity: "alice".into(), ..Default::default() }),
+            actor: Some(Actor { caller: "API key \"ops\"".into(), rpc: "CreateToken".into() }),
+            detail: Some(detail),
+            ..Default::default()
+        };
+        let read = decode_event(&action.encode_to_vec()).unwrap();
+        assert_eq!(read, Event { detail: None, ..action.clone() });
+        for other in [
+            Event { inferred: true, ..action.clone() },
+            Event { source: EventSource::Livekit as i32, actor: None, ..action.clone() },
+        ] {
+            assert_eq!(decode_event(&other.encode_to_vec()).unwrap(), other);
+        }
+    }
 }

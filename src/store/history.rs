@@ -345,7 +345,6 @@ macro_rules! history_queries {
     ($Db:ty, $Pool:ty, begin: $begin:expr, lock: $lock:expr, least: $least:expr, greatest: $greatest:expr) => {
         use std::collections::{BTreeSet, HashMap};
 
-        use prost::Message as _;
         use sqlx::QueryBuilder;
 
         use super::*;

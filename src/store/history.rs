@@ -1208,6 +1208,31 @@ mod tests {
     use super::*;
     use crate::proto::v1::{Actor, EventParticipant, EventRoom};
 
+    /// As the `ORDER BY CASE ... LIMIT 1` it replaces: live at the time,
+    /// then ended moments before, then started soon after; the latest
+    /// start first; nothing outside the grace and the removal window.
+    #[test]
+    fn an_action_belongs_to_the_session_live_then_else_the_nearest() {
+        let minute = 60 * 1_000_000;
+        let at = 1_000 * minute;
+        let session = |sid: &str, start: i64, end: Option<i64>| (sid.to_owned(), start, end);
+        let ended_before = session("RM_ended", at - 30 * minute, Some(at - 1));
+        let starts_after = session("RM_later", at + minute, None);
+        let live_old = session("RM_live_old", at - 20 * minute, None);
+        let live_new = session("RM_live_new", at - 10 * minute, Some(at + minute));
+        let too_late = session("RM_too_late", at + ACTION_GRACE_MICROS + 1, None);
+        let too_old = session("RM_too_old", at - 90 * minute, Some(at - figures::REMOVAL_WINDOW_MICROS - 1));
+        let all = [&ended_before, &starts_after, &live_old, &live_new, &too_late, &too_old];
+        let choose = |sessions: &[&(String, i64, Option<i64>)]| {
+            let sessions: Vec<_> = sessions.iter().map(|session| (*session).clone()).collect();
+            choose_session(&sessions, at)
+        };
+        assert_eq!(choose(&all).as_deref(), Some("RM_live_new"));
+        assert_eq!(choose(&[&ended_before, &starts_after, &too_late]).as_deref(), Some("RM_ended"));
+        assert_eq!(choose(&[&starts_after, &too_late, &too_old]).as_deref(), Some("RM_later"));
+        assert_eq!(choose(&[&too_late, &too_old]), None);
+    }
+
     #[test]
     fn an_action_is_read_without_its_detail_and_the_rest_in_full() {
         let mut detail = crate::events::EncodedStruct::default();

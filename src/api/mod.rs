@@ -190,6 +190,24 @@ impl Audit {
         self.require_with(rpc, room, identity, detail, crate::store::Presence::Unchanged).await
     }
 
+    /// [`Audit::require`] with the detail encoded already, and made as JSON
+    /// only for the `roomcontrol::audit` debug line, when it is on
+    /// (CreateToken: docs/benchmarks.md).
+    pub async fn require_encoded(
+        &self,
+        rpc: Rpc,
+        room: &str,
+        identity: &str,
+        detail: &crate::events::EncodedStruct,
+        detail_json: impl FnOnce() -> serde_json::Value,
+    ) -> Result<(), ApiError> {
+        debug_assert!(rpc.info().changes_state, "{rpc} changes nothing: it is not an action");
+        tracing::debug!(target: "roomcontrol::audit", caller = %self.caller, rpc = rpc.name(), room, identity, detail = %detail_json(), "audit");
+        let (event, _) = crate::events::action(&self.caller, rpc, room, identity, serde_json::Value::Null);
+        self.timeline.append_with_detail(event, detail, crate::store::Presence::Unchanged).await?;
+        Ok(())
+    }
+
     /// Records an action and what it changes beside the timeline, in one
     /// transaction (BanParticipant: the ban itself).
     pub async fn require_with(

@@ -6,8 +6,10 @@
 //!   reader that turns the store's new events into the live feed);
 //! - [`watch`]: ListEvents and WatchEvents;
 //! - [`reconcile`]: the webhooks LiveKit never sent, inferred;
+//! - [`detail`]: an event's `detail` written straight to its bytes;
 //! - this file: what an event says, built from a webhook or an action.
 
+pub mod detail;
 pub mod intake;
 pub mod reconcile;
 pub mod timeline;
@@ -24,6 +26,7 @@ use crate::proto::v1::{Actor, Event, EventParticipant, EventRoom, EventSource, E
 use crate::rpc::Rpc;
 use crate::store::Presence;
 
+pub use detail::EncodedStruct;
 pub use timeline::{Appended, Timeline, TimelineError};
 
 /// The timeline type of RoomControl's action for each RPC that changes

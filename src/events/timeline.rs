@@ -21,10 +21,14 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
+use super::EncodedStruct;
 use crate::config::EventsConfig;
 use crate::metrics::Metrics;
 use crate::proto::v1::Event;
 use crate::store::{Filter, NewEvent, Presence, Store, StoreError, StoredEvent};
+
+/// The tag of `Event.detail`, its last field.
+const DETAIL: u32 = 12;
 
 /// Most events in one append transaction.
 pub const MAX_BATCH: usize = 512;
@@ -180,15 +184,43 @@ impl Timeline {
 
     /// Appends one event and waits until it is durably stored.
     pub async fn append(&self, event: Event, presence: Presence) -> Result<Appended, TimelineError> {
+        let payload = event.encode_to_vec();
+        self.append_encoded(event, payload, presence).await
+    }
+
+    /// [`Timeline::append`] for an event whose `detail` comes encoded
+    /// already (`event.detail` is left unset): the stored bytes are those
+    /// of the event with that detail, as `append` would store them.
+    pub async fn append_with_detail(
+        &self,
+        event: Event,
+        detail: &EncodedStruct,
+        presence: Presence,
+    ) -> Result<Appended, TimelineError> {
+        debug_assert!(event.detail.is_none(), "the detail is the encoded one");
+        let mut payload = Vec::with_capacity(event.encoded_len() + detail.field_len(DETAIL));
+        // `detail` is the last field of an Event: prost writes the fields
+        // in the order of their tags, so it goes after the others.
+        event.encode_raw(&mut payload);
+        detail.encode_field(DETAIL, &mut payload);
+        self.append_encoded(event, payload, presence).await
+    }
+
+    async fn append_encoded(
+        &self,
+        event: Event,
+        payload: Vec<u8>,
+        presence: Presence,
+    ) -> Result<Appended, TimelineError> {
         let new = NewEvent {
-            id: event.id.clone(),
-            kind: event.r#type.clone(),
-            room: event.room.as_ref().map(|room| room.name.clone()).unwrap_or_default(),
+            id: event.id,
+            kind: event.r#type,
+            room: event.room.map(|room| room.name).unwrap_or_default(),
             received_at: event
                 .received_at
                 .and_then(|at| SystemTime::try_from(at).ok())
                 .map_or_else(|| super::unix_micros(SystemTime::now()), super::unix_micros),
-            payload: event.encode_to_vec(),
+            payload,
             presence,
         };
         let (done, answer) = oneshot::channel();

@@ -259,6 +259,115 @@ impl Store {
     }
 }
 
+/// How far around an action's time the room sessions read for it reach,
+/// so that the pass's next actions in that room (moments later) find them
+/// read already.
+const ACTION_SLACK_MICROS: i64 = 60 * 60 * 1_000_000;
+
+/// Most actions in one INSERT (eight parameters each).
+const ACTION_ROWS_PER_INSERT: usize = 256;
+
+/// RoomControl's actions in one projection pass: stored together at its
+/// end ([`Store::project_history`]), and the room sessions read for them.
+#[derive(Debug, Default)]
+struct Actions {
+    rows: Vec<ActionRow>,
+    /// By room name: the window of action times read for, and the
+    /// sessions that may hold an action in it (sid, started_at, end_at).
+    #[allow(clippy::type_complexity)]
+    sessions: std::collections::HashMap<String, (i64, i64, Vec<(String, i64, Option<i64>)>)>,
+}
+
+/// A row of `history_actions`.
+#[derive(Debug)]
+struct ActionRow {
+    event_id: String,
+    room: String,
+    identity: String,
+    kind: String,
+    actor: String,
+    at: i64,
+    cursor: i64,
+    room_sid: Option<String>,
+}
+
+/// The session an action at `at` belongs to, of those its room had near
+/// that time: the one live at the time first; then one that ended moments
+/// before (LiveKit's seconds against RoomControl's microseconds), then
+/// one that started soon after; the latest start first. (Chosen here, not
+/// by an ORDER BY with a LIMIT, for which SQLite builds a temporary
+/// B-tree: docs/benchmarks.md.)
+fn choose_session(sessions: &[(String, i64, Option<i64>)], at: i64) -> Option<String> {
+    sessions
+        .iter()
+        .filter(|(_, started_at, end_at)| {
+            *started_at <= at.saturating_add(ACTION_GRACE_MICROS)
+                && end_at.is_none_or(|end| end >= at.saturating_sub(figures::REMOVAL_WINDOW_MICROS))
+        })
+        .min_by_key(|(_, started_at, end_at)| {
+            let rank = match (*started_at <= at, end_at.is_none_or(|end| end >= at)) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, _) => 2,
+            };
+            (rank, std::cmp::Reverse(*started_at))
+        })
+        .map(|(sid, ..)| sid.clone())
+}
+
+/// An event's fields but its `detail`: all that the history reads of
+/// RoomControl's own actions. Decoding a `token_minted` in full built its
+/// detail's `Struct` for nothing (docs/benchmarks.md); [`decode_event`]
+/// decodes this first and the whole event only when it is LiveKit's or
+/// inferred.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventHead {
+    #[prost(string, tag = "2")]
+    id: String,
+    #[prost(string, tag = "3")]
+    r#type: String,
+    #[prost(int32, tag = "4")]
+    source: i32,
+    #[prost(message, optional, tag = "5")]
+    occurred_at: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "6")]
+    received_at: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "7")]
+    room: Option<crate::proto::v1::EventRoom>,
+    #[prost(message, optional, tag = "8")]
+    participant: Option<crate::proto::v1::EventParticipant>,
+    #[prost(message, optional, tag = "9")]
+    track: Option<crate::proto::v1::EventTrack>,
+    #[prost(message, optional, tag = "10")]
+    actor: Option<crate::proto::v1::Actor>,
+    #[prost(bool, tag = "11")]
+    inferred: bool,
+}
+
+/// A stored event as the history reads it: without its `detail` when it
+/// is one of RoomControl's own actions (which `apply` reads no detail of).
+fn decode_event(payload: &[u8]) -> Result<Event, prost::DecodeError> {
+    use prost::Message as _;
+    let head = EventHead::decode(payload)?;
+    if head.source != EventSource::Roomcontrol as i32 || head.inferred {
+        return Event::decode(payload);
+    }
+    Ok(Event {
+        cursor: 0,
+        id: head.id,
+        r#type: head.r#type,
+        source: head.source,
+        occurred_at: head.occurred_at,
+        received_at: head.received_at,
+        room: head.room,
+        participant: head.participant,
+        track: head.track,
+        actor: head.actor,
+        inferred: head.inferred,
+        detail: None,
+    })
+}
+
 /// Unix microseconds of an event's time (LiveKit's createdAt, or when
 /// RoomControl acted), else when it was received.
 fn event_time(event: &Event) -> i64 {
@@ -295,7 +404,6 @@ macro_rules! history_queries {
     ($Db:ty, $Pool:ty, begin: $begin:expr, lock: $lock:expr, least: $least:expr, greatest: $greatest:expr) => {
         use std::collections::{BTreeSet, HashMap};
 
-        use prost::Message as _;
         use sqlx::QueryBuilder;
 
         use super::*;
@@ -329,14 +437,17 @@ macro_rules! history_queries {
             // The room sessions participant and track events name, upserted
             // once per batch: (name, earliest time, first and last cursor).
             let mut rooms: HashMap<String, (String, i64, i64, i64)> = HashMap::new();
+            let mut actions = Actions::default();
             for (cursor, payload) in &rows {
-                match Event::decode(payload.as_slice()) {
-                    Ok(event) => apply(&mut tx, *cursor, &event, &mut touched, &mut rooms).await?,
+                match decode_event(payload.as_slice()) {
+                    Ok(event) => apply(&mut tx, *cursor, &event, &mut touched, &mut rooms, &mut actions).await?,
                     // Skipped, not retried forever: the timeline itself
                     // reports it to its readers.
                     Err(error) => tracing::error!(%error, cursor, "the history skips an event it cannot decode"),
                 }
             }
+            // Read only by `recompute`, below.
+            insert_actions(&mut tx, &actions.rows).await?;
             for (sid, (name, at, first, last)) in &rooms {
                 upsert_room(&mut tx, sid, name, *at, *first, *last).await?;
             }
@@ -358,16 +469,21 @@ macro_rules! history_queries {
             event: &Event,
             touched: &mut BTreeSet<String>,
             rooms: &mut HashMap<String, (String, i64, i64, i64)>,
+            actions: &mut Actions,
         ) -> Result<(), StoreError> {
             let at = event_time(event);
             let room = event.room.clone().unwrap_or_default();
             if event.source == EventSource::Roomcontrol as i32 && !event.inferred {
                 if event.actor.is_some() || event.r#type == "ban_enforced" {
-                    if let Some(room_sid) = record_action(tx, event, &room.name, at, cursor).await? {
+                    if let Some(room_sid) = record_action(tx, event, &room.name, at, cursor, actions).await? {
                         touched.insert(room_sid);
                     }
                 }
                 return Ok(());
+            }
+            if matches!(event.r#type.as_str(), "room_started" | "room_finished") {
+                // They change the room's sessions: looked up again.
+                actions.sessions.remove(&room.name);
             }
             if room.sid.is_empty() {
                 return Ok(());
@@ -525,44 +641,72 @@ macro_rules! history_queries {
             Ok(())
         }
 
-        /// Stores one of RoomControl's actions, attached to the room session
-        /// live when it happened (or the next to start within the grace);
-        /// returns that session's sid.
+        /// Stores the actions of a pass: a few multi-row INSERTs instead of
+        /// one statement (one round trip to sqlx's SQLite thread) each.
+        async fn insert_actions(tx: &mut Tx<'_>, rows: &[ActionRow]) -> Result<(), StoreError> {
+            for chunk in rows.chunks(ACTION_ROWS_PER_INSERT) {
+                let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(
+                    "INSERT INTO history_actions (event_id, room, identity, type, actor, at, cursor, room_sid) ",
+                );
+                query.push_values(chunk, |mut values, row| {
+                    values.push_bind(row.event_id.as_str());
+                    values.push_bind(row.room.as_str());
+                    values.push_bind(row.identity.as_str());
+                    values.push_bind(row.kind.as_str());
+                    values.push_bind(row.actor.as_str());
+                    values.push_bind(row.at);
+                    values.push_bind(row.cursor);
+                    values.push_bind(row.room_sid.as_deref());
+                });
+                query.push(" ON CONFLICT (event_id) DO NOTHING");
+                query.build().execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
+        /// Records one of RoomControl's actions, attached to the room
+        /// session live when it happened (or the next to start within the
+        /// grace), for [`insert_actions`]; returns that session's sid.
         async fn record_action(
             tx: &mut Tx<'_>,
             event: &Event,
             room: &str,
             at: i64,
             cursor: i64,
+            actions: &mut Actions,
         ) -> Result<Option<String>, StoreError> {
             if room.is_empty() {
                 return Ok(None);
             }
-            let mut find: QueryBuilder<'_, $Db> = QueryBuilder::new("SELECT room_sid FROM room_sessions WHERE room = ");
-            find.push_bind(room).push(" AND started_at <= ").push_bind(at.saturating_add(ACTION_GRACE_MICROS));
-            find.push(" AND (end_at IS NULL OR end_at >= ").push_bind(at.saturating_sub(figures::REMOVAL_WINDOW_MICROS)).push(")");
-            // Live at the time first; then one that ended moments before
-            // (LiveKit's seconds against RoomControl's microseconds), then
-            // one that started soon after.
-            find.push(" ORDER BY CASE WHEN started_at <= ").push_bind(at).push(" AND (end_at IS NULL OR end_at >= ").push_bind(at);
-            find.push(") THEN 0 WHEN started_at <= ").push_bind(at).push(" THEN 1 ELSE 2 END, started_at DESC LIMIT 1");
-            let session: Option<(String,)> = find.build_query_as().fetch_optional(&mut **tx).await?;
-            let room_sid = session.map(|(sid,)| sid);
+            // The room's sessions near the action, read once per room and
+            // pass (the window widened by ACTION_SLACK_MICROS on each side)
+            // and read again only for an action beyond that window, or once
+            // a room_started or room_finished changed them.
+            let cached = actions.sessions.get(room).is_some_and(|(from, to, _)| *from <= at && at <= *to);
+            if !cached {
+                let (from, to) = (at.saturating_sub(ACTION_SLACK_MICROS), at.saturating_add(ACTION_SLACK_MICROS));
+                let mut find: QueryBuilder<'_, $Db> =
+                    QueryBuilder::new("SELECT room_sid, started_at, end_at FROM room_sessions WHERE room = ");
+                find.push_bind(room).push(" AND started_at <= ").push_bind(to.saturating_add(ACTION_GRACE_MICROS));
+                find.push(" AND (end_at IS NULL OR end_at >= ");
+                find.push_bind(from.saturating_sub(figures::REMOVAL_WINDOW_MICROS)).push(")");
+                let sessions: Vec<(String, i64, Option<i64>)> = find.build_query_as().fetch_all(&mut **tx).await?;
+                actions.sessions.insert(room.to_owned(), (from, to, sessions));
+            }
+            let sessions = actions.sessions.get(room).map(|(_, _, sessions)| sessions.as_slice()).unwrap_or_default();
+            let room_sid = choose_session(sessions, at);
             let identity = event.participant.as_ref().map(|p| p.identity.as_str()).unwrap_or_default();
             let actor = event.actor.as_ref().map(|actor| actor.caller.as_str()).unwrap_or_default();
-            let mut query: QueryBuilder<'_, $Db> =
-                QueryBuilder::new("INSERT INTO history_actions (event_id, room, identity, type, actor, at, cursor, room_sid) VALUES (");
-            let mut values = query.separated(", ");
-            values.push_bind(event.id.as_str());
-            values.push_bind(room);
-            values.push_bind(identity);
-            values.push_bind(event.r#type.as_str());
-            values.push_bind(actor);
-            values.push_bind(at);
-            values.push_bind(cursor);
-            values.push_bind(room_sid.as_deref());
-            query.push(") ON CONFLICT (event_id) DO NOTHING");
-            query.build().execute(&mut **tx).await?;
+            actions.rows.push(ActionRow {
+                event_id: event.id.clone(),
+                room: room.to_owned(),
+                identity: identity.to_owned(),
+                kind: event.r#type.clone(),
+                actor: actor.to_owned(),
+                at,
+                cursor,
+                room_sid: room_sid.clone(),
+            });
             Ok(room_sid)
         }
 
@@ -1062,4 +1206,64 @@ pub(super) mod sqlite {
 
 pub(super) mod postgres {
     history_queries!(sqlx::Postgres, sqlx::PgPool, begin: "BEGIN", lock: " FOR UPDATE", least: "LEAST", greatest: "GREATEST");
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::proto::v1::{Actor, EventParticipant, EventRoom};
+
+    /// As the `ORDER BY CASE ... LIMIT 1` it replaces: live at the time,
+    /// then ended moments before, then started soon after; the latest
+    /// start first; nothing outside the grace and the removal window.
+    #[test]
+    fn an_action_belongs_to_the_session_live_then_else_the_nearest() {
+        let minute = 60 * 1_000_000;
+        let at = 1_000 * minute;
+        let session = |sid: &str, start: i64, end: Option<i64>| (sid.to_owned(), start, end);
+        let ended_before = session("RM_ended", at - 30 * minute, Some(at - 1));
+        let starts_after = session("RM_later", at + minute, None);
+        let live_old = session("RM_live_old", at - 20 * minute, None);
+        let live_new = session("RM_live_new", at - 10 * minute, Some(at + minute));
+        let too_late = session("RM_too_late", at + ACTION_GRACE_MICROS + 1, None);
+        let too_old = session("RM_too_old", at - 90 * minute, Some(at - figures::REMOVAL_WINDOW_MICROS - 1));
+        let all = [&ended_before, &starts_after, &live_old, &live_new, &too_late, &too_old];
+        let choose = |sessions: &[&(String, i64, Option<i64>)]| {
+            let sessions: Vec<_> = sessions.iter().map(|session| (*session).clone()).collect();
+            choose_session(&sessions, at)
+        };
+        assert_eq!(choose(&all).as_deref(), Some("RM_live_new"));
+        assert_eq!(choose(&[&ended_before, &starts_after, &too_late]).as_deref(), Some("RM_ended"));
+        assert_eq!(choose(&[&starts_after, &too_late, &too_old]).as_deref(), Some("RM_later"));
+        assert_eq!(choose(&[&too_late, &too_old]), None);
+    }
+
+    #[test]
+    fn an_action_is_read_without_its_detail_and_the_rest_in_full() {
+        let mut detail = crate::events::EncodedStruct::default();
+        detail.string("ttl", "6h");
+        let detail = prost_types::Struct::decode(detail.as_bytes()).unwrap();
+        let action = Event {
+            id: "RC_1".into(),
+            r#type: "token_minted".into(),
+            source: EventSource::Roomcontrol as i32,
+            occurred_at: Some(prost_types::Timestamp { seconds: 5, nanos: 6000 }),
+            received_at: Some(prost_types::Timestamp { seconds: 5, nanos: 6000 }),
+            room: Some(EventRoom { name: "standup".into(), sid: String::new() }),
+            participant: Some(EventParticipant { identity: "alice".into(), ..Default::default() }),
+            actor: Some(Actor { caller: "API key \"ops\"".into(), rpc: "CreateToken".into() }),
+            detail: Some(detail),
+            ..Default::default()
+        };
+        let read = decode_event(&action.encode_to_vec()).unwrap();
+        assert_eq!(read, Event { detail: None, ..action.clone() });
+        for other in [
+            Event { inferred: true, ..action.clone() },
+            Event { source: EventSource::Livekit as i32, actor: None, ..action.clone() },
+        ] {
+            assert_eq!(decode_event(&other.encode_to_vec()).unwrap(), other);
+        }
+    }
 }

@@ -6,8 +6,15 @@
 //! COMMIT, and the pool's liveness pings through channels: half a dozen
 //! thread hand-offs per append, and a multi-row `INSERT ... RETURNING`
 //! whose text (so whose prepared statement) changes with the batch's size.
-//! Here an append is one hand-off each way; the one-row INSERT is prepared
-//! once and stepped per event, its cursor read from `last_insert_rowid`.
+//! Here an append is one hand-off each way. A batch is inserted by
+//! multi-row INSERTs of up to [`ROWS_PER_INSERT`] rows, each size's
+//! statement prepared once: one statement keeps SQLite's cursors on the
+//! table and its indexes where its last row went, where a statement per
+//! row seeks each of them again from its root (docs/benchmarks.md). The
+//! cursors are read from `last_insert_rowid`; should a statement insert
+//! fewer rows than it was given (an id stored before), the transaction is
+//! rolled back and the batch inserted one row at a time, each duplicate
+//! told by no row changed.
 //! Same SQLite (rusqlite on the libsqlite3-sys sqlx uses), same file, same
 //! settings (WAL, `synchronous = NORMAL`): a batch is acknowledged once its
 //! COMMIT returned, so it survives a killed process as before.
@@ -31,6 +38,19 @@ use super::{NewEvent, StoreError, to_cursor};
 /// and nothing is inserted.
 const INSERT: &str =
     "INSERT INTO events (id, type, room, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING";
+
+/// Most rows in one INSERT (five parameters each).
+const ROWS_PER_INSERT: usize = 64;
+
+/// The INSERT of `rows` events (`rows` >= 1), as [`INSERT`].
+fn insert_rows(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO events (id, type, room, received_at, payload) VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?)" });
+    }
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    sql
+}
 
 type Reply = (Vec<NewEvent>, Result<Vec<Option<u64>>, StoreError>);
 
@@ -70,7 +90,11 @@ impl SqliteWriter {
         // (set there, and kept in the file); the rest is per connection.
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
         connection.pragma_update(None, "foreign_keys", true).map_err(fail)?;
+        // Every size of multi-row INSERT and the one-row one stay prepared.
+        connection.set_prepared_statement_cache_capacity(ROWS_PER_INSERT + 8);
         connection.prepare_cached(INSERT).map_err(fail)?;
+        // Index: a number of rows.
+        let inserts: Vec<String> = (0..=ROWS_PER_INSERT).map(insert_rows).collect();
         // A file: IMMEDIATE takes the write lock at BEGIN, waiting up to the
         // busy timeout for another writer (the pruner). The in-memory
         // store is a shared cache, where locks are per table and a busy
@@ -84,7 +108,7 @@ impl SqliteWriter {
             .spawn(move || {
                 let mut connection = connection;
                 for Job { batch, done } in queue {
-                    let result = append(&mut connection, behavior, &batch)
+                    let result = append(&mut connection, behavior, &inserts, &batch)
                         .map_err(|error| StoreError::Writer(error.to_string()));
                     let _ = done.send((batch, result));
                 }
@@ -127,6 +151,51 @@ impl SqliteWriter {
 }
 
 fn append(
+    connection: &mut Connection,
+    behavior: TransactionBehavior,
+    inserts: &[String],
+    batch: &[NewEvent],
+) -> rusqlite::Result<Vec<Option<u64>>> {
+    match append_in_chunks(connection, behavior, inserts, batch)? {
+        Some(cursors) => Ok(cursors),
+        None => append_one_by_one(connection, behavior, batch),
+    }
+}
+
+/// Appends `batch` by multi-row INSERTs in one transaction; `None`, with
+/// nothing appended, if one of them met a duplicate.
+fn append_in_chunks(
+    connection: &mut Connection,
+    behavior: TransactionBehavior,
+    inserts: &[String],
+    batch: &[NewEvent],
+) -> rusqlite::Result<Option<Vec<Option<u64>>>> {
+    let transaction = connection.transaction_with_behavior(behavior)?;
+    let mut cursors = Vec::with_capacity(batch.len());
+    for chunk in batch.chunks(ROWS_PER_INSERT) {
+        let mut insert = transaction.prepare_cached(&inserts[chunk.len()])?;
+        let parameters = chunk.iter().flat_map(|event| {
+            [&event.id as &dyn rusqlite::ToSql, &event.kind, &event.room, &event.received_at, &event.payload]
+        });
+        let inserted = insert.execute(rusqlite::params_from_iter(parameters))?;
+        if inserted != chunk.len() {
+            // Dropped without a commit: rolled back.
+            return Ok(None);
+        }
+        // `cursor` is the rowid, AUTOINCREMENT: the rows of one statement
+        // that all went in got consecutive cursors, in their order, the
+        // last one the last inserted.
+        let last = transaction.last_insert_rowid();
+        let first = last - (chunk.len() as i64 - 1);
+        cursors.extend((first..=last).map(|cursor| Some(to_cursor(cursor))));
+    }
+    transaction.commit()?;
+    Ok(Some(cursors))
+}
+
+/// Appends `batch` one row at a time in one transaction: a duplicate is
+/// an INSERT that changed no row.
+fn append_one_by_one(
     connection: &mut Connection,
     behavior: TransactionBehavior,
     batch: &[NewEvent],
@@ -201,6 +270,37 @@ mod tests {
         let config = StoreConfig { url, max_connections: 1, connect_timeout: std::time::Duration::from_secs(5) };
         let store = Store::open(&config).await.unwrap();
         assert_eq!(store.latest_cursor().await.unwrap(), newest);
+        store.close().await;
+    }
+
+    /// Batches longer than one INSERT, with and without a duplicate in a
+    /// later statement: every event gets its own cursor, in order, and is
+    /// read back as written.
+    #[tokio::test]
+    async fn long_batches_are_appended_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("roomcontrol.db").display());
+        let config = StoreConfig { url, max_connections: 2, connect_timeout: std::time::Duration::from_secs(5) };
+        let store = Store::open(&config).await.unwrap();
+        let ids = |from: usize, to: usize| (from..to).map(|n| format!("RC_{n:04}")).collect::<Vec<_>>();
+        let mut batch: Vec<_> = ids(0, 150).iter().map(|id| event(id)).collect();
+        let first = store.append(&mut batch).await.unwrap();
+        let first: Vec<u64> = first.into_iter().map(Option::unwrap).collect();
+        assert!(first.windows(2).all(|pair| pair[0] < pair[1]), "{first:?}");
+        // RC_0149 again, in the third statement of the batch.
+        let mut batch: Vec<_> =
+            ids(150, 280).iter().chain(&ids(149, 150)).chain(&ids(280, 290)).map(|id| event(id)).collect();
+        let second = store.append(&mut batch).await.unwrap();
+        assert_eq!(second.len(), 141);
+        assert_eq!(second[130], None, "the duplicate");
+        let second: Vec<u64> = second.into_iter().flatten().collect();
+        assert_eq!(second.len(), 140);
+        assert!(first.last() < second.first() && second.windows(2).all(|pair| pair[0] < pair[1]), "{second:?}");
+        let stored = store.read_after(0, 1000, &Filter::default()).await.unwrap();
+        let expected: Vec<_> =
+            first.iter().chain(&second).zip(ids(0, 290)).map(|(cursor, id)| (*cursor, id.into_bytes())).collect();
+        let stored: Vec<_> = stored.into_iter().map(|stored| (stored.cursor, stored.payload)).collect();
+        assert_eq!(stored, expected);
         store.close().await;
     }
 

@@ -426,6 +426,11 @@ pub struct EventsConfig {
     /// events and bans should a wake-up (LISTEN/NOTIFY) be missed.
     #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub poll_interval: Duration,
+    /// Least time between two publications of the live feed: the events
+    /// stored in between reach each watcher together, in one write per
+    /// stream instead of one per commit; 0s publishes every commit at once.
+    #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
+    pub publish_interval: Duration,
 }
 
 /// A LiveKit API key that may sign webhooks.
@@ -893,6 +898,7 @@ impl Default for Config {
                 heartbeat_interval: Duration::from_secs(5),
                 watch_buffer: 4096,
                 poll_interval: Duration::from_secs(1),
+                publish_interval: Duration::from_millis(10),
             },
             rest: RestConfig::default(),
             limits: LimitsConfig::default(),

@@ -42,6 +42,30 @@ pub use tokens::create_token;
 /// WatchEvents' replies, decoded.
 pub struct DecodedWatchStream {
     replies: WatchStream,
+    /// Frames received and not yet decoded.
+    frames: bytes::Bytes,
+}
+
+impl DecodedWatchStream {
+    /// The next reply in `frames`, if any.
+    fn next_reply(&mut self) -> Option<Result<WatchEventsResponse, Status>> {
+        use bytes::Buf as _;
+        const PREFIX: usize = crate::events::timeline::FRAME_PREFIX;
+        if self.frames.is_empty() {
+            return None;
+        }
+        let len = self.frames.get(1..PREFIX).map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize);
+        let Some(len) = len.filter(|len| PREFIX + len <= self.frames.len()) else {
+            self.frames.clear();
+            return Some(Err(Status::internal("a WatchEvents reply was cut short")));
+        };
+        self.frames.advance(PREFIX);
+        let message = self.frames.split_to(len);
+        Some(
+            WatchEventsResponse::decode(message)
+                .map_err(|error| Status::internal(format!("cannot decode a WatchEvents reply: {error}"))),
+        )
+    }
 }
 
 impl futures_util::Stream for DecodedWatchStream {
@@ -51,14 +75,16 @@ impl futures_util::Stream for DecodedWatchStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        std::pin::Pin::new(&mut self.replies).poll_next(cx).map(|reply| {
-            reply.map(|reply| {
-                reply.and_then(|bytes| {
-                    WatchEventsResponse::decode(bytes)
-                        .map_err(|error| Status::internal(format!("cannot decode a WatchEvents reply: {error}")))
-                })
-            })
-        })
+        loop {
+            if let Some(reply) = self.next_reply() {
+                return std::task::Poll::Ready(Some(reply));
+            }
+            match std::task::ready!(std::pin::Pin::new(&mut self.replies).poll_next(cx)) {
+                Some(Ok(frames)) => self.frames = frames,
+                Some(Err(status)) => return std::task::Poll::Ready(Some(Err(status))),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
     }
 }
 
@@ -442,7 +468,7 @@ impl RoomControl for RoomControlService {
     /// ([`watch_route::WatchEventsRoute`]), which sends the encoded replies
     /// as they are; this typed form, for callers of the trait, decodes them.
     async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Result<Response<DecodedWatchStream>, Status> {
-        Ok(self.watch(request).await?.map(|replies| DecodedWatchStream { replies }))
+        Ok(self.watch(request).await?.map(|replies| DecodedWatchStream { replies, frames: bytes::Bytes::new() }))
     }
 
     async fn ban_participant(

@@ -194,6 +194,17 @@ pub fn from_webhook(body: &[u8], received_at: SystemTime) -> Result<(Event, Pres
     if let Some(egress) = map.get_mut("egressInfo") {
         crate::recordings::redact_json(egress);
     }
+    // Nor are the room's TURN password (LiveKit puts it in every webhook's
+    // room) and an ingress's stream key: anyone who may read the timeline
+    // would otherwise hold them.
+    for (object, key) in [("room", "turnPassword"), ("ingressInfo", "streamKey")] {
+        if let Some(Json::Object(object)) = map.get_mut(object)
+            && let Some(Json::String(text)) = object.get_mut(key)
+            && !text.is_empty()
+        {
+            crate::recordings::REDACTED.clone_into(text);
+        }
+    }
     let name = text(map.get("event"));
     if name.is_empty() {
         return Err(WebhookBodyError::NoEventName);
@@ -346,6 +357,18 @@ fn webhook_id_of(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhooks_keep_no_turn_password_or_stream_key() {
+        let body = br#"{"event":"ingress_started","id":"EV_1","createdAt":"1795924520",
+            "room":{"name":"r","sid":"RM_1","turnPassword":"hunter2"},
+            "ingressInfo":{"ingressId":"IN_1","roomName":"r","streamKey":"sk-live-123","url":"rtmp://in/x"}}"#;
+        let (event, _) = from_webhook(body, SystemTime::now()).unwrap();
+        let encoded = format!("{:?}", event.detail);
+        assert!(!encoded.contains("hunter2") && !encoded.contains("sk-live-123"), "{encoded}");
+        assert_eq!(encoded.matches(crate::recordings::REDACTED).count(), 2, "{encoded}");
+        assert_eq!(event.room.unwrap().sid, "RM_1");
+    }
 
     #[test]
     fn ids_sort_as_they_were_made() {

@@ -13,11 +13,12 @@
 //!   appender or the other watchers.
 //! - The pruner deletes what is older than `events.retention`.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
@@ -25,7 +26,7 @@ use super::EncodedStruct;
 use crate::config::EventsConfig;
 use crate::metrics::Metrics;
 use crate::proto::v1::Event;
-use crate::store::{Filter, NewEvent, Presence, Store, StoreError, StoredEvent};
+use crate::store::{Filter, NewEvent, Presence, Store, StoreError};
 
 /// The tag of `Event.detail`, its last field.
 const DETAIL: u32 = 12;
@@ -57,49 +58,65 @@ pub enum Appended {
     Duplicate,
 }
 
-/// An event as the live feed carries it: encoded once, as the
-/// `WatchEventsResponse` a watcher sends, and shared by every watcher.
+/// An event as the live feed carries it: encoded once, as the gRPC frame
+/// of the `WatchEventsResponse` a watcher sends, and shared by every
+/// watcher. The frames of the events published together lie end to end in
+/// one buffer, so a watcher that sends them all sends that buffer as it is.
 #[derive(Debug)]
 pub struct LiveEvent {
     pub cursor: u64,
     pub kind: String,
     pub room: String,
-    /// The encoded `WatchEventsResponse` carrying the event.
-    pub frame: Bytes,
+    /// The gRPC frames of every event published with this one, end to end.
+    pub frames: Bytes,
+    /// This event's frame in `frames`.
+    pub range: Range<usize>,
 }
 
-impl LiveEvent {
-    fn new(stored: StoredEvent) -> Self {
-        LiveEvent {
-            frame: event_frame(stored.cursor, &stored.payload),
-            cursor: stored.cursor,
-            kind: stored.kind,
-            room: stored.room,
-        }
-    }
+/// Length of a gRPC frame's prefix: a compression flag and a big-endian
+/// u32 length.
+pub const FRAME_PREFIX: usize = 5;
+
+/// Writes `message` as one gRPC frame (uncompressed).
+pub fn put_frame(dst: &mut BytesMut, message: &impl Message) {
+    let len = message.encoded_len();
+    dst.reserve(FRAME_PREFIX + len);
+    dst.put_u8(0);
+    dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    // Cannot fail: the space was reserved.
+    let _ = message.encode(dst);
 }
 
-/// The encoded `WatchEventsResponse { event }` for a stored event, built
-/// from its stored bytes without decoding them: the event's field 1 (its
-/// cursor, which the stored bytes leave unset) and then the stored fields,
-/// which start at field 2. The result is what encoding the decoded event
-/// with its cursor gives, byte for byte.
-pub fn event_frame(cursor: u64, payload: &[u8]) -> Bytes {
+/// `message` as one gRPC frame.
+pub fn frame(message: &impl Message) -> Bytes {
+    let mut dst = BytesMut::new();
+    put_frame(&mut dst, message);
+    dst.freeze()
+}
+
+/// Writes the gRPC frame of `WatchEventsResponse { event }` for a stored
+/// event, from its stored bytes without decoding them: the event's field 1
+/// (its cursor, which the stored bytes leave unset) and then the stored
+/// fields, which start at field 2. The message is what encoding the decoded
+/// event with its cursor gives, byte for byte.
+pub fn put_event_frame(dst: &mut BytesMut, cursor: u64, payload: &[u8]) {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
     // The `event` field of WatchEventsResponse and the `cursor` of Event.
     const EVENT: u32 = 1;
     const CURSOR: u32 = 1;
     let cursor_len = if cursor == 0 { 0 } else { key_len(CURSOR) + encoded_len_varint(cursor) };
     let event_len = cursor_len + payload.len();
-    let mut frame = BytesMut::with_capacity(key_len(EVENT) + encoded_len_varint(event_len as u64) + event_len);
-    encode_key(EVENT, WireType::LengthDelimited, &mut frame);
-    encode_varint(event_len as u64, &mut frame);
+    let len = key_len(EVENT) + encoded_len_varint(event_len as u64) + event_len;
+    dst.reserve(FRAME_PREFIX + len);
+    dst.put_u8(0);
+    dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    encode_key(EVENT, WireType::LengthDelimited, dst);
+    encode_varint(event_len as u64, dst);
     if cursor != 0 {
-        encode_key(CURSOR, WireType::Varint, &mut frame);
-        encode_varint(cursor, &mut frame);
+        encode_key(CURSOR, WireType::Varint, dst);
+        encode_varint(cursor, dst);
     }
-    frame.extend_from_slice(payload);
-    frame.freeze()
+    dst.extend_from_slice(payload);
 }
 
 /// How the appender wakes the tailer: with the newest cursor this process
@@ -165,6 +182,7 @@ impl Timeline {
                 tailed_tx,
                 wake,
                 config.poll_interval,
+                config.publish_interval,
                 metrics,
             ))
             .abort_handle(),
@@ -295,8 +313,13 @@ async fn tail_loop(
     tailed: watch::Sender<u64>,
     wake: Arc<Wake>,
     poll_interval: Duration,
+    publish_interval: Duration,
     metrics: Arc<Metrics>,
 ) {
+    // Before this, the live feed publishes nothing new: what is stored in
+    // between reaches the watchers together, one write per stream instead
+    // of one per commit.
+    let mut next_publish = tokio::time::Instant::now();
     let mut listener = match &store {
         Store::Postgres(pool) => match crate::store::postgres::listen(pool).await {
             Ok(listener) => Some(listener),
@@ -342,8 +365,17 @@ async fn tail_loop(
                 continue;
             }
         }
+        if !publish_interval.is_zero() && live.receiver_count() > 0 {
+            tokio::time::sleep_until(next_publish).await;
+        }
+        let before = position;
         match tail(&store, &mut position, &live).await {
-            Ok(()) => failing = false,
+            Ok(()) => {
+                failing = false;
+                if position > before {
+                    next_publish = tokio::time::Instant::now() + publish_interval;
+                }
+            }
             Err(error) => {
                 if !failing {
                     tracing::error!(%error, "cannot read the timeline; retrying");
@@ -374,10 +406,25 @@ async fn tail(store: &Store, position: &mut u64, live: &broadcast::Sender<Arc<Li
     loop {
         let page = store.read_after(*position, TAIL_PAGE, &Filter::default()).await?;
         let full = page.len() == TAIL_PAGE as usize;
-        for stored in page {
+        let mut frames = BytesMut::with_capacity(page.iter().map(|stored| stored.payload.len() + 16).sum());
+        let mut ranges = Vec::with_capacity(page.len());
+        for stored in &page {
+            let start = frames.len();
+            put_event_frame(&mut frames, stored.cursor, &stored.payload);
+            ranges.push(start..frames.len());
+        }
+        let frames = frames.freeze();
+        for (stored, range) in page.into_iter().zip(ranges) {
             *position = stored.cursor;
+            let event = LiveEvent {
+                cursor: stored.cursor,
+                kind: stored.kind,
+                room: stored.room,
+                frames: frames.clone(),
+                range,
+            };
             // No receiver is not an error: the last watcher just left.
-            let _ = live.send(Arc::new(LiveEvent::new(stored)));
+            let _ = live.send(Arc::new(event));
         }
         if !full {
             return Ok(());
@@ -414,7 +461,7 @@ mod tests {
     use crate::proto::v1::{EventRoom, WatchEventsResponse, watch_events_response};
 
     #[test]
-    fn an_event_frame_is_the_encoded_reply_of_the_decoded_event() {
+    fn an_event_frame_is_the_grpc_frame_of_the_decoded_events_reply() {
         let event = Event {
             id: "EV_1".into(),
             r#type: "room_started".into(),
@@ -425,7 +472,13 @@ mod tests {
         for cursor in [1, 127, 128, 300, u64::MAX] {
             let decoded = decode(cursor, &payload).unwrap();
             let reply = WatchEventsResponse { message: Some(watch_events_response::Message::Event(decoded)) };
-            assert_eq!(event_frame(cursor, &payload), reply.encode_to_vec(), "cursor {cursor}");
+            let mut written = BytesMut::new();
+            put_event_frame(&mut written, cursor, &payload);
+            assert_eq!(written, frame(&reply), "cursor {cursor}");
+            let encoded = reply.encode_to_vec();
+            assert_eq!(written[0], 0, "not compressed");
+            assert_eq!(written[1..5], u32::try_from(encoded.len()).unwrap().to_be_bytes(), "the length");
+            assert_eq!(written[5..], encoded, "cursor {cursor}");
         }
     }
 }

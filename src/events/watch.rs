@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use prost::Message as _;
+use bytes::{Bytes, BytesMut};
 use prost_types::Timestamp;
 use tokio::sync::{broadcast, watch};
 use tonic::Status;
 
 use super::Timeline;
-use super::timeline::{LiveEvent, decode, event_frame};
+use super::timeline::{LiveEvent, decode, frame, put_event_frame};
 use crate::api::{Admitted, convert};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -118,9 +117,11 @@ pub struct WatchContext {
     pub closing: watch::Receiver<bool>,
 }
 
-/// The stream WatchEvents answers with: each reply an encoded
-/// `WatchEventsResponse`, so an event is encoded once however many watch it
-/// (the route that sends them: `crate::api::watch_route`). The stream
+/// The stream WatchEvents answers with: each item one or more replies as
+/// gRPC frames (length-prefixed `WatchEventsResponse`s, end to end), so an
+/// event is encoded once however many watch it, and the events a watcher
+/// takes at once leave in one write (the route that sends them:
+/// `crate::api::watch_route`). The stream
 /// itself reads the live feed, polled by the connection that sends it: no
 /// task or queue of its own between the feed and the client. A client that
 /// stops reading stops the polling; the feed moves on without it, and the
@@ -185,6 +186,7 @@ pub(crate) async fn watch_events(
         heartbeat: timeline.config().heartbeat_interval,
         heartbeats: None,
         pending,
+        run: None,
         phase: Phase::Replay,
         _guard: context.metrics.watcher_started(),
     };
@@ -196,7 +198,7 @@ pub(crate) async fn watch_events(
 }
 
 fn encode(message: Message) -> Bytes {
-    WatchEventsResponse { message: Some(message) }.encode_to_vec().into()
+    frame(&WatchEventsResponse { message: Some(message) })
 }
 
 /// Where a watch is.
@@ -222,18 +224,23 @@ struct Watcher {
     heartbeat: std::time::Duration,
     /// Started when the watch goes live.
     heartbeats: Option<tokio::time::Interval>,
-    /// Replies ready to send.
+    /// Replies ready to send, as gRPC frames.
     pending: VecDeque<Bytes>,
+    /// Live events taken since the last of `pending`, whose frames lie end
+    /// to end in one published buffer: that buffer and their span in it.
+    run: Option<(Bytes, std::ops::Range<usize>)>,
     phase: Phase,
     _guard: crate::metrics::Watcher,
 }
 
 impl Watcher {
-    /// The next reply; `None` once the watch has ended.
+    /// The next replies, all those ready as one buffer of frames; `None`
+    /// once the watch has ended.
     async fn next(&mut self) -> Option<Result<Bytes, Status>> {
         loop {
-            if let Some(frame) = self.pending.pop_front() {
-                return Some(Ok(frame));
+            self.end_run();
+            if let Some(frames) = self.take_pending() {
+                return Some(Ok(frames));
             }
             let step = match self.phase {
                 Phase::Ended => return None,
@@ -257,9 +264,40 @@ impl Watcher {
             return;
         }
         self.position = event.cursor;
-        if self.matcher.matches(&event.room, &event.kind) {
-            self.pending.push_back(event.frame.clone());
+        if !self.matcher.matches(&event.room, &event.kind) {
+            return;
         }
+        // Right after the last one taken, in the same buffer: one span.
+        if let Some((frames, span)) = &mut self.run
+            && frames.as_ptr() == event.frames.as_ptr()
+            && frames.len() == event.frames.len()
+            && span.end == event.range.start
+        {
+            span.end = event.range.end;
+            return;
+        }
+        self.end_run();
+        self.run = Some((event.frames.clone(), event.range.clone()));
+    }
+
+    /// Queues the span of live events taken so far.
+    fn end_run(&mut self) {
+        if let Some((frames, span)) = self.run.take() {
+            self.pending.push_back(frames.slice(span));
+        }
+    }
+
+    /// Everything queued, as one buffer: shared as it is when it is one
+    /// piece (every event of a publication, say), else copied end to end.
+    fn take_pending(&mut self) -> Option<Bytes> {
+        if self.pending.len() <= 1 {
+            return self.pending.pop_front();
+        }
+        let mut frames = BytesMut::with_capacity(self.pending.iter().map(Bytes::len).sum());
+        for piece in self.pending.drain(..) {
+            frames.extend_from_slice(&piece);
+        }
+        Some(frames.freeze())
     }
 
     fn lagged(&self, missed: u64) -> Status {
@@ -288,6 +326,7 @@ impl Watcher {
             },
             _ = heartbeats.tick() => {
                 let sent_at = Some(Timestamp::from(SystemTime::now()));
+                self.end_run();
                 self.pending.push_back(encode(Message::Heartbeat(Heartbeat { cursor: self.position, sent_at })));
                 return Ok(());
             }
@@ -317,11 +356,15 @@ impl Watcher {
         if page.len() < REPLAY_PAGE as usize {
             self.phase = Phase::Live;
         }
+        let mut frames = BytesMut::new();
         for stored in page {
             self.position = stored.cursor;
             if self.matcher.matches(&stored.room, &stored.kind) {
-                self.pending.push_back(event_frame(stored.cursor, &stored.payload));
+                put_event_frame(&mut frames, stored.cursor, &stored.payload);
             }
+        }
+        if !frames.is_empty() {
+            self.pending.push_back(frames.freeze());
         }
         Ok(())
     }

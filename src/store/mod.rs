@@ -382,13 +382,12 @@ impl Store {
     pub async fn append(&self, batch: &mut Vec<NewEvent>) -> Result<Vec<Option<u64>>, StoreError> {
         match self {
             // A batch that changes only the timeline (CreateToken's, and
-            // most actions') goes to the writer thread; one that changes
-            // who is live, a ban, a recording or a dispatch goes through
-            // sqlx, whose queries PostgreSQL shares. Either way it takes its
-            // turn with the history's projector (SQLITE_WRITERS).
-            Store::Sqlite(_, Some(writer))
-                if batch.iter().all(|event| matches!(event.presence, Presence::Unchanged)) =>
-            {
+            // most actions') or who is live (LiveKit's webhooks) goes to
+            // the writer thread; one with a ban, a recording or a dispatch
+            // goes through sqlx, whose queries PostgreSQL shares. Either way
+            // it takes its turn with the history's projector
+            // (SQLITE_WRITERS).
+            Store::Sqlite(_, Some(writer)) if batch.iter().all(|event| sqlite_writer::keeps(&event.presence)) => {
                 let _turn = SQLITE_WRITERS.lock().await;
                 writer.append(batch).await
             }

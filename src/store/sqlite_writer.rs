@@ -19,12 +19,14 @@
 //! settings (WAL, `synchronous = NORMAL`): a batch is acknowledged once its
 //! COMMIT returned, so it survives a killed process as before.
 //!
-//! Only batches that change nothing beside the timeline come here (every
-//! RoomControl action but bans, recordings and dispatches, which carry
-//! [`Presence`] changes and go through sqlx's `append`). Both write the
-//! same tables under SQLite's one write lock, one batch after the other
-//! (the timeline's appender waits for each), so cursors still commit in
-//! order.
+//! Batches come here that change nothing beside the timeline (every
+//! RoomControl action but bans, recordings and dispatches) or change only
+//! who is live (LiveKit's webhooks: rooms started and finished,
+//! participants joined and gone, kept as `queries::apply_presence` keeps
+//! them). Bans, recordings and dispatches go through sqlx's `append`. Both
+//! write the same tables under SQLite's one write lock, one batch after
+//! the other (the timeline's appender waits for each), so cursors still
+//! commit in order.
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -32,7 +34,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{NewEvent, StoreError, to_cursor};
+use super::{NewEvent, Presence, StoreError, to_cursor};
 
 /// One event, its id the only key: an id stored before is a duplicate,
 /// and nothing is inserted.
@@ -213,12 +215,76 @@ fn append_one_by_one(
                 event.payload
             ])?;
             // `cursor` is the rowid: the row just inserted is the last.
-            cursors.push((inserted == 1).then(|| to_cursor(transaction.last_insert_rowid())));
+            let cursor = (inserted == 1).then(|| to_cursor(transaction.last_insert_rowid()));
+            if cursor.is_some() {
+                apply_presence(&transaction, &event.presence, event.received_at)?;
+            }
+            cursors.push(cursor);
         }
     }
     // Dropped without a commit (an error above), the transaction rolls back.
     transaction.commit()?;
     Ok(cursors)
+}
+
+/// Whether the writer keeps this change (see the module's comment).
+pub fn keeps(presence: &Presence) -> bool {
+    matches!(
+        presence,
+        Presence::Unchanged
+            | Presence::RoomStarted { .. }
+            | Presence::RoomFinished { .. }
+            | Presence::ParticipantJoined { .. }
+            | Presence::ParticipantGone { .. }
+    )
+}
+
+/// Keeps `live_rooms`, `live_participants` and `ended` in step with one
+/// stored event, with the statements of `queries::apply_presence`: a start
+/// whose end is known opens nothing, an end is remembered.
+fn apply_presence(transaction: &rusqlite::Transaction<'_>, presence: &Presence, at: i64) -> rusqlite::Result<()> {
+    const END: &str = "INSERT INTO ended (sid, ended_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+    match presence {
+        Presence::Unchanged => {}
+        Presence::RoomStarted { room_sid, room } => {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO live_rooms (room_sid, room, started_at) SELECT ?1, ?2, ?3 \
+                     WHERE NOT EXISTS (SELECT 1 FROM ended WHERE sid = ?1) ON CONFLICT DO NOTHING",
+                )?
+                .execute(rusqlite::params![room_sid, room, at])?;
+        }
+        Presence::RoomFinished { room_sid } => {
+            transaction.prepare_cached("DELETE FROM live_rooms WHERE room_sid = ?1")?.execute([room_sid])?;
+            transaction.prepare_cached(END)?.execute(rusqlite::params![room_sid, at])?;
+        }
+        Presence::ParticipantJoined { participant_sid, room_sid, room, identity } => {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO live_participants (participant_sid, room_sid, room, identity, joined_at) \
+                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM ended WHERE sid = ?1) \
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(rusqlite::params![participant_sid, room_sid, room, identity, at])?;
+        }
+        Presence::ParticipantGone { participant_sid } => {
+            transaction
+                .prepare_cached("DELETE FROM live_participants WHERE participant_sid = ?1")?
+                .execute([participant_sid])?;
+            transaction.prepare_cached(END)?.execute(rusqlite::params![participant_sid, at])?;
+        }
+        // Never sent here (`keeps`): refused rather than dropped.
+        Presence::Banned(_)
+        | Presence::Unbanned { .. }
+        | Presence::Recording(_)
+        | Presence::Dispatched(_)
+        | Presence::DispatchClosed { .. } => {
+            return Err(rusqlite::Error::InvalidParameterName(
+                "bans, recordings and dispatches are appended through sqlx".to_owned(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,6 +34,12 @@ async fn livekits_webhooks_reach_watchers_in_order(kind: Kind) {
     );
     assert_eq!(seen[1].participant.as_ref().unwrap().sid, alice.sid);
     assert_eq!(seen[1].participant.as_ref().unwrap().kind, "standard");
+    // LiveKit puts the room's TURN password in every webhook's room: it is
+    // not kept (nor shown to whoever may watch the room).
+    let detail = format!("{:?}", seen[1].detail);
+    assert!(detail.contains("turnPassword") && detail.contains("{redacted}"), "{detail}");
+    let turn_password = standin.rooms().into_iter().find(|live| live.name == room).unwrap().turn_password;
+    assert!(!turn_password.is_empty() && !detail.contains(&turn_password), "{detail}");
     let track = seen[2].track.as_ref().unwrap();
     assert_eq!((track.r#type.as_str(), track.source.as_str(), track.name.as_str()), ("audio", "microphone", "mic"));
 

@@ -92,8 +92,9 @@ impl SqliteWriter {
         // (set there, and kept in the file); the rest is per connection.
         connection.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
         connection.pragma_update(None, "foreign_keys", true).map_err(fail)?;
-        // Every size of multi-row INSERT and the one-row one stay prepared.
-        connection.set_prepared_statement_cache_capacity(ROWS_PER_INSERT + 8);
+        // Every size of multi-row INSERT, the one-row one and the presence
+        // statements stay prepared.
+        connection.set_prepared_statement_cache_capacity(ROWS_PER_INSERT + 16);
         connection.prepare_cached(INSERT).map_err(fail)?;
         // Index: a number of rows.
         let inserts: Vec<String> = (0..=ROWS_PER_INSERT).map(insert_rows).collect();
@@ -190,6 +191,9 @@ fn append_in_chunks(
         let last = transaction.last_insert_rowid();
         let first = last - (chunk.len() as i64 - 1);
         cursors.extend((first..=last).map(|cursor| Some(to_cursor(cursor))));
+        for event in chunk {
+            apply_presence(&transaction, &event.presence, event.received_at)?;
+        }
     }
     transaction.commit()?;
     Ok(Some(cursors))
@@ -336,6 +340,45 @@ mod tests {
         let config = StoreConfig { url, max_connections: 1, connect_timeout: std::time::Duration::from_secs(5) };
         let store = Store::open(&config).await.unwrap();
         assert_eq!(store.latest_cursor().await.unwrap(), newest);
+        store.close().await;
+    }
+
+    /// LiveKit's webhooks keep who is live, through the multi-row INSERTs
+    /// and through the one-row ones a duplicate falls back to; a join after
+    /// its participant's end opens nothing.
+    #[tokio::test]
+    async fn webhook_batches_keep_who_is_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("roomcontrol.db").display());
+        let config = StoreConfig { url, max_connections: 2, connect_timeout: std::time::Duration::from_secs(5) };
+        let store = Store::open(&config).await.unwrap();
+        let with = |id: &str, presence: Presence| crate::store::NewEvent { presence, ..event(id) };
+        let joined = |sid: &str| Presence::ParticipantJoined {
+            participant_sid: sid.to_owned(),
+            room_sid: "RM_1".to_owned(),
+            room: "standup".to_owned(),
+            identity: format!("identity-{sid}"),
+        };
+        let gone = |sid: &str| Presence::ParticipantGone { participant_sid: sid.to_owned() };
+        let started = Presence::RoomStarted { room_sid: "RM_1".to_owned(), room: "standup".to_owned() };
+        // Multi-row: no duplicate.
+        let mut batch = vec![with("EV_1", started), with("EV_2", joined("PA_a")), with("EV_3", joined("PA_b"))];
+        store.append(&mut batch).await.unwrap();
+        // One row at a time: EV_2 again (a retried webhook) changes nothing.
+        let mut batch = vec![with("EV_4", gone("PA_a")), with("EV_2", joined("PA_a")), with("EV_5", joined("PA_c"))];
+        let cursors = store.append(&mut batch).await.unwrap();
+        assert_eq!(cursors[1], None, "{cursors:?}");
+        // A late join of a participant already gone.
+        let mut batch = vec![with("EV_6", gone("PA_d")), with("EV_7", joined("PA_d"))];
+        store.append(&mut batch).await.unwrap();
+        let live = store.live().await.unwrap();
+        let rooms: Vec<&str> = live.rooms.iter().map(|room| room.room_sid.as_str()).collect();
+        let mut participants: Vec<&str> = live.participants.iter().map(|p| p.participant_sid.as_str()).collect();
+        participants.sort_unstable();
+        assert_eq!((rooms, participants), (vec!["RM_1"], vec!["PA_b", "PA_c"]));
+        let mut batch = vec![with("EV_8", Presence::RoomFinished { room_sid: "RM_1".to_owned() })];
+        store.append(&mut batch).await.unwrap();
+        assert!(store.live().await.unwrap().rooms.is_empty());
         store.close().await;
     }
 

@@ -181,8 +181,7 @@ impl Timeline {
                 live.clone(),
                 tailed_tx,
                 wake,
-                config.poll_interval,
-                config.publish_interval,
+                Pace { poll: config.poll_interval, publish: config.publish_interval },
                 metrics,
             ))
             .abort_handle(),
@@ -306,16 +305,23 @@ async fn append_loop(store: Store, mut queue: mpsc::Receiver<Pending>, wake: Arc
     }
 }
 
+/// How often the tailer reads the store unasked (a shared store), and
+/// publishes at most.
+struct Pace {
+    poll: Duration,
+    publish: Duration,
+}
+
 async fn tail_loop(
     store: Store,
     mut position: u64,
     live: broadcast::Sender<Arc<LiveEvent>>,
     tailed: watch::Sender<u64>,
     wake: Arc<Wake>,
-    poll_interval: Duration,
-    publish_interval: Duration,
+    pace: Pace,
     metrics: Arc<Metrics>,
 ) {
+    let Pace { poll: poll_interval, publish: publish_interval } = pace;
     // Before this, the live feed publishes nothing new: what is stored in
     // between reaches the watchers together, one write per stream instead
     // of one per commit.

@@ -54,7 +54,7 @@ impl DecodedWatchStream {
         if self.frames.is_empty() {
             return None;
         }
-        let len = self.frames.get(1..PREFIX).map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize);
+        let len = self.frames.get(1..PREFIX).map(|mut len| len.get_u32() as usize);
         let Some(len) = len.filter(|len| PREFIX + len <= self.frames.len()) else {
             self.frames.clear();
             return Some(Err(Status::internal("a WatchEvents reply was cut short")));

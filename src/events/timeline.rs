@@ -77,12 +77,18 @@ pub struct LiveEvent {
 /// u32 length.
 pub const FRAME_PREFIX: usize = 5;
 
-/// Writes `message` as one gRPC frame (uncompressed).
-pub fn put_frame(dst: &mut BytesMut, message: &impl Message) {
-    let len = message.encoded_len();
+/// Makes room for a frame of a `len`-byte message and writes its prefix
+/// (not compressed, the length).
+fn put_prefix(dst: &mut BytesMut, len: usize) {
     dst.reserve(FRAME_PREFIX + len);
     dst.put_u8(0);
     dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+}
+
+/// Writes `message` as one gRPC frame (uncompressed).
+pub fn put_frame(dst: &mut BytesMut, message: &impl Message) {
+    let len = message.encoded_len();
+    put_prefix(dst, len);
     // Cannot fail: the space was reserved.
     let _ = message.encode(dst);
 }
@@ -107,9 +113,7 @@ pub fn put_event_frame(dst: &mut BytesMut, cursor: u64, payload: &[u8]) {
     let cursor_len = if cursor == 0 { 0 } else { key_len(CURSOR) + encoded_len_varint(cursor) };
     let event_len = cursor_len + payload.len();
     let len = key_len(EVENT) + encoded_len_varint(event_len as u64) + event_len;
-    dst.reserve(FRAME_PREFIX + len);
-    dst.put_u8(0);
-    dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    put_prefix(dst, len);
     encode_key(EVENT, WireType::LengthDelimited, dst);
     encode_varint(event_len as u64, dst);
     if cursor != 0 {

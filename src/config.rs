@@ -420,7 +420,9 @@ pub struct EventsConfig {
     #[serde(deserialize_with = "humantime_serde::deserialize", serialize_with = "show_duration")]
     pub heartbeat_interval: Duration,
     /// Events a watcher may fall behind the newest before it is cut off
-    /// (ABORTED, resume from its last cursor).
+    /// (ABORTED, resume from its last cursor). A publication of the live
+    /// feed holds at most this many (and at most 1,000), so a burst never
+    /// cuts off a watcher that had taken everything before it.
     pub watch_buffer: usize,
     /// With PostgreSQL, how often the store is read for other replicas'
     /// events and bans should a wake-up (LISTEN/NOTIFY) be missed.

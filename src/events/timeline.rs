@@ -34,7 +34,7 @@ const DETAIL: u32 = 12;
 /// Most events in one append transaction.
 pub const MAX_BATCH: usize = 512;
 
-/// Most events the tailer reads at once.
+/// Most events the tailer reads, and publishes, at once.
 const TAIL_PAGE: u32 = 1000;
 
 /// Most events the pruner deletes in one transaction.
@@ -174,7 +174,11 @@ impl Timeline {
         let newest = store.latest_cursor().await?;
         metrics.set_timeline_position(newest);
         let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
-        let (live, _) = broadcast::channel(config.watch_buffer);
+        // A watcher that had taken everything before a publication has
+        // room for all of it: it is cut off only when it falls
+        // `watch_buffer` events behind beyond that.
+        let page = publication_size(config.watch_buffer);
+        let (live, _) = broadcast::channel(config.watch_buffer + page as usize);
         let (tailed_tx, tailed) = watch::channel(newest);
         let wake = Arc::new(Wake { notify: Notify::new(), appended: AtomicU64::new(newest) });
         tokio::spawn(append_loop(store.clone(), queue, wake.clone(), metrics.clone()));
@@ -185,7 +189,7 @@ impl Timeline {
                 live.clone(),
                 tailed_tx,
                 wake,
-                Pace { poll: config.poll_interval, publish: config.publish_interval },
+                Pace { poll: config.poll_interval, publish: config.publish_interval, page },
                 metrics,
             ))
             .abort_handle(),
@@ -309,11 +313,18 @@ async fn append_loop(store: Store, mut queue: mpsc::Receiver<Pending>, wake: Arc
     }
 }
 
-/// How often the tailer reads the store unasked (a shared store), and
-/// publishes at most.
+/// How often the tailer reads the store unasked (a shared store), how
+/// often it publishes at most, and how many events one publication holds.
 struct Pace {
     poll: Duration,
     publish: Duration,
+    page: u32,
+}
+
+/// Most events one publication holds: a page of the store, and never more
+/// than a watcher may fall behind.
+fn publication_size(watch_buffer: usize) -> u32 {
+    u32::try_from(watch_buffer).unwrap_or(u32::MAX).clamp(1, TAIL_PAGE)
 }
 
 async fn tail_loop(
@@ -325,7 +336,7 @@ async fn tail_loop(
     pace: Pace,
     metrics: Arc<Metrics>,
 ) {
-    let Pace { poll: poll_interval, publish: publish_interval } = pace;
+    let Pace { poll: poll_interval, publish: publish_interval, page } = pace;
     // Before this, the live feed publishes nothing new: what is stored in
     // between reaches the watchers together, one write per stream instead
     // of one per commit.
@@ -346,11 +357,20 @@ async fn tail_loop(
     // connection that fails at once (the database gone, the pool closed)
     // must not turn this loop into a spin.
     let mut listening = true;
+    // The last publication was a full page: more is stored.
+    let mut more = false;
     loop {
         // Woken by this process's appender only: what is new is what it
         // committed, up to `wake.appended`.
         let mut appended_here = false;
-        tokio::select! {
+        if more {
+            // The rest of it, once the watchers have taken the last page
+            // (the pause below, or at least their turn).
+            if publish_interval.is_zero() {
+                tokio::task::yield_now().await;
+            }
+        } else {
+            tokio::select! {
             () = wake.notify.notified() => appended_here = true,
             notification = async { listener.as_mut()?.recv().await.err() }, if listener.is_some() && listening => {
                 if let Some(error) = notification {
@@ -359,6 +379,7 @@ async fn tail_loop(
                 }
             }
             () = tokio::time::sleep(poll_interval), if shared || failing || !listening => listening = true,
+            }
         }
         if appended_here && !failing {
             // Read after the commits it counts, and before asking whether
@@ -379,9 +400,10 @@ async fn tail_loop(
             tokio::time::sleep_until(next_publish).await;
         }
         let before = position;
-        match tail(&store, &mut position, &live).await {
-            Ok(()) => {
+        match tail(&store, &mut position, &live, page).await {
+            Ok(full) => {
                 failing = false;
+                more = full;
                 if position > before {
                     next_publish = tokio::time::Instant::now() + publish_interval;
                 }
@@ -391,6 +413,7 @@ async fn tail_loop(
                     tracing::error!(%error, "cannot read the timeline; retrying");
                 }
                 failing = true;
+                more = false;
             }
         }
         tailed.send_replace(position);
@@ -398,48 +421,45 @@ async fn tail_loop(
     }
 }
 
-/// Publishes what was stored after `position`, moving it on.
+/// Publishes up to `most` of what was stored after `position`, moving it
+/// on; true when that was a full page (more may be stored).
 ///
 /// Whether anyone watches is asked after the store answered: a watcher
 /// that subscribes later reads the store itself after subscribing, and
 /// finds there everything this read found. So with no watcher the tailer
 /// only learns the newest cursor, and reads and builds nothing.
-async fn tail(store: &Store, position: &mut u64, live: &broadcast::Sender<Arc<LiveEvent>>) -> Result<(), StoreError> {
+async fn tail(
+    store: &Store,
+    position: &mut u64,
+    live: &broadcast::Sender<Arc<LiveEvent>>,
+    most: u32,
+) -> Result<bool, StoreError> {
     let newest = store.latest_cursor().await?;
     if newest <= *position {
-        return Ok(());
+        return Ok(false);
     }
     if live.receiver_count() == 0 {
         *position = newest;
-        return Ok(());
+        return Ok(false);
     }
-    loop {
-        let page = store.read_after(*position, TAIL_PAGE, &Filter::default()).await?;
-        let full = page.len() == TAIL_PAGE as usize;
-        let mut frames = BytesMut::with_capacity(page.iter().map(|stored| stored.payload.len() + 16).sum());
-        let mut ranges = Vec::with_capacity(page.len());
-        for stored in &page {
-            let start = frames.len();
-            put_event_frame(&mut frames, stored.cursor, &stored.payload);
-            ranges.push(start..frames.len());
-        }
-        let frames = frames.freeze();
-        for (stored, range) in page.into_iter().zip(ranges) {
-            *position = stored.cursor;
-            let event = LiveEvent {
-                cursor: stored.cursor,
-                kind: stored.kind,
-                room: stored.room,
-                frames: frames.clone(),
-                range,
-            };
-            // No receiver is not an error: the last watcher just left.
-            let _ = live.send(Arc::new(event));
-        }
-        if !full {
-            return Ok(());
-        }
+    let page = store.read_after(*position, most, &Filter::default()).await?;
+    let full = page.len() == most as usize;
+    let mut frames = BytesMut::with_capacity(page.iter().map(|stored| stored.payload.len() + 16).sum());
+    let mut ranges = Vec::with_capacity(page.len());
+    for stored in &page {
+        let start = frames.len();
+        put_event_frame(&mut frames, stored.cursor, &stored.payload);
+        ranges.push(start..frames.len());
     }
+    let frames = frames.freeze();
+    for (stored, range) in page.into_iter().zip(ranges) {
+        *position = stored.cursor;
+        let event =
+            LiveEvent { cursor: stored.cursor, kind: stored.kind, room: stored.room, frames: frames.clone(), range };
+        // No receiver is not an error: the last watcher just left.
+        let _ = live.send(Arc::new(event));
+    }
+    Ok(full)
 }
 
 async fn prune_loop(store: Store, retention: Duration, interval: Duration) {

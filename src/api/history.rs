@@ -13,10 +13,12 @@ use super::Admitted;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::events::Timeline;
+use crate::history::profile::Profile;
 use crate::history::usage::{self, BucketKind};
 use crate::proto::v1::*;
 use crate::store::history::{
-    CachedBucket, ParticipantSessionRow, RoomSessionRow, SessionQuery, TrackRow, like_pattern,
+    CachedBucket, ParticipantSessionRow, RoomSessionRow, SessionQuery, TrackRow, UsageParticipant, UsageSession,
+    like_pattern,
 };
 
 /// The default ListRoomSessions page.
@@ -252,6 +254,36 @@ fn usage_figures(bucket: &CachedBucket) -> usage::Figures {
     }
 }
 
+/// Where GetUsage's rows come from: the rooms asked for, as the caller
+/// may see them.
+struct UsageRows<'a> {
+    store: &'a crate::store::Store,
+    rooms: &'a [String],
+    like: &'a [String],
+    caller: &'a Caller,
+}
+
+impl UsageRows<'_> {
+    /// The participant sessions overlapping [start, end) and the room
+    /// sessions started in it, of the rooms the caller may touch. The
+    /// participant sessions' rooms are read only when wanted, or to check
+    /// them against the caller's patterns.
+    async fn read(
+        &self,
+        start: i64,
+        end: i64,
+        with_room: bool,
+    ) -> Result<(Vec<UsageParticipant>, Vec<UsageSession>), ApiError> {
+        let restricted = !self.like.is_empty();
+        let (participants, sessions) =
+            self.store.usage_rows(start, end, self.rooms, self.like, with_room || restricted).await?;
+        let participants =
+            participants.into_iter().filter(|row| !restricted || self.caller.may_touch(&row.room)).collect();
+        let sessions = sessions.into_iter().filter(|row| self.caller.may_touch(&row.room)).collect();
+        Ok((participants, sessions))
+    }
+}
+
 fn cached_bucket(start: i64, end: i64, figures: &usage::Figures) -> CachedBucket {
     CachedBucket {
         start,
@@ -261,6 +293,7 @@ fn cached_bucket(start: i64, end: i64, figures: &usage::Figures) -> CachedBucket
         peak_concurrency: i64::from(figures.peak_concurrency),
         unique_identities: i64::from(figures.unique_identities),
         inferred: figures.inferred,
+        profile: None,
     }
 }
 
@@ -306,9 +339,8 @@ pub(crate) async fn get_usage(
     };
     let buckets = match kind {
         BucketKind::Room => {
-            let (participants, sessions) = store.usage_rows(from, to, &request.rooms, &like, true).await?;
-            let participants: Vec<_> = participants.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
-            let sessions: Vec<_> = sessions.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
+            let rows = UsageRows { store, rooms: &request.rooms, like: &like, caller: &caller };
+            let (participants, sessions) = rows.read(from, to, true).await?;
             usage::room_figures(from, to, &participants, &sessions, now)
                 .into_iter()
                 .map(|(room, counted)| figures(from, to, room, counted))
@@ -324,8 +356,41 @@ pub(crate) async fn get_usage(
                 .collect();
             let mut counted: Vec<Option<usage::Figures>> =
                 buckets.iter().map(|bucket| cached.get(&(bucket.start, bucket.end)).map(usage_figures)).collect();
-            // Each run of buckets not cached: its rows, its figures.
+            let rows = UsageRows { store, rooms: &request.rooms, like: &like, caller: &caller };
             let mut fresh = Vec::new();
+            // A bucket the range cuts at one end (the first day of "the last
+            // 30 days"), of an hour or a day that has ended: answered from
+            // the whole bucket's profile, made from the whole bucket's rows
+            // by the first range that cuts it and kept with its figures.
+            // (A month's profile would be as large as its rows.)
+            if matches!(kind, BucketKind::Hour | BucketKind::Day) {
+                for (index, bucket) in buckets.iter().enumerate() {
+                    let (start, end) = bucket.calendar;
+                    let one_end_cut = bucket.start == start || bucket.end == end;
+                    if bucket.whole() || !one_end_cut || end > now {
+                        continue;
+                    }
+                    let kept = store.usage_profile(&key, start, end).await?;
+                    let profile = match kept.as_deref().and_then(Profile::decode).filter(|p| p.bounds() == (start, end))
+                    {
+                        Some(profile) => profile,
+                        None => {
+                            let (participants, sessions) = rows.read(start, end, false).await?;
+                            let whole = usage::Bucket::new(start, end, String::new());
+                            let figures =
+                                usage::figures(&[whole], &participants, &sessions, now).pop().unwrap_or_default();
+                            let profile = Profile::build(start, end, &participants, &sessions, now);
+                            fresh.push(CachedBucket {
+                                profile: Some(profile.encode()),
+                                ..cached_bucket(start, end, &figures)
+                            });
+                            profile
+                        }
+                    };
+                    counted[index] = profile.figures(bucket.start, bucket.end);
+                }
+            }
+            // Each run of buckets not counted yet: its rows, its figures.
             let mut index = 0;
             while index < buckets.len() {
                 if counted[index].is_some() {
@@ -337,22 +402,15 @@ pub(crate) async fn get_usage(
                     index += 1;
                 }
                 let run = &buckets[first..index];
-                let (start, end) = (run[0].start, run[run.len() - 1].end);
-                // The participant sessions' rooms are read only to check
-                // them against the caller's patterns.
-                let restricted = !like.is_empty();
-                let (participants, sessions) = store.usage_rows(start, end, &request.rooms, &like, restricted).await?;
-                let participants: Vec<_> =
-                    participants.into_iter().filter(|row| !restricted || caller.may_touch(&row.room)).collect();
-                let sessions: Vec<_> = sessions.into_iter().filter(|row| caller.may_touch(&row.room)).collect();
+                let (participants, sessions) = rows.read(run[0].start, run[run.len() - 1].end, false).await?;
                 for (offset, figures) in usage::figures(run, &participants, &sessions, now).into_iter().enumerate() {
                     let bucket = &run[offset];
                     // A bucket that ended no longer depends on the clock;
-                    // one the range cuts (the first of "the last 30 days")
-                    // would be asked for again only with the same range,
-                    // so it is not kept: the cache holds whole buckets,
-                    // shared by every range that covers them.
-                    if bucket.end <= now && bucket.whole {
+                    // one the range cuts is kept as its whole bucket's
+                    // profile (above), never under the range's bounds: the
+                    // cache holds whole buckets, shared by every range
+                    // that covers them.
+                    if bucket.end <= now && bucket.whole() {
                         fresh.push(cached_bucket(bucket.start, bucket.end, &figures));
                     }
                     counted[first + offset] = Some(figures);

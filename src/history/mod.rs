@@ -16,6 +16,7 @@
 
 pub mod export;
 pub mod figures;
+pub mod profile;
 pub mod usage;
 
 use std::time::{Duration, SystemTime};

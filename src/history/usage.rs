@@ -26,9 +26,22 @@ pub struct Bucket {
     pub start: i64,
     pub end: i64,
     pub label: String,
+    /// The whole hour, day or month (unix microseconds) the bucket is or
+    /// is a part of.
+    pub calendar: (i64, i64),
+}
+
+impl Bucket {
+    /// A bucket over [start, end) that is a whole bucket of its own.
+    pub fn new(start: i64, end: i64, label: String) -> Bucket {
+        Bucket { start, end, label, calendar: (start, end) }
+    }
+
     /// Not clipped: the whole hour, day or month, whatever range asked for
     /// it (what the usage cache keeps).
-    pub whole: bool,
+    pub fn whole(&self) -> bool {
+        (self.start, self.end) == self.calendar
+    }
 }
 
 /// One bucket's figures.
@@ -85,12 +98,7 @@ pub fn time_buckets(from: i64, to: i64, kind: BucketKind, zone: &TimeZone) -> Re
         };
         let calendar = (start.timestamp().as_microsecond(), next.timestamp().as_microsecond());
         let bounds = (calendar.0.max(from), calendar.1.min(to));
-        buckets.push(Bucket {
-            start: bounds.0,
-            end: bounds.1,
-            label: start.strftime(format).to_string(),
-            whole: bounds == calendar,
-        });
+        buckets.push(Bucket { start: bounds.0, end: bounds.1, label: start.strftime(format).to_string(), calendar });
         if buckets.len() > MAX_BUCKETS {
             return Err(format!("more than {MAX_BUCKETS} buckets: ask for a shorter range or a larger bucket"));
         }
@@ -100,7 +108,7 @@ pub fn time_buckets(from: i64, to: i64, kind: BucketKind, zone: &TimeZone) -> Re
 }
 
 /// An interval's end for figures: its leave, or `now` while it is open.
-fn end_of(participant: &UsageParticipant, now: i64) -> i64 {
+pub(crate) fn end_of(participant: &UsageParticipant, now: i64) -> i64 {
     participant.left_at.unwrap_or(now).max(participant.joined_at)
 }
 
@@ -191,7 +199,7 @@ pub fn room_figures(
     for session in sessions {
         rooms.entry(session.room.as_str()).or_default().1.push(session.clone());
     }
-    let whole = [Bucket { start: from, end: to, label: String::new(), whole: false }];
+    let whole = [Bucket::new(from, to, String::new())];
     rooms
         .into_iter()
         .map(|(room, (participants, sessions))| {
@@ -233,7 +241,7 @@ mod tests {
         assert_eq!(labels, ["2026-10-24", "2026-10-25", "2026-10-26"]);
         assert_eq!(buckets[1].end - buckets[1].start, 25 * HOUR);
         assert_eq!(buckets[1].start, at("2026-10-24T22:00:00Z"));
-        assert!(buckets.iter().all(|bucket| bucket.whole));
+        assert!(buckets.iter().all(Bucket::whole));
     }
 
     #[test]
@@ -246,17 +254,14 @@ mod tests {
         assert_eq!((buckets[0].start, buckets[0].end), (at("2026-11-28T00:00:00Z"), at("2026-11-28T00:30:00Z")));
         assert_eq!(buckets.len(), 3);
         // The range cuts the first and the last hour.
-        let whole: Vec<bool> = buckets.iter().map(|bucket| bucket.whole).collect();
+        let whole: Vec<bool> = buckets.iter().map(Bucket::whole).collect();
         assert_eq!(whole, [false, true, false]);
         assert!(time_zone("Mars/Olympus").is_err());
     }
 
     #[test]
     fn figures_split_intervals_across_buckets() {
-        let buckets = vec![
-            Bucket { start: 0, end: HOUR, label: "a".into(), whole: true },
-            Bucket { start: HOUR, end: 2 * HOUR, label: "b".into(), whole: true },
-        ];
+        let buckets = vec![Bucket::new(0, HOUR, "a".into()), Bucket::new(HOUR, 2 * HOUR, "b".into())];
         let participants = vec![
             participant("alice", HOUR / 2, Some(HOUR + HOUR / 2)),
             participant("bob", HOUR / 4, Some(HOUR / 2)),

@@ -117,6 +117,9 @@ pub struct CachedBucket {
     pub peak_concurrency: i64,
     pub unique_identities: i64,
     pub inferred: bool,
+    /// The bucket's profile (`history::profile`), kept for buckets a range
+    /// has cut; read only by [`Store::usage_profile`].
+    pub profile: Option<Vec<u8>>,
 }
 
 /// A caller's room pattern (`*` any run of characters) as a SQL LIKE
@@ -230,6 +233,14 @@ impl Store {
         match self {
             Store::Sqlite(pool, _) => sqlite::usage_cache_get(pool, rooms_key, from, to).await,
             Store::Postgres(pool) => postgres::usage_cache_get(pool, rooms_key, from, to).await,
+        }
+    }
+
+    /// The profile cached for `rooms_key`'s bucket [start, end), if any.
+    pub async fn usage_profile(&self, rooms_key: &str, start: i64, end: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Sqlite(pool, _) => sqlite::usage_profile_get(pool, rooms_key, start, end).await,
+            Store::Postgres(pool) => postgres::usage_profile_get(pool, rooms_key, start, end).await,
         }
     }
 
@@ -1061,7 +1072,8 @@ macro_rules! history_queries {
             );
             let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(&columns);
             query.push("joined_at >= ").push_bind(from.saturating_sub(longest).saturating_sub(1));
-            query.push(" AND joined_at < ").push_bind(to).push(" AND left_at > ").push_bind(from);
+            // `>=`: a session of no length at `from` counts from there.
+            query.push(" AND joined_at < ").push_bind(to).push(" AND left_at >= ").push_bind(from);
             push_rooms(&mut query, rooms, like);
             query.push(" UNION ALL ").push(&columns).push("left_at IS NULL AND joined_at < ").push_bind(to);
             push_rooms(&mut query, rooms, like);
@@ -1115,8 +1127,22 @@ macro_rules! history_queries {
                     peak_concurrency: row.4,
                     unique_identities: row.5,
                     inferred: row.6,
+                    profile: None,
                 })
                 .collect())
+        }
+
+        pub async fn usage_profile_get(
+            pool: &$Pool,
+            rooms_key: &str,
+            start: i64,
+            end: i64,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new("SELECT profile FROM usage_cache WHERE rooms_key = ");
+            query.push_bind(rooms_key).push(" AND bucket_start = ").push_bind(start);
+            query.push(" AND bucket_end = ").push_bind(end);
+            let row: Option<(Option<Vec<u8>>,)> = query.build_query_as().fetch_optional(pool).await?;
+            Ok(row.and_then(|(profile,)| profile))
         }
 
         pub async fn usage_cache_put(
@@ -1141,7 +1167,7 @@ macro_rules! history_queries {
             }
             for chunk in buckets.chunks(500) {
                 let mut insert: QueryBuilder<'_, $Db> = QueryBuilder::new(
-                    "INSERT INTO usage_cache (rooms_key, bucket_start, bucket_end, sessions, participant_micros, peak_concurrency, unique_identities, inferred) ",
+                    "INSERT INTO usage_cache (rooms_key, bucket_start, bucket_end, sessions, participant_micros, peak_concurrency, unique_identities, inferred, profile) ",
                 );
                 insert.push_values(chunk, |mut row, bucket| {
                     row.push_bind(rooms_key)
@@ -1151,9 +1177,15 @@ macro_rules! history_queries {
                         .push_bind(bucket.participant_micros)
                         .push_bind(bucket.peak_concurrency)
                         .push_bind(bucket.unique_identities)
-                        .push_bind(bucket.inferred);
+                        .push_bind(bucket.inferred)
+                        .push_bind(bucket.profile.as_deref());
                 });
-                insert.push(" ON CONFLICT DO NOTHING");
+                // A bucket cached without its profile gains it; the figures
+                // are the same (no projection committed since).
+                insert.push(
+                    " ON CONFLICT (rooms_key, bucket_start, bucket_end) DO UPDATE SET profile = excluded.profile \
+                     WHERE usage_cache.profile IS NULL AND excluded.profile IS NOT NULL",
+                );
                 insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;

@@ -250,6 +250,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/sqlite/0004_history.sql"),
         include_str!("migrations/postgres/0004_history.sql"),
     ),
+    (
+        5,
+        "usage_profiles",
+        include_str!("migrations/sqlite/0005_usage_profiles.sql"),
+        include_str!("migrations/postgres/0005_usage_profiles.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -453,6 +453,122 @@ async fn usage_buckets_follow_the_time_zones_calendar(kind: Kind) {
 }
 both_stores!(usage_buckets_follow_the_time_zone_on, usage_buckets_follow_the_time_zones_calendar);
 
+/// The usage cache's rows whose profile is kept: (start, end) in unix
+/// seconds.
+async fn profiled_buckets(database: &TestDatabase) -> Vec<(i64, i64)> {
+    let mut config = roomcontrol::Config::default();
+    config.store.url = database.url.clone();
+    let store = roomcontrol::store::Store::open(&config.store).await.unwrap();
+    let sql = "SELECT bucket_start / 1000000, bucket_end / 1000000 FROM usage_cache WHERE profile IS NOT NULL ORDER BY bucket_start";
+    let rows: Vec<(i64, i64)> = match &store {
+        roomcontrol::store::Store::Sqlite(pool, _) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+        roomcontrol::store::Store::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+    };
+    store.close().await;
+    rows
+}
+
+/// A range that starts or ends inside a day that has ended (the first day
+/// of "the last 30 days"): its part of the day is counted exactly, from
+/// the whole day's profile kept in the cache for every later range that
+/// cuts the day elsewhere; a late event in that day changes the answer.
+async fn a_day_cut_by_the_range_is_counted_exactly_and_follows_late_events(kind: Kind) {
+    let database = TestDatabase::create(kind).await;
+    let Some(app) = app_with_own_webhooks(&database).await else { return };
+    let room = unique("cut");
+    let (r1, r2) = ((room.as_str(), "RM_cut1"), (room.as_str(), "RM_cut2"));
+    let p = |identity: &'static str, sid: &'static str| Some((identity, sid));
+    // (seconds after T0, 18:00Z on the 27th): alice 16:10-18:20, bob
+    // 17:00-17:30, carol 23:50-00:10 across midnight; a second room
+    // session 20:00-20:05 with nobody in it.
+    post_all(
+        &app,
+        &[
+            &hook("room_started", "EV_c1", r1, None, T0 - 7200),
+            &hook("participant_joined", "EV_c2", r1, p("alice", "PA_c_alice"), T0 - 6600),
+            &hook("participant_joined", "EV_c3", r1, p("bob", "PA_c_bob"), T0 - 3600),
+            &hook("participant_left", "EV_c4", r1, p("bob", "PA_c_bob"), T0 - 1800),
+            &hook("participant_left", "EV_c5", r1, p("alice", "PA_c_alice"), T0 + 1200),
+            &hook("participant_joined", "EV_c6", r1, p("carol", "PA_c_carol"), T0 + 21_000),
+            &hook("participant_left", "EV_c7", r1, p("carol", "PA_c_carol"), T0 + 22_200),
+            &hook("room_finished", "EV_c8", r1, None, T0 + 22_200),
+            &hook("room_started", "EV_c9", r2, None, T0 + 7200),
+            &hook("room_finished", "EV_c10", r2, None, T0 + 7500),
+        ],
+    )
+    .await;
+    caught_up(&app).await;
+    let usage = |from: i64, to: i64| {
+        let mut client = app.client.clone();
+        let request = GetUsageRequest {
+            from: Some(prost_types::Timestamp { seconds: from, nanos: 0 }),
+            to: Some(prost_types::Timestamp { seconds: to, nanos: 0 }),
+            bucket: UsageBucket::Day as i32,
+            rooms: vec![room.clone()],
+            time_zone: String::new(),
+        };
+        async move {
+            let reply = client.get_usage(request).await.unwrap().into_inner();
+            reply
+                .buckets
+                .iter()
+                .map(|b| json!([b.label, b.sessions, b.participant_minutes, b.peak_concurrency, b.unique_identities]))
+                .collect::<Vec<_>>()
+        }
+    };
+    let midnight = T0 - 18 * 3600;
+    // From 18:00 on the 27th to noon on the 28th: both days cut.
+    let expected = [json!(["2026-11-27", 1, 30.0, 1, 2]), json!(["2026-11-28", 0, 10.0, 1, 1])];
+    assert_eq!(usage(T0, T0 + 18 * 3600).await, expected);
+    // The cut days are kept whole, with their profiles; never under the
+    // range's bounds.
+    let days = [(midnight, midnight + 86_400), (midnight + 86_400, midnight + 2 * 86_400)];
+    assert_eq!(profiled_buckets(&database).await, days);
+    assert_eq!(cached_buckets(&database).await, days);
+    // The same again, and other cuts of the same days: alice 17:10-18:20
+    // and bob 17:10-17:30 at once; the 28th's first ten minutes only.
+    assert_eq!(usage(T0, T0 + 18 * 3600).await, expected);
+    assert_eq!(
+        usage(T0 - 3000, T0 + 6 * 3600 + 300).await,
+        [json!(["2026-11-27", 1, 100.0, 2, 3]), json!(["2026-11-28", 0, 5.0, 1, 1])]
+    );
+    // Cut one microsecond before midnight, and one after: carol alone.
+    let mut client = app.client.clone();
+    let reply = client
+        .get_usage(GetUsageRequest {
+            from: Some(prost_types::Timestamp { seconds: midnight + 86_399, nanos: 999_999_000 }),
+            to: Some(prost_types::Timestamp { seconds: midnight + 86_400, nanos: 1_000 }),
+            bucket: UsageBucket::Day as i32,
+            rooms: vec![room.clone()],
+            time_zone: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let counted: Vec<(u32, u32, u32)> =
+        reply.buckets.iter().map(|b| (b.sessions, b.peak_concurrency, b.unique_identities)).collect();
+    assert_eq!(counted, [(0, 1, 1), (0, 1, 1)]);
+    assert_eq!(profiled_buckets(&database).await, days);
+
+    // A participant LiveKit reported late, inside the cut part of the 27th:
+    // the day's figures and its profile are made again.
+    post_all(
+        &app,
+        &[
+            &hook("participant_left", "EV_c12", r1, p("dave", "PA_c_dave"), T0 + 5400),
+            &hook("participant_joined", "EV_c11", r1, p("dave", "PA_c_dave"), T0 + 3600),
+        ],
+    )
+    .await;
+    caught_up(&app).await;
+    assert_eq!(usage(T0, T0 + 18 * 3600).await, [json!(["2026-11-27", 1, 60.0, 1, 3]), expected[1].clone()]);
+    assert_eq!(profiled_buckets(&database).await, days);
+}
+both_stores!(
+    a_day_cut_by_the_range_is_counted_exactly_on,
+    a_day_cut_by_the_range_is_counted_exactly_and_follows_late_events
+);
+
 #[tokio::test]
 async fn history_needs_its_scope_and_shows_only_the_callers_rooms() {
     let database = TestDatabase::create(Kind::Sqlite).await;
@@ -762,3 +878,96 @@ async fn history_is_kept_for_its_own_retention() {
         .events;
     assert_eq!(events.len(), hooks.len() + 1);
 }
+
+/// A database RoomControl left at schema version 4 (before usage profiles),
+/// with cached usage in it: the next start adds the profile column, keeps
+/// the cached figures, and GetUsage still answers.
+async fn a_version_4_database_gains_usage_profiles_and_keeps_its_cache(kind: Kind) {
+    use sqlx::Connection;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let database = TestDatabase::create(kind).await;
+    let postgres = kind == Kind::Postgres;
+    let sql = |sqlite: &'static str, pg: &'static str| std::borrow::Cow::Borrowed(if postgres { pg } else { sqlite });
+    let migrations = [
+        (
+            1,
+            "timeline",
+            sql(
+                include_str!("../../src/store/migrations/sqlite/0001_timeline.sql"),
+                include_str!("../../src/store/migrations/postgres/0001_timeline.sql"),
+            ),
+        ),
+        (
+            2,
+            "bans",
+            sql(
+                include_str!("../../src/store/migrations/sqlite/0002_bans.sql"),
+                include_str!("../../src/store/migrations/postgres/0002_bans.sql"),
+            ),
+        ),
+        (
+            3,
+            "recordings_agents",
+            sql(
+                include_str!("../../src/store/migrations/sqlite/0003_recordings_agents.sql"),
+                include_str!("../../src/store/migrations/postgres/0003_recordings_agents.sql"),
+            ),
+        ),
+        (
+            4,
+            "history",
+            sql(
+                include_str!("../../src/store/migrations/sqlite/0004_history.sql"),
+                include_str!("../../src/store/migrations/postgres/0004_history.sql"),
+            ),
+        ),
+    ];
+    let mut migrator = Migrator::DEFAULT;
+    migrator.migrations = migrations
+        .into_iter()
+        .map(|(version, name, sql)| Migration::new(version, name.into(), MigrationType::Simple, sql, false))
+        .collect();
+    let cached = "INSERT INTO usage_cache (rooms_key, bucket_start, bucket_end, sessions, participant_micros, peak_concurrency, unique_identities, inferred) \
+                  VALUES ('key', 0, 86400000000, 3, 7200000000, 2, 2, FALSE)";
+    if postgres {
+        let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        migrator.run_direct(&mut connection).await.expect("migrates to version 4");
+        sqlx::query(cached).execute(&mut connection).await.unwrap();
+        connection.close().await.unwrap();
+    } else {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&database.url).unwrap().create_if_missing(true);
+        let mut connection = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        migrator.run_direct(&mut connection).await.expect("migrates to version 4");
+        sqlx::query(cached).execute(&mut connection).await.unwrap();
+        connection.close().await.unwrap();
+    }
+    let mut config = roomcontrol::Config::default();
+    config.store.url = database.url.clone();
+    let store = roomcontrol::store::Store::open(&config.store).await.expect("migrates version 4 to the newest");
+    let kept = store.usage_cache("key", 0, 86_400_000_000).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].sessions, kept[0].participant_micros, kept[0].unique_identities), (3, 7_200_000_000, 2));
+    assert_eq!(store.usage_profile("key", 0, 86_400_000_000).await.unwrap(), None);
+    store.close().await;
+    assert_eq!(profiled_buckets(&database).await, []);
+    // RoomControl starts on it and answers GetUsage.
+    let Some(app) = app_with_own_webhooks(&database).await else { return };
+    let reply = app
+        .client
+        .clone()
+        .get_usage(GetUsageRequest {
+            from: Some(prost_types::Timestamp { seconds: T0, nanos: 0 }),
+            to: Some(prost_types::Timestamp { seconds: T0 + 86_400, nanos: 0 }),
+            bucket: UsageBucket::Day as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.buckets.len(), 2);
+}
+both_stores!(
+    a_version_4_database_gains_usage_profiles_on,
+    a_version_4_database_gains_usage_profiles_and_keeps_its_cache
+);

@@ -12,7 +12,9 @@
 //! The data: `participants / 10` room sessions of 45 minutes, evenly spread
 //! over the 30 days before the run, in 1,000 rooms, each with 10
 //! participant sessions (joins a minute apart, leaves 30 s apart, one
-//! track each) drawn from 20,000 identities. PostgreSQL: BENCH_POSTGRES
+//! track each) drawn from 20,000 identities; the 30 days end at the
+//! midnight (UTC) before the run, or with `--through-now` at its start.
+//! PostgreSQL: BENCH_POSTGRES
 //! (default postgres://postgres@127.0.0.1:5432); the database is created
 //! and dropped by the run.
 
@@ -48,6 +50,12 @@ struct Args {
     /// moment does.
     #[arg(long)]
     whole_seconds: bool,
+    /// The sessions run up to the start of the run (not to the midnight
+    /// UTC before it): "today" is as busy as any day, and each 30-day
+    /// GetUsage counts its part of today from the rows, as with live
+    /// traffic.
+    #[arg(long)]
+    through_now: bool,
 }
 
 const DAY: i64 = 86_400_000_000;
@@ -125,8 +133,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let sessions = (args.participants / 10).max(1);
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;
-    // 30 days ending an hour ago, on a whole day (UTC).
-    let base = (now - 30 * DAY - 3_600_000_000).div_euclid(DAY) * DAY;
+    // 30 days ending an hour ago, on a whole day (UTC); or the last
+    // session ending now.
+    let base = if args.through_now {
+        now - 30 * DAY - 45 * MINUTE
+    } else {
+        (now - 30 * DAY - 3_600_000_000).div_euclid(DAY) * DAY
+    };
     let step = 30 * DAY / sessions;
 
     let server = std::env::var("BENCH_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
@@ -291,6 +304,21 @@ async fn run(args: &Args, url: &str, sessions: i64, base: i64, step: i64) -> Res
             eprintln!("  `from` {label}: {} calls, median {median:?}, max {max:?}", picked.len());
         }
     }
+    // What the cache holds: the whole days, and the profiles of the days
+    // the ranges cut.
+    let store = roomcontrol::store::Store::open(&{
+        let mut config = Config::default();
+        config.store.url = url.to_owned();
+        config.store
+    })
+    .await?;
+    let sizes = "SELECT COUNT(*), COUNT(profile), CAST(COALESCE(MAX(LENGTH(profile)), 0) AS BIGINT) FROM usage_cache";
+    let (rows, profiles, largest): (i64, i64, i64) = match &store {
+        roomcontrol::store::Store::Postgres(pool) => sqlx::query_as(sizes).fetch_one(pool).await?,
+        roomcontrol::store::Store::Sqlite(pool, _) => sqlx::query_as(sizes).fetch_one(pool).await?,
+    };
+    store.close().await;
+    eprintln!("usage_cache: {rows} buckets, {profiles} with a profile, the largest {largest} bytes");
     println!("{:?}, {} participant sessions in {} room sessions\n", args.store, sessions * 10, sessions);
     println!("| call | calls | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|");
     for timing in [&mut list, &mut get, &mut usage, &mut cold, &mut usage_room] {

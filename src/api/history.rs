@@ -274,7 +274,12 @@ impl UsageRows<'_> {
         end: i64,
         with_room: bool,
     ) -> Result<(Vec<UsageParticipant>, Vec<UsageSession>), ApiError> {
-        let restricted = !self.like.is_empty();
+        let restricted = !self.caller.may_touch_every_room();
+        if restricted && self.like.is_empty() {
+            // No room patterns (a token without its rooms claim under the
+            // default `jwt.default_rooms`): no room's usage.
+            return Ok((Vec::new(), Vec::new()));
+        }
         let (participants, sessions) =
             self.store.usage_rows(start, end, self.rooms, self.like, with_room || restricted).await?;
         let participants =
@@ -367,7 +372,7 @@ pub(crate) async fn get_usage(
                 for (index, bucket) in buckets.iter().enumerate() {
                     let (start, end) = bucket.calendar;
                     let one_end_cut = bucket.start == start || bucket.end == end;
-                    if bucket.whole() || !one_end_cut || end > now {
+                    if bucket.whole() || !one_end_cut || end > now || counted[index].is_some() {
                         continue;
                     }
                     let kept = store.usage_profile(&key, start, end).await?;
@@ -416,8 +421,13 @@ pub(crate) async fn get_usage(
                     counted[first + offset] = Some(figures);
                 }
             }
-            if !fresh.is_empty() && !store.cache_usage(&key, history_cursor, &fresh).await? {
-                tracing::debug!("usage not cached: the history moved while it was computed");
+            // The answer stands whether or not it could be kept.
+            if !fresh.is_empty() {
+                match store.cache_usage(&key, history_cursor, &fresh).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::debug!("usage not cached: the history moved while it was computed"),
+                    Err(error) => tracing::warn!(%error, "usage not cached"),
+                }
             }
             buckets
                 .into_iter()

@@ -1180,11 +1180,12 @@ macro_rules! history_queries {
                         .push_bind(bucket.inferred)
                         .push_bind(bucket.profile.as_deref());
                 });
-                // A bucket cached without its profile gains it; the figures
-                // are the same (no projection committed since).
+                // A bucket cached without its profile (or with one this
+                // version cannot read) gains it; the figures are the same
+                // (no projection committed since).
                 insert.push(
                     " ON CONFLICT (rooms_key, bucket_start, bucket_end) DO UPDATE SET profile = excluded.profile \
-                     WHERE usage_cache.profile IS NULL AND excluded.profile IS NOT NULL",
+                     WHERE excluded.profile IS NOT NULL",
                 );
                 insert.build().execute(&mut *tx).await?;
             }

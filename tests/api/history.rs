@@ -579,15 +579,26 @@ async fn history_needs_its_scope_and_shows_only_the_callers_rooms() {
             api_key("admin", &["history:read", "events:read"], &["*"]),
             api_key("team", &["history:read"], &["team-*"]),
             api_key("rooms", &["rooms:read"], &["*"]),
+            // No room patterns: may touch no room.
+            api_key("nobody", &["history:read"], &[]),
         ];
     })
     .await;
     let Some(standin) = app.standin.clone() else { return };
     standin.set_webhook_urls(Vec::<String>::new());
     // A room the pattern matches, one it does not, and one that only
-    // SQL LIKE would match (`_` is a wildcard there, not here).
+    // SQL LIKE would match (`_` is a wildcard there, not here); someone in
+    // each.
     for (room, sid) in [("team-a", "RM_team"), ("other-b", "RM_other"), ("teamXa", "RM_like")] {
-        post_all(&app, &[&hook("room_started", &format!("EV_{sid}"), (room, sid), None, T0)]).await;
+        let participant = format!("PA_{sid}");
+        post_all(
+            &app,
+            &[
+                &hook("room_started", &format!("EV_{sid}"), (room, sid), None, T0),
+                &hook("participant_joined", &format!("EV_{sid}_j"), (room, sid), Some(("erin", &participant)), T0 + 60),
+            ],
+        )
+        .await;
     }
     let mut client = app.client.clone();
     let wait = async {
@@ -630,6 +641,23 @@ async fn history_needs_its_scope_and_shows_only_the_callers_rooms() {
         .map(|b| b.label)
         .collect();
     assert_eq!(rooms, ["team-a"]);
+    // A caller without room patterns sees no room's usage, by room or by
+    // day (two days the range cuts, answered from their profiles).
+    let nobody = client.get_usage(as_key("nobody", usage.clone())).await.unwrap().into_inner();
+    assert_eq!(nobody.buckets, []);
+    let by_day = GetUsageRequest {
+        from: Some(prost_types::Timestamp { seconds: T0 - 86_400, nanos: 0 }),
+        bucket: UsageBucket::Day as i32,
+        ..usage.clone()
+    };
+    let admin = client.get_usage(as_key("admin", by_day.clone())).await.unwrap().into_inner();
+    assert_eq!(admin.buckets.iter().map(|b| b.unique_identities).max(), Some(1), "{admin:?}");
+    let nobody = client.get_usage(as_key("nobody", by_day)).await.unwrap().into_inner();
+    assert!(!nobody.buckets.is_empty());
+    for bucket in &nobody.buckets {
+        let figures = (bucket.sessions, bucket.participant_minutes, bucket.peak_concurrency, bucket.unique_identities);
+        assert_eq!(figures, (0, 0.0, 0, 0), "{bucket:?}");
+    }
     let status = client.get_usage(as_key("rooms", usage)).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(status.message().contains("history:read"), "{}", status.message());
@@ -880,9 +908,10 @@ async fn history_is_kept_for_its_own_retention() {
 }
 
 /// A database RoomControl left at schema version 4 (before usage profiles),
-/// with cached usage in it: the next start adds the profile column, keeps
-/// the cached figures, and GetUsage still answers.
-async fn a_version_4_database_gains_usage_profiles_and_keeps_its_cache(kind: Kind) {
+/// with cached usage in it: the next start adds the profile column and
+/// empties the cache (figures earlier versions computed), and GetUsage
+/// answers and caches again.
+async fn a_version_4_database_gains_usage_profiles_and_computes_its_cache_again(kind: Kind) {
     use sqlx::Connection;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     let database = TestDatabase::create(kind).await;
@@ -945,12 +974,10 @@ async fn a_version_4_database_gains_usage_profiles_and_keeps_its_cache(kind: Kin
     let mut config = roomcontrol::Config::default();
     config.store.url = database.url.clone();
     let store = roomcontrol::store::Store::open(&config.store).await.expect("migrates version 4 to the newest");
-    let kept = store.usage_cache("key", 0, 86_400_000_000).await.unwrap();
-    assert_eq!(kept.len(), 1);
-    assert_eq!((kept[0].sessions, kept[0].participant_micros, kept[0].unique_identities), (3, 7_200_000_000, 2));
+    assert_eq!(store.usage_cache("key", 0, 86_400_000_000).await.unwrap(), []);
     assert_eq!(store.usage_profile("key", 0, 86_400_000_000).await.unwrap(), None);
     store.close().await;
-    assert_eq!(profiled_buckets(&database).await, []);
+    assert_eq!(cached_buckets(&database).await, []);
     // RoomControl starts on it and answers GetUsage.
     let Some(app) = app_with_own_webhooks(&database).await else { return };
     let reply = app
@@ -966,8 +993,12 @@ async fn a_version_4_database_gains_usage_profiles_and_keeps_its_cache(kind: Kin
         .unwrap()
         .into_inner();
     assert_eq!(reply.buckets.len(), 2);
+    // Both days the range cuts have ended: kept whole, with profiles.
+    let midnight = T0 - 18 * 3600;
+    let days = [(midnight, midnight + 86_400), (midnight + 86_400, midnight + 2 * 86_400)];
+    assert_eq!(profiled_buckets(&database).await, days);
 }
 both_stores!(
     a_version_4_database_gains_usage_profiles_on,
-    a_version_4_database_gains_usage_profiles_and_keeps_its_cache
+    a_version_4_database_gains_usage_profiles_and_computes_its_cache_again
 );

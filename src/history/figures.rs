@@ -207,6 +207,75 @@ pub fn peak(changes: &mut [(i64, i64, i64)]) -> i64 {
     most
 }
 
+/// A participant session's derived columns as stored before a recompute,
+/// as far as usage figures read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    pub joined_at: Option<i64>,
+    pub left_at: Option<i64>,
+    pub inferred: bool,
+    /// [`IDENTITY_CHANGED`] when the participant's identity changed since.
+    pub joined_cursor: i64,
+    pub left_cursor: i64,
+}
+
+/// The `joined_cursor` the projector stores when an event changes a
+/// participant session's identity (no derived cursor is negative): every
+/// bucket it was counted in changes.
+pub const IDENTITY_CHANGED: i64 = -1;
+
+/// The times (closed ranges, `None`: open-ended) where usage figures may
+/// differ after a participant session changed from `old` (`None`: not
+/// counted before) to `new`: around a join or an end that moved, or the
+/// whole of both when what counts in every bucket changed (its identity,
+/// its inferred mark). Empty when nothing usage reads changed.
+pub fn changed_times(old: Option<Counted>, new: &Derived) -> Vec<(i64, Option<i64>)> {
+    let Some(new_joined) = new.joined_at else {
+        // Not counted now: where it was counted, if it was.
+        return match old {
+            Some(Counted { joined_at: Some(joined), left_at, .. }) => vec![(joined, left_at)],
+            _ => Vec::new(),
+        };
+    };
+    let Some(old) = old.filter(|old| old.joined_at.is_some()) else {
+        return vec![(new_joined, new.left_at)];
+    };
+    let old_joined = old.joined_at.unwrap_or(new_joined);
+    // A later end of None (still open) is the later of the two.
+    let later = |a: Option<i64>, b: Option<i64>| a.zip(b).map(|(a, b)| a.max(b));
+    if old.joined_cursor == IDENTITY_CHANGED || old.inferred != new.inferred {
+        return vec![(old_joined.min(new_joined), later(old.left_at, new.left_at))];
+    }
+    let mut times = Vec::new();
+    if (old_joined, old.joined_cursor) != (new_joined, new.joined_cursor) {
+        times.push((old_joined.min(new_joined), Some(old_joined.max(new_joined))));
+    }
+    if (old.left_at, old.left_cursor) != (new.left_at, new.left_cursor) {
+        match (old.left_at, new.left_at) {
+            (Some(a), Some(b)) => times.push((a.min(b), Some(a.max(b)))),
+            (Some(at), None) | (None, Some(at)) => times.push((at, None)),
+            (None, None) => {}
+        }
+    }
+    times
+}
+
+/// Merges closed ranges that overlap or touch.
+pub fn merge_times(mut times: Vec<(i64, Option<i64>)>) -> Vec<(i64, Option<i64>)> {
+    times.sort_unstable_by_key(|&(low, _)| low);
+    let mut merged: Vec<(i64, Option<i64>)> = Vec::with_capacity(times.len());
+    for (low, high) in times {
+        if let Some(last) = merged.last_mut()
+            && last.1.is_none_or(|last_high| low <= last_high)
+        {
+            last.1 = last.1.zip(high).map(|(a, b)| a.max(b));
+            continue;
+        }
+        merged.push((low, high));
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +404,58 @@ mod tests {
             (figures.participants[1].end_reason.as_str(), figures.participants[1].removed_by.as_str()),
             ("removed", "API key \"ops\"")
         );
+    }
+
+    fn derived(joined: Option<i64>, left: Option<i64>) -> Derived {
+        Derived {
+            sid: "PA".into(),
+            joined_at: joined,
+            left_at: left,
+            end_reason: String::new(),
+            removed_by: String::new(),
+            inferred: false,
+            joined_cursor: 1,
+            left_cursor: 2,
+        }
+    }
+
+    fn counted(joined: Option<i64>, left: Option<i64>) -> Counted {
+        Counted { joined_at: joined, left_at: left, inferred: false, joined_cursor: 1, left_cursor: 2 }
+    }
+
+    #[test]
+    fn only_the_times_around_what_moved_change_usage() {
+        // Unchanged: nothing.
+        assert_eq!(changed_times(Some(counted(Some(10), Some(50))), &derived(Some(10), Some(50))), []);
+        // New: its whole interval; still open: open-ended.
+        assert_eq!(changed_times(None, &derived(Some(10), None)), [(10, None)]);
+        assert_eq!(changed_times(Some(counted(None, None)), &derived(Some(10), Some(20))), [(10, Some(20))]);
+        // A leave for an open session: from the leave on, not from its join.
+        assert_eq!(changed_times(Some(counted(Some(10), None)), &derived(Some(10), Some(500))), [(500, None)]);
+        // A late join earlier than the hint: between the two.
+        assert_eq!(changed_times(Some(counted(Some(30), Some(500))), &derived(Some(20), Some(500))), [(20, Some(30))]);
+        // Same times, another order within the instant: that instant.
+        let mut reordered = derived(Some(10), Some(500));
+        reordered.left_cursor = 9;
+        assert_eq!(changed_times(Some(counted(Some(10), Some(500))), &reordered), [(500, Some(500))]);
+        // The identity or the inferred mark: everywhere it counted.
+        let mut renamed = counted(Some(10), Some(500));
+        renamed.joined_cursor = IDENTITY_CHANGED;
+        assert_eq!(changed_times(Some(renamed), &derived(Some(10), Some(400))), [(10, Some(500))]);
+        let mut inferred = derived(Some(10), None);
+        inferred.inferred = true;
+        assert_eq!(changed_times(Some(counted(Some(10), Some(500))), &inferred), [(10, None)]);
+        // No longer counted: where it was.
+        assert_eq!(changed_times(Some(counted(Some(10), Some(20))), &derived(None, Some(20))), [(10, Some(20))]);
+    }
+
+    #[test]
+    fn touching_ranges_merge_and_open_ones_swallow_the_rest() {
+        assert_eq!(
+            merge_times(vec![(50, Some(60)), (10, Some(20)), (20, Some(30)), (70, Some(70))]),
+            [(10, Some(30)), (50, Some(60)), (70, Some(70))]
+        );
+        assert_eq!(merge_times(vec![(40, None), (10, Some(20)), (50, Some(90))]), [(10, Some(20)), (40, None)]);
+        assert_eq!(merge_times(Vec::new()), []);
     }
 }

@@ -355,6 +355,17 @@ struct EventHead {
     inferred: bool,
 }
 
+/// The `span_end` the projector stores when an event names a room session
+/// that had no name (no span ends before 0): its start is counted under
+/// its name from now on.
+const RENAMED: i64 = -1;
+
+/// A room session's inferred mark: any figure or either end inferred, or
+/// no room_started yet.
+fn totals_inferred(totals: &figures::Totals, start_inferred: bool, end_inferred: bool, start_at: Option<i64>) -> bool {
+    totals.inferred || start_inferred || end_inferred || start_at.is_none()
+}
+
 /// A stored event as the history reads it: without its `detail` when it
 /// is one of RoomControl's own actions (which `apply` reads no detail of).
 fn decode_event(payload: &[u8]) -> Result<Event, prost::DecodeError> {
@@ -617,7 +628,9 @@ macro_rules! history_queries {
                 $least,
                 "(room_sessions.first_cursor, excluded.first_cursor), last_cursor = ",
                 $greatest,
-                "(room_sessions.last_cursor, excluded.last_cursor), room = CASE WHEN room_sessions.room = '' THEN excluded.room ELSE room_sessions.room END"
+                "(room_sessions.last_cursor, excluded.last_cursor), room = CASE WHEN room_sessions.room = '' THEN excluded.room ELSE room_sessions.room END, ",
+                // (Every SET reads the row as it was.)
+                "span_end = CASE WHEN room_sessions.room = '' AND excluded.room <> '' AND room_sessions.span_start IS NOT NULL THEN -1 ELSE room_sessions.span_end END"
             ));
             query.build().execute(&mut **tx).await?;
             Ok(())
@@ -644,6 +657,8 @@ macro_rules! history_queries {
             query.push(
                 ") ON CONFLICT (participant_sid) DO UPDATE SET \
                  identity = CASE WHEN excluded.identity = '' THEN participant_sessions.identity ELSE excluded.identity END, \
+                 joined_cursor = CASE WHEN excluded.identity <> '' AND excluded.identity <> participant_sessions.identity \
+                 THEN -1 ELSE participant_sessions.joined_cursor END, \
                  name = CASE WHEN excluded.name = '' THEN participant_sessions.name ELSE excluded.name END, \
                  kind = CASE WHEN excluded.kind = '' THEN participant_sessions.kind ELSE excluded.kind END, \
                  joined_hint = COALESCE(participant_sessions.joined_hint, excluded.joined_hint)",
@@ -725,20 +740,23 @@ macro_rules! history_queries {
         /// participant sessions' derived columns, from what is recorded.
         async fn recompute(tx: &mut Tx<'_>, room_sid: &str) -> Result<(), StoreError> {
             let mut query: QueryBuilder<'_, $Db> = QueryBuilder::new(
-                "SELECT room, start_at, first_seen_at, end_at, start_inferred, end_inferred, span_start, span_end FROM room_sessions WHERE room_sid = ",
+                "SELECT room, start_at, first_seen_at, end_at, start_inferred, end_inferred, span_start, span_end, started_at, inferred FROM room_sessions WHERE room_sid = ",
             );
             query.push_bind(room_sid);
             #[allow(clippy::type_complexity)]
-            let Some((room, start_at, first_seen_at, end_at, start_inferred, end_inferred, old_start, old_end)): Option<(
-                String,
-                Option<i64>,
-                i64,
-                Option<i64>,
-                bool,
-                bool,
-                Option<i64>,
-                Option<i64>,
-            )> = query.build_query_as().fetch_optional(&mut **tx).await?
+            let Some((
+                room,
+                start_at,
+                first_seen_at,
+                end_at,
+                start_inferred,
+                end_inferred,
+                old_start,
+                old_end,
+                old_started_at,
+                old_inferred,
+            )): Option<(String, Option<i64>, i64, Option<i64>, bool, bool, Option<i64>, Option<i64>, i64, bool)> =
+                query.build_query_as().fetch_optional(&mut **tx).await?
             else {
                 return Ok(());
             };
@@ -798,6 +816,18 @@ macro_rules! history_queries {
                 });
             }
             let derived = figures::derive(&facts, end_at, &actions);
+            // Where usage figures may have changed: around what moved.
+            let mut changed = Vec::new();
+            for session in &derived.participants {
+                let old = stored.get(&session.sid).map(|old| figures::Counted {
+                    joined_at: old.0,
+                    left_at: old.1,
+                    inferred: old.4,
+                    joined_cursor: old.5,
+                    left_cursor: old.6,
+                });
+                changed.extend(figures::changed_times(old, session));
+            }
             for session in &derived.participants {
                 let now = (
                     session.joined_at,
@@ -837,19 +867,29 @@ macro_rules! history_queries {
             } else {
                 Some(derived.participants.iter().filter_map(|p| p.left_at).chain(end_at).max().unwrap_or(started_at))
             };
-            let low = old_start.map_or(span_start, |old| old.min(span_start));
-            let high = match (old_start, old_end, span_end) {
-                (_, _, None) | (Some(_), None, Some(_)) => None,
-                // First computed: only the new span.
-                (None, _, Some(new)) => Some(new),
-                (Some(_), Some(old), Some(new)) => Some(old.max(new)),
-            };
-            let mut invalidate: QueryBuilder<'_, $Db> = QueryBuilder::new("DELETE FROM usage_cache WHERE bucket_end > ");
-            invalidate.push_bind(low);
-            if let Some(high) = high {
-                invalidate.push(" AND bucket_start <= ").push_bind(high);
+            let inferred = totals_inferred(&derived.totals, start_inferred, end_inferred, start_at);
+            if old_start.is_none() {
+                // First computed: nothing cached counted it; its span.
+                changed.push((span_start.min(old_started_at), span_end));
+            } else if old_started_at != started_at || old_inferred != inferred || old_end == Some(RENAMED) {
+                // Its start counts in one bucket, with its inferred mark;
+                // and under its name, for callers asking for its room.
+                changed.push((old_started_at, Some(old_started_at)));
+                changed.push((started_at, Some(started_at)));
             }
-            invalidate.build().execute(&mut **tx).await?;
+            // The cached buckets those times touch go: one that ends at a
+            // time is not touched by it, one that starts at it is.
+            for times in figures::merge_times(changed).chunks(64) {
+                let mut invalidate: QueryBuilder<'_, $Db> = QueryBuilder::new("DELETE FROM usage_cache WHERE ");
+                for (index, (low, high)) in times.iter().enumerate() {
+                    invalidate.push(if index == 0 { "(bucket_end > " } else { " OR (bucket_end > " }).push_bind(*low);
+                    if let Some(high) = high {
+                        invalidate.push(" AND bucket_start <= ").push_bind(*high);
+                    }
+                    invalidate.push(")");
+                }
+                invalidate.build().execute(&mut **tx).await?;
+            }
             let longest = derived
                 .participants
                 .iter()
@@ -871,7 +911,7 @@ macro_rules! history_queries {
             update.push(", unique_identities = ").push_bind(totals.unique_identities);
             update.push(", participant_micros = ").push_bind(totals.closed_micros);
             update.push(", open_participants = ").push_bind(totals.open);
-            update.push(", inferred = ").push_bind(totals.inferred || start_inferred || end_inferred || start_at.is_none());
+            update.push(", inferred = ").push_bind(inferred);
             // No room_started yet: the start shown is the earliest event's,
             // inferred (a real room_started later replaces it, see above).
             update.push(", start_inferred = ").push_bind(start_inferred || start_at.is_none());

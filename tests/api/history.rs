@@ -907,6 +907,108 @@ async fn history_is_kept_for_its_own_retention() {
     assert_eq!(events.len(), hooks.len() + 1);
 }
 
+/// A room open for days (a participant who never leaves): an event in it
+/// changes the cached figures only of the days around what it moved, and
+/// the days before stay cached; a late leave, and a participant whose
+/// identity changes, change exactly the days they touch.
+async fn an_open_room_drops_only_the_cached_days_an_event_changes(kind: Kind) {
+    let database = TestDatabase::create(kind).await;
+    let Some(app) = app_with_own_webhooks(&database).await else { return };
+    let room = unique("long");
+    let r = (room.as_str(), "RM_long");
+    let p = |identity: &'static str, sid: &'static str| Some((identity, sid));
+    const DAY: i64 = 86_400;
+    let midnight = T0 - 18 * 3600;
+    // From 18:00 on the 25th: alice, who stays.
+    post_all(
+        &app,
+        &[
+            &hook("room_started", "EV_l1", r, None, T0 - 2 * DAY),
+            &hook("participant_joined", "EV_l2", r, p("alice", "PA_l_alice"), T0 - 2 * DAY + 60),
+        ],
+    )
+    .await;
+    caught_up(&app).await;
+    let usage = || {
+        let mut client = app.client.clone();
+        let request = GetUsageRequest {
+            from: Some(prost_types::Timestamp { seconds: midnight - 2 * DAY, nanos: 0 }),
+            to: Some(prost_types::Timestamp { seconds: midnight + DAY, nanos: 0 }),
+            bucket: UsageBucket::Day as i32,
+            rooms: vec![room.clone()],
+            time_zone: String::new(),
+        };
+        async move {
+            let reply = client.get_usage(request).await.unwrap().into_inner();
+            reply
+                .buckets
+                .iter()
+                .map(|b| json!([b.label, b.sessions, b.participant_minutes, b.peak_concurrency, b.unique_identities]))
+                .collect::<Vec<_>>()
+        }
+    };
+    let days: Vec<(i64, i64)> = (0..3).map(|day| (midnight + (day - 2) * DAY, midnight + (day - 1) * DAY)).collect();
+    assert_eq!(
+        usage().await,
+        [
+            json!(["2026-11-25", 1, 359.0, 1, 1]),
+            json!(["2026-11-26", 0, 1440.0, 1, 1]),
+            json!(["2026-11-27", 0, 1440.0, 1, 1])
+        ]
+    );
+    assert_eq!(cached_buckets(&database).await, days);
+
+    // bob on the 27th, 18:00-18:10: only the 27th goes.
+    post_all(
+        &app,
+        &[
+            &hook("participant_joined", "EV_l3", r, p("bob", "PA_l_bob"), T0),
+            &hook("participant_left", "EV_l4", r, p("bob", "PA_l_bob"), T0 + 600),
+        ],
+    )
+    .await;
+    caught_up(&app).await;
+    assert_eq!(cached_buckets(&database).await, days[..2]);
+    let with_bob = [
+        json!(["2026-11-25", 1, 359.0, 1, 1]),
+        json!(["2026-11-26", 0, 1440.0, 1, 1]),
+        json!(["2026-11-27", 0, 1450.0, 2, 2]),
+    ];
+    assert_eq!(usage().await, with_bob);
+    assert_eq!(cached_buckets(&database).await, days);
+
+    // carol on the 27th, 18:20-18:30; then LiveKit names her sid "bob"
+    // (a track event): the 27th counts one identity fewer.
+    post_all(
+        &app,
+        &[
+            &hook("participant_joined", "EV_l5", r, p("carol", "PA_l_carol"), T0 + 1200),
+            &hook("participant_left", "EV_l6", r, p("carol", "PA_l_carol"), T0 + 1800),
+        ],
+    )
+    .await;
+    caught_up(&app).await;
+    assert_eq!(usage().await[2], json!(["2026-11-27", 0, 1460.0, 2, 3]));
+    post_all(&app, &[&track_hook("track_published", "EV_l7", r, ("bob", "PA_l_carol"), "TR_l_mic", T0 + 1300)]).await;
+    caught_up(&app).await;
+    assert_eq!(cached_buckets(&database).await, days[..2]);
+    assert_eq!(usage().await[2], json!(["2026-11-27", 0, 1460.0, 2, 2]));
+
+    // alice's leave, late: she left at 18:00 on the 26th. The 25th stays.
+    post_all(&app, &[&hook("participant_left", "EV_l8", r, p("alice", "PA_l_alice"), T0 - DAY)]).await;
+    caught_up(&app).await;
+    assert_eq!(cached_buckets(&database).await, days[..1]);
+    assert_eq!(
+        usage().await,
+        [
+            json!(["2026-11-25", 1, 359.0, 1, 1]),
+            json!(["2026-11-26", 0, 1080.0, 1, 1]),
+            json!(["2026-11-27", 0, 20.0, 1, 1])
+        ]
+    );
+}
+both_stores!(an_open_room_drops_only_the_changed_days_on, an_open_room_drops_only_the_cached_days_an_event_changes);
+
 /// A database RoomControl left at schema version 4 (before usage profiles),
 /// with cached usage in it: the next start adds the profile column and
 /// empties the cache (figures earlier versions computed), and GetUsage

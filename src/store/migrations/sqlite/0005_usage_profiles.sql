@@ -9,3 +9,8 @@ ALTER TABLE usage_cache ADD COLUMN profile BLOB;
 -- counted every room's participants. It is a cache: GetUsage computes
 -- them again.
 DELETE FROM usage_cache;
+
+-- From this version room_sessions.span_start and span_end only say whether
+-- a room session was computed before (span_start) and whether its name was
+-- set since (span_end = -1); the projector drops the cached buckets around
+-- the joins, ends and starts that moved (history::figures::changed_times).

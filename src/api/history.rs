@@ -342,9 +342,9 @@ pub(crate) async fn get_usage(
         unique_identities: figures.unique_identities,
         inferred: figures.inferred,
     };
+    let rows = UsageRows { store, rooms: &request.rooms, like: &like, caller: &caller };
     let buckets = match kind {
         BucketKind::Room => {
-            let rows = UsageRows { store, rooms: &request.rooms, like: &like, caller: &caller };
             let (participants, sessions) = rows.read(from, to, true).await?;
             usage::room_figures(from, to, &participants, &sessions, now)
                 .into_iter()
@@ -361,7 +361,6 @@ pub(crate) async fn get_usage(
                 .collect();
             let mut counted: Vec<Option<usage::Figures>> =
                 buckets.iter().map(|bucket| cached.get(&(bucket.start, bucket.end)).map(usage_figures)).collect();
-            let rows = UsageRows { store, rooms: &request.rooms, like: &like, caller: &caller };
             let mut fresh = Vec::new();
             // A bucket the range cuts at one end (the first day of "the last
             // 30 days"), of an hour or a day that has ended: answered from
@@ -381,10 +380,9 @@ pub(crate) async fn get_usage(
                         Some(profile) => profile,
                         None => {
                             let (participants, sessions) = rows.read(start, end, false).await?;
-                            let whole = usage::Bucket::new(start, end, String::new());
-                            let figures =
-                                usage::figures(&[whole], &participants, &sessions, now).pop().unwrap_or_default();
                             let profile = Profile::build(start, end, &participants, &sessions, now);
+                            // The whole bucket's figures are the profile's.
+                            let figures = profile.figures(start, end).unwrap_or_default();
                             fresh.push(CachedBucket {
                                 profile: Some(profile.encode()),
                                 ..cached_bucket(start, end, &figures)

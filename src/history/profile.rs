@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use bytes::{Buf, BufMut};
 use prost::encoding::{decode_varint, encode_varint};
 
-use super::usage::{Figures, end_of};
+use super::usage::{Figures, Interval};
 use crate::store::history::{UsageParticipant, UsageSession};
 
 /// The encoding's version: a profile of another version is read as absent.
@@ -74,19 +74,14 @@ impl Profile {
         let mut identities: HashMap<&str, (i64, i64)> = HashMap::new();
         let mut inferred_participants = Vec::new();
         for participant in participants {
-            let (joined, left) = (participant.joined_at, end_of(participant, now));
-            if joined > now {
+            let Some(interval) = Interval::of(participant, now) else {
+                continue;
+            };
+            changes.extend(interval.changes(participant).into_iter().flatten());
+            if !interval.overlaps(start, end) {
                 continue;
             }
-            if left > joined || participant.left_cursor > participant.joined_cursor {
-                changes.push((joined, participant.joined_cursor, 1i64));
-                changes.push((left, participant.left_cursor, -1i64));
-            }
-            let overlaps = joined < end && (left > start || (left == joined && joined >= start));
-            if !overlaps {
-                continue;
-            }
-            let (first, last) = (joined.max(start), reach(joined, left));
+            let (first, last) = (interval.joined.max(start), reach(interval.joined, interval.left));
             let entry = identities.entry(participant.identity.as_str()).or_insert((first, last));
             *entry = (entry.0.min(first), entry.1.max(last));
             if participant.inferred {

@@ -107,9 +107,35 @@ pub fn time_buckets(from: i64, to: i64, kind: BucketKind, zone: &TimeZone) -> Re
     Ok(buckets)
 }
 
-/// An interval's end for figures: its leave, or `now` while it is open.
-pub(crate) fn end_of(participant: &UsageParticipant, now: i64) -> i64 {
-    participant.left_at.unwrap_or(now).max(participant.joined_at)
+/// A participant session as the figures count it at `now`: from its join
+/// to its leave, or to `now` while it is open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Interval {
+    pub joined: i64,
+    pub left: i64,
+}
+
+impl Interval {
+    /// `None` for a session that joined after `now`.
+    pub(crate) fn of(participant: &UsageParticipant, now: i64) -> Option<Interval> {
+        let joined = participant.joined_at;
+        (joined <= now).then(|| Interval { joined, left: participant.left_at.unwrap_or(now).max(joined) })
+    }
+
+    /// Its join and end as changes of the running count (time, timeline
+    /// order, +1 or -1). A session of no length counts in the peak only
+    /// when the timeline put its end after its start.
+    pub(crate) fn changes(&self, participant: &UsageParticipant) -> Option<[(i64, i64, i64); 2]> {
+        (self.left > self.joined || participant.left_cursor > participant.joined_cursor)
+            .then_some([(self.joined, participant.joined_cursor, 1), (self.left, participant.left_cursor, -1)])
+    }
+
+    /// Whether it counts in [start, end): it overlaps the range, or, of no
+    /// length, sits in it.
+    pub(crate) fn overlaps(&self, start: i64, end: i64) -> bool {
+        let Interval { joined, left } = *self;
+        joined < end && (left > start || (left == joined && joined >= start))
+    }
 }
 
 /// The figures of each bucket (in order, not overlapping), from the
@@ -132,24 +158,17 @@ pub fn figures(
     let mut identities: Vec<HashSet<&str>> = vec![HashSet::new(); buckets.len()];
     let mut changes = Vec::with_capacity(participants.len() * 2);
     for participant in participants {
-        let (joined, left) = (participant.joined_at, end_of(participant, now));
-        if joined > now {
+        let Some(interval) = Interval::of(participant, now) else {
             continue;
-        }
-        // A session of no length counts in its bucket's peak when the
-        // timeline put its end after its start.
-        if left > joined || participant.left_cursor > participant.joined_cursor {
-            changes.push((joined, participant.joined_cursor, 1i64));
-            changes.push((left, participant.left_cursor, -1i64));
-        }
+        };
+        let Interval { joined, left } = interval;
+        changes.extend(interval.changes(participant).into_iter().flatten());
         let mut index = index_of(joined);
         while let Some(bucket) = buckets.get(index) {
-            // Overlaps the bucket; a session of no length counts where it is.
-            let overlaps = joined < bucket.end && (left > bucket.start || (left == joined && joined >= bucket.start));
             if joined >= bucket.end {
                 break;
             }
-            if overlaps {
+            if interval.overlaps(bucket.start, bucket.end) {
                 let inside = left.min(bucket.end) - joined.max(bucket.start);
                 figures[index].participant_micros += inside.max(0);
                 identities[index].insert(participant.identity.as_str());

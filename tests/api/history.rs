@@ -36,6 +36,29 @@ async fn cached_buckets(database: &TestDatabase) -> Vec<(i64, i64)> {
     rows
 }
 
+/// Each GetUsage bucket as [label, sessions, participant-minutes, peak
+/// concurrency, unique identities].
+fn bucket_figures(reply: &GetUsageResponse) -> Vec<Value> {
+    reply
+        .buckets
+        .iter()
+        .map(|b| json!([b.label, b.sessions, b.participant_minutes, b.peak_concurrency, b.unique_identities]))
+        .collect()
+}
+
+/// One room's usage by UTC day over [from, to) (unix seconds), as
+/// [`bucket_figures`].
+async fn daily_usage(app: &TestApp, room: &str, from: i64, to: i64) -> Vec<Value> {
+    let request = GetUsageRequest {
+        from: Some(prost_types::Timestamp { seconds: from, nanos: 0 }),
+        to: Some(prost_types::Timestamp { seconds: to, nanos: 0 }),
+        bucket: UsageBucket::Day as i32,
+        rooms: vec![room.to_owned()],
+        time_zone: String::new(),
+    };
+    bucket_figures(&app.client.clone().get_usage(request).await.unwrap().into_inner())
+}
+
 /// The newest cursor of the timeline.
 async fn newest_cursor(app: &TestApp) -> u64 {
     let mut since = 0;
@@ -392,13 +415,7 @@ async fn usage_buckets_follow_the_time_zones_calendar(kind: Kind) {
         };
         async move { client.get_usage(request).await.unwrap().into_inner() }
     };
-    let figures = |reply: &GetUsageResponse| {
-        reply
-            .buckets
-            .iter()
-            .map(|b| json!([b.label, b.sessions, b.participant_minutes, b.peak_concurrency, b.unique_identities]))
-            .collect::<Vec<_>>()
-    };
+    let figures = bucket_figures;
     let kolkata = usage(UsageBucket::Day, "Asia/Kolkata").await;
     assert_eq!(kolkata.time_zone, "Asia/Kolkata");
     assert_eq!(
@@ -498,24 +515,7 @@ async fn a_day_cut_by_the_range_is_counted_exactly_and_follows_late_events(kind:
     )
     .await;
     caught_up(&app).await;
-    let usage = |from: i64, to: i64| {
-        let mut client = app.client.clone();
-        let request = GetUsageRequest {
-            from: Some(prost_types::Timestamp { seconds: from, nanos: 0 }),
-            to: Some(prost_types::Timestamp { seconds: to, nanos: 0 }),
-            bucket: UsageBucket::Day as i32,
-            rooms: vec![room.clone()],
-            time_zone: String::new(),
-        };
-        async move {
-            let reply = client.get_usage(request).await.unwrap().into_inner();
-            reply
-                .buckets
-                .iter()
-                .map(|b| json!([b.label, b.sessions, b.participant_minutes, b.peak_concurrency, b.unique_identities]))
-                .collect::<Vec<_>>()
-        }
-    };
+    let usage = |from: i64, to: i64| daily_usage(&app, &room, from, to);
     let midnight = T0 - 18 * 3600;
     // From 18:00 on the 27th to noon on the 28th: both days cut.
     let expected = [json!(["2026-11-27", 1, 30.0, 1, 2]), json!(["2026-11-28", 0, 10.0, 1, 1])];
@@ -929,24 +929,7 @@ async fn an_open_room_drops_only_the_cached_days_an_event_changes(kind: Kind) {
     )
     .await;
     caught_up(&app).await;
-    let usage = || {
-        let mut client = app.client.clone();
-        let request = GetUsageRequest {
-            from: Some(prost_types::Timestamp { seconds: midnight - 2 * DAY, nanos: 0 }),
-            to: Some(prost_types::Timestamp { seconds: midnight + DAY, nanos: 0 }),
-            bucket: UsageBucket::Day as i32,
-            rooms: vec![room.clone()],
-            time_zone: String::new(),
-        };
-        async move {
-            let reply = client.get_usage(request).await.unwrap().into_inner();
-            reply
-                .buckets
-                .iter()
-                .map(|b| json!([b.label, b.sessions, b.participant_minutes, b.peak_concurrency, b.unique_identities]))
-                .collect::<Vec<_>>()
-        }
-    };
+    let usage = || daily_usage(&app, &room, midnight - 2 * DAY, midnight + DAY);
     let days: Vec<(i64, i64)> = (0..3).map(|day| (midnight + (day - 2) * DAY, midnight + (day - 1) * DAY)).collect();
     assert_eq!(
         usage().await,
